@@ -1,0 +1,65 @@
+"""Backends by URL scheme: ``sqlite://``, ``redis://``/``rediss://``, ``zookeeper://``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from scheduler.backends.base import LeaseBackend
+from scheduler.clock import SYSTEM_CLOCK, Clock
+from scheduler.errors import ConfigError
+
+SCHEMES = ("sqlite", "redis", "rediss", "zookeeper")
+
+#: Seconds one backend call may take before it fails, when the caller does not say.
+DEFAULT_OP_TIMEOUT = 2.0
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def from_url(
+    url: str, *, op_timeout: float = DEFAULT_OP_TIMEOUT, clock: Clock = SYSTEM_CLOCK
+) -> LeaseBackend:
+    """Open the backend named by ``url``.
+
+    Args:
+        url: ``sqlite:///path``, ``redis://[user:password@]host:port/db``, ``rediss://...``
+            or ``zookeeper://[user:password@]host:port[,host:port...]/chroot``.
+        op_timeout: seconds any single backend call may take before it fails with
+            :class:`~scheduler.errors.BackendUnavailable`.
+        clock: the clock deadlines are computed from.
+
+    Raises:
+        ConfigError: the URL scheme is unknown or the URL is malformed (key ``backend``).
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "sqlite":
+        from scheduler.backends.sqlite import SqliteBackend
+
+        return SqliteBackend.from_url(url, op_timeout=op_timeout, clock=clock)
+    if scheme in ("redis", "rediss"):
+        from scheduler.backends.redis import RedisBackend
+
+        return RedisBackend.from_url(url, op_timeout=op_timeout, clock=clock)
+    if scheme == "zookeeper":
+        from scheduler.backends.zookeeper import ZooKeeperBackend
+
+        return ZooKeeperBackend.from_url(url, op_timeout=op_timeout, clock=clock)
+    raise ConfigError(
+        "backend",
+        f"unsupported URL scheme {scheme or '(none)'!r} in {redact(url)!r}; "
+        f"expected one of {', '.join(s + '://' for s in SCHEMES)}",
+    )
+
+
+__all__ = ["DEFAULT_OP_TIMEOUT", "SCHEMES", "LeaseBackend", "from_url", "redact"]

@@ -1,0 +1,116 @@
+"""The coordination backend contract. Its docstrings are the contract every backend passes.
+
+A backend keeps, per election name (the ``cluster``):
+
+* one **lease**: a holder, a fencing token and a server-side expiry;
+* the **run records** of every job: one per (job, fire instant), created by :meth:`claim`
+  only while the claimer holds the lease, so each fire runs at most once cluster-wide.
+
+Outcomes are kept apart: contention returns ``None``; acting on a lease that is no longer
+ours raises :class:`~scheduler.errors.LeaseLost`; success returns a value. Any call may raise
+:class:`~scheduler.errors.BackendUnavailable` (no answer within ``op_timeout``) or
+:class:`~scheduler.errors.BackendAuthError`; no call blocks longer than ``op_timeout`` plus
+the connect time, and none retries internally — retry policy belongs to the elector.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from scheduler.lease import Holder, Lease, LeaseRecord
+from scheduler.runs import Retention, RunRecord
+
+
+@runtime_checkable
+class LeaseBackend(Protocol):
+    """A lease store with fencing tokens and claim records."""
+
+    #: The backend URL with any password removed; used in every message about it.
+    url: str
+
+    def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
+        """Take the lease ``name`` for ``holder`` for ``ttl`` seconds if nobody holds it.
+
+        The fencing token is assigned in the same atomic step and is strictly greater than
+        every token this backend has issued for ``name`` before.
+
+        Returns:
+            The new lease, whose local deadline counts from when the request was sent;
+            ``None`` if another holder has it (contention).
+        """
+        ...
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend ``lease`` by its TTL, only if ``lease.holder`` still holds it.
+
+        Returns:
+            The lease with a deadline counted from this request's send time; same token.
+
+        Raises:
+            LeaseLost: the lease expired, was released, deleted or taken by another holder.
+        """
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give up ``lease`` if (and only if) its holder still holds it. Safe to call twice.
+
+        Followers waiting in :meth:`wait_for_change` are woken at once.
+        """
+        ...
+
+    def read(self, name: str) -> LeaseRecord | None:
+        """Observe the current holder of ``name`` without taking part; ``None`` if free."""
+        ...
+
+    def wait_for_change(self, name: str, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when lease ``name`` is released.
+
+        A follower calls this between attempts; a return is a hint to try again, not proof
+        that the lease is free.
+        """
+        ...
+
+    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
+        """Record ``run`` as the one execution of (``run.job``, ``run.scheduled_time``).
+
+        Atomically checks that ``lease`` (holder and token) is still held and that the fire
+        is unclaimed, then stores ``run``; it also trims that job's history per ``retention``.
+
+        Returns:
+            ``run`` as stored; ``None`` if this fire was already claimed (by anyone).
+
+        Raises:
+            LeaseLost: ``lease`` is not held (checked before the duplicate check).
+        """
+        ...
+
+    def finish(self, name: str, run: RunRecord) -> None:
+        """Store the outcome of ``run`` (a finished copy of a record returned by claim).
+
+        Needs no lease: the history of a run must be kept even when leadership was lost
+        during it. Updates only the record claimed with ``run.token``; a no-op when that
+        record is gone (trimmed) or belongs to another token.
+        """
+        ...
+
+    def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
+        """The newest ``limit`` run records of ``job``, newest fire first."""
+        ...
+
+    def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
+        """Fire keys (see :func:`scheduler.runs.fire_key`) claimed in ``[since, until]``."""
+        ...
+
+    def check(self) -> None:
+        """Verify the backend answers and accepts our credentials.
+
+        Raises:
+            BackendUnavailable: no answer in time.
+            BackendAuthError: credentials refused.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads. Does not release leases."""
+        ...
