@@ -1,0 +1,135 @@
+"""Settings from a YAML file, then ``BATON_<KEY>`` environment variables, then CLI flags.
+
+Every problem is reported as one :class:`~scheduler.errors.ConfigError` naming the key and
+where the bad value came from. Unknown keys in the file are refused (with a suggestion);
+unknown ``BATON_*`` variables are ignored, because Kubernetes injects ``BATON_PORT`` and the
+like for a Service named ``baton``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scheduler.errors import ConfigError
+from scheduler.timings import LeaseTimings
+
+#: The embedded backend, in a file under the current directory.
+DEFAULT_BACKEND = "sqlite:///.baton/baton.db"
+ENV_PREFIX = "BATON_"
+
+
+class Settings(BaseModel):
+    """A replica's settings. Durations are in seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    #: Backend URL: sqlite:///path (default, one host), redis://, rediss://, zookeeper://.
+    backend: str = DEFAULT_BACKEND
+    #: Election name; deployments sharing one backend need distinct clusters.
+    cluster: str = Field(default="default", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    #: This replica's name in logs and history (default: the host name, the pod name on k8s).
+    replica_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    #: Modules (or packages) to import for @singleton_job definitions.
+    jobs: list[str] = Field(default_factory=lambda: ["jobs"])
+    #: See LeaseTimings for the trade-offs. Defaults: 10 s, ttl/3, 2*ttl/3.
+    lease_ttl: float = Field(default=10.0, gt=0)
+    renew_interval: float | None = Field(default=None, gt=0)
+    renew_deadline: float | None = Field(default=None, gt=0)
+    #: Seconds to wait for running jobs on SIGTERM before releasing anyway (default 30).
+    #: Keep it below Kubernetes' terminationGracePeriodSeconds.
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    #: json (containers), console (humans), auto (console on a TTY, else json).
+    log_format: Literal["json", "console", "auto"] = "auto"
+    #: Runs kept per job in the backend (older ones are trimmed; default 100).
+    history_limit: int = Field(default=100, ge=1)
+
+    def timings(self) -> LeaseTimings:
+        """The lease timings, validated against each other."""
+        return LeaseTimings.of(self.lease_ttl, self.renew_interval, self.renew_deadline)
+
+
+KEYS = tuple(Settings.model_fields)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping of keys, not {type(data).__name__}")
+    for key in data:
+        if key not in KEYS:
+            close = difflib.get_close_matches(str(key), KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(str(key), f"unknown key in {path}{hint}")
+    return data
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        raw = environ.get(ENV_PREFIX + key.upper())
+        if raw is None:
+            continue
+        if key == "jobs":
+            values[key] = [part.strip() for part in raw.split(",") if part.strip()]
+        else:
+            values[key] = raw
+    return values
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings: defaults < YAML file < ``BATON_<KEY>`` env < ``overrides`` (CLI flags).
+
+    Raises:
+        ConfigError: naming the key and the source of the bad value.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = env[ENV_PREFIX + "CONFIG"]
+    sources: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    if path is not None:
+        for key, value in _read_file(Path(path)).items():
+            merged[key], sources[key] = value, str(path)
+    for key, value in _read_env(env).items():
+        merged[key], sources[key] = value, ENV_PREFIX + key.upper()
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            merged[key], sources[key] = value, "command line"
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"][:1]) or "(config)"
+        where = sources.get(key)
+        got = merged.get(key)
+        detail = error["msg"]
+        if got is not None:
+            detail += f", got {got!r}"
+        raise ConfigError(key, detail + (f" (from {where})" if where else "")) from None
+    settings.timings()  # refuse inconsistent timings now, naming both fields
+    return settings

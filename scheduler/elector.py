@@ -1,0 +1,297 @@
+"""Leader election loop: acquire, renew, give up at the deadline, release on stop.
+
+The policy lives here, above the storage (as in client-go's ``leaderelection``): the backend
+only answers single bounded calls. A leadership *term* begins with each successful acquire
+and ends exactly once, with the reason, when the lease is lost, the renew deadline passes, or
+the replica stops. Whether a term is still valid is computed from the monotonic clock at the
+moment of asking, so a stalled process (GC, SIGSTOP, a frozen VM) never trusts a lease whose
+deadline passed while it was not looking, whatever the elector thread is doing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from scheduler.backends.base import LeaseBackend
+from scheduler.clock import SYSTEM_CLOCK, Clock
+from scheduler.errors import BackendAuthError, BackendError, LeaseLost
+from scheduler.lease import Holder, Lease
+from scheduler.logs import get_logger
+from scheduler.timings import LeaseTimings
+
+#: Seconds; first and largest pause between attempts while the backend is unreachable.
+BACKOFF_START = 0.2
+BACKOFF_CAP = 5.0
+
+
+class Term:
+    """One leadership term: a lease, renewed in place, and a ``lost`` event set once at its end.
+
+    Args:
+        lease: the lease as acquired.
+        timings: for the renew deadline.
+        clock: monotonic time source.
+    """
+
+    def __init__(self, lease: Lease, timings: LeaseTimings, clock: Clock) -> None:
+        self._lease = lease
+        self._timings = timings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.lost = threading.Event()
+        self.token = lease.token
+        self.reason = ""
+
+    @property
+    def lease(self) -> Lease:
+        with self._lock:
+            return self._lease
+
+    def renewed(self, lease: Lease) -> None:
+        with self._lock:
+            self._lease = lease
+
+    def lease_deadline(self) -> float:
+        """Local monotonic deadline of the lease; ``-inf`` once the term has ended."""
+        if self.lost.is_set():
+            return -math.inf
+        return self.lease.deadline
+
+    def leads_until(self) -> float:
+        """Monotonic instant the term ends unless renewed: the renew deadline, capped by the
+        lease deadline."""
+        lease = self.lease
+        return min(lease.deadline, lease.sent_at + self._timings.renew_deadline)
+
+    def valid(self) -> bool:
+        """True while the term has not ended and its renew deadline has not passed."""
+        return not self.lost.is_set() and self._clock.monotonic() < self.leads_until()
+
+    def end(self, reason: str) -> bool:
+        """End the term; returns False if it had already ended."""
+        with self._lock:
+            if self.lost.is_set():
+                return False
+            self.reason = reason
+            self.lost.set()
+            return True
+
+
+@dataclass(frozen=True, slots=True)
+class LeadershipAcquired:
+    """Event: this replica became leader."""
+
+    term: Term
+
+
+@dataclass(frozen=True, slots=True)
+class LeadershipLost:
+    """Event: this replica's term ended; ``reason`` says why."""
+
+    term: Term
+    reason: str
+
+
+Listener = Callable[[LeadershipAcquired | LeadershipLost], None]
+
+
+class Elector:
+    """Runs the election for ``name`` in a background thread.
+
+    Args:
+        backend: the lease store.
+        name: election name (the cluster).
+        holder: this replica's identity.
+        timings: lease_ttl, renew_interval, renew_deadline (validated together).
+        clock: monotonic time for every deadline.
+    """
+
+    def __init__(
+        self,
+        backend: LeaseBackend,
+        name: str,
+        holder: Holder,
+        timings: LeaseTimings,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.backend = backend
+        self.name = name
+        self.holder = holder
+        self.timings = timings
+        self.clock = clock
+        self.log = get_logger(replica=holder.replica_id)
+        self._listeners: list[Listener] = []
+        self._term: Term | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._backoff = 0.0
+        self._unavailable_since: float | None = None
+
+    # -- public API -------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with LeadershipAcquired / LeadershipLost events.
+
+        Listeners run on the elector thread and must not block; exceptions are logged.
+        """
+        self._listeners.append(listener)
+
+    def current_term(self) -> Term | None:
+        """The term this replica leads in right now, or ``None`` (computed, no network)."""
+        term = self._term
+        if term is not None and term.valid():
+            return term
+        return None
+
+    def is_leader(self) -> bool:
+        return self.current_term() is not None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="baton-elector", daemon=True)
+        self._thread.start()
+
+    def stop(self, release: bool = True, timeout: float | None = None) -> None:
+        """Stop electing; end a running term and (by default) release the lease.
+
+        Followers are woken by the release at once (pub/sub, or the embedded backend's
+        change counter).
+        """
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self.timings.op_timeout * 3)
+        term = self._term
+        if term is not None:
+            self._end_term(term, "shutdown", release=release)
+
+    def resign(self) -> None:
+        """Step down now (release) and go on as a follower."""
+        term = self._term
+        if term is not None:
+            self._end_term(term, "resigned", release=True)
+            self._wake.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._term is None:
+                    self._follow()
+                else:
+                    self._lead(self._term)
+            except Exception:  # the loop must survive anything a backend throws at it
+                self.log.exception("elector_error")
+                self._sleep(BACKOFF_START)
+
+    def _follow(self) -> None:
+        try:
+            lease = self.backend.try_acquire(self.name, self.holder, self.timings.lease_ttl)
+            record = None if lease is not None else self.backend.read(self.name)
+        except BackendError as exc:
+            self._unavailable(exc)
+            return
+        self._available()
+        if lease is not None:
+            self._begin_term(lease)
+            return
+        # Wait for a release (instant wake-up) or for the holder's lease to run out on the
+        # server (we know when from its remaining TTL), whichever comes first.
+        wait = self.timings.renew_interval
+        if record is not None and record.ttl_left is not None:
+            wait = min(wait, max(record.ttl_left, 0.0) + 0.001)
+        if not self._stop.is_set():
+            self.backend.wait_for_change(self.name, wait)
+
+    def _lead(self, term: Term) -> None:
+        lease = term.lease
+        next_renewal = lease.sent_at + self.timings.renew_interval
+        self._sleep(next_renewal - self.clock.monotonic())
+        if self._stop.is_set() or term.lost.is_set():
+            if term.lost.is_set() and self._term is term:
+                self._term = None
+            return
+        if self.clock.monotonic() >= term.leads_until():
+            # We could not renew in time (or were paused past the deadline): stop trusting
+            # the lease. Release it if it is still ours so a follower need not wait it out.
+            self._end_term(term, "renew_deadline", release=True)
+            return
+        try:
+            renewed = self.backend.renew(lease)
+        except LeaseLost as exc:
+            self._end_term(term, exc.reason, release=False)
+            return
+        except BackendError as exc:
+            left = term.leads_until() - self.clock.monotonic()
+            self.log.warning(
+                "lease_renew_failed", error=str(exc), token=term.token, leads_for=round(left, 3)
+            )
+            # Retry soon, but leave room for another bounded attempt before the deadline.
+            self._sleep(min(self.timings.renew_interval / 4, max(left, 0.0) / 2))
+            return
+        if renewed.sent_at >= term.leads_until():
+            # The request left after the deadline (the process stalled in between): the term
+            # is over even though the server agreed; give the lease back.
+            term.renewed(renewed)
+            self._end_term(term, "renew_deadline", release=True)
+            return
+        term.renewed(renewed)
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _begin_term(self, lease: Lease) -> None:
+        term = Term(lease, self.timings, self.clock)
+        self._term = term
+        self.log.info("leadership_acquired", token=lease.token, cluster=self.name)
+        self._emit(LeadershipAcquired(term))
+
+    def _end_term(self, term: Term, reason: str, release: bool) -> None:
+        if not term.end(reason):
+            return
+        if self._term is term:
+            self._term = None
+        self.log.warning("leadership_lost", reason=reason, token=term.token, cluster=self.name)
+        self._emit(LeadershipLost(term, reason))
+        if release:
+            try:
+                self.backend.release(term.lease)
+                self.log.info("lease_released", token=term.token, cluster=self.name)
+            except BackendError as exc:
+                self.log.warning("lease_release_failed", error=str(exc), token=term.token)
+
+    def _emit(self, event: LeadershipAcquired | LeadershipLost) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                self.log.exception("listener_failed", listener=repr(listener))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _unavailable(self, exc: BackendError) -> None:
+        self._backoff = min(BACKOFF_CAP, max(BACKOFF_START, self._backoff * 2))
+        if self._unavailable_since is None:
+            self._unavailable_since = self.clock.monotonic()
+        level = "error" if isinstance(exc, BackendAuthError) else "warning"
+        getattr(self.log, level)(
+            "backend_unavailable", error=str(exc), retry_in=round(self._backoff, 3)
+        )
+        self._sleep(self._backoff)
+
+    def _available(self) -> None:
+        if self._unavailable_since is not None:
+            down = self.clock.monotonic() - self._unavailable_since
+            self.log.info("backend_available", down_for=round(down, 3))
+        self._unavailable_since = None
+        self._backoff = 0.0
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._wake.wait(seconds)
+            self._wake.clear()

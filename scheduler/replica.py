@@ -1,0 +1,77 @@
+"""One replica: backend + elector + runner, started together and stopped in the safe order."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from scheduler.backends import from_url
+from scheduler.backends.base import LeaseBackend
+from scheduler.clock import SYSTEM_CLOCK, Clock
+from scheduler.config import Settings
+from scheduler.elector import Elector
+from scheduler.jobs import JobSpec
+from scheduler.lease import Holder
+from scheduler.logs import get_logger
+from scheduler.runner import Runner
+
+
+class Replica:
+    """Everything one ``baton run`` process does.
+
+    Args:
+        settings: validated settings.
+        specs: the loaded jobs.
+        backend: an open backend (default: opened from ``settings.backend``).
+        clock: time source for every deadline.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        specs: Sequence[JobSpec],
+        backend: LeaseBackend | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.settings = settings
+        timings = settings.timings()
+        self.backend = backend or from_url(
+            settings.backend, op_timeout=timings.op_timeout, clock=clock
+        )
+        self.holder = Holder.new(settings.replica_id)
+        self.elector = Elector(self.backend, settings.cluster, self.holder, timings, clock)
+        self.runner = Runner(
+            specs, self.elector, self.backend, settings.cluster, settings.history_limit, clock
+        )
+        self.log = get_logger(replica=settings.replica_id)
+        self._timings = timings
+
+    def run(self, stop: threading.Event) -> None:
+        """Elect and fire until ``stop`` is set, then shut down gracefully."""
+        t = self._timings
+        self.log.info(
+            "replica_started",
+            cluster=self.settings.cluster,
+            backend=self.backend.url,
+            jobs=[spec.name for spec in self.runner.specs],
+            lease_ttl=t.lease_ttl,
+            renew_interval=round(t.renew_interval, 3),
+            renew_deadline=round(t.renew_deadline, 3),
+        )
+        self.runner.start()
+        self.elector.start()
+        stop.wait()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop new fires, wait ``shutdown_grace`` for running jobs, release, close."""
+        grace = self.settings.shutdown_grace
+        self.log.info("shutdown_started", shutdown_grace=grace)
+        self.runner.stop_firing()
+        if not self.runner.wait_idle(grace):
+            self.log.warning("shutdown_grace_exceeded", shutdown_grace=grace)
+        # The lease was renewed while jobs finished; releasing now wakes followers at once.
+        self.elector.stop(release=True)
+        self.runner.close()
+        self.backend.close()
+        self.log.info("replica_stopped")

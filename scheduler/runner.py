@@ -1,0 +1,320 @@
+"""Fires -> leadership check -> claim -> run with a JobContext -> record the outcome.
+
+Every replica runs APScheduler with the same triggers; a fire reaches :class:`Runner` through
+:class:`LaneExecutor`. Only a replica in a valid leadership term claims it, and only a
+successful claim (one atomic backend step that also checks the lease) runs the job.
+
+Each job has a :class:`Lane`: its fires run one after another on this replica, so a job
+never overlaps itself; a fire arriving while the job runs waits its turn (coalesced to the
+newest one unless ``catch_up="all"``) and is skipped if it can no longer start within
+``misfire_grace``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from scheduler.backends.base import LeaseBackend
+from scheduler.clock import SYSTEM_CLOCK, Clock
+from scheduler.context import JobContext
+from scheduler.elector import Elector, LeadershipAcquired, LeadershipLost, Term
+from scheduler.errors import BackendError, LeaseLost
+from scheduler.errors import LeadershipLost as JobLeadershipLost
+from scheduler.jobs import JobSpec
+from scheduler.logs import get_logger
+from scheduler.runs import Retention, RunRecord
+from scheduler.schedules import fires_between
+
+#: Seconds between attempts to store outcomes the backend could not take at the time.
+FLUSH_RETRY = 1.0
+
+
+class Lane:
+    """The serial queue of fires for one job on this replica."""
+
+    def __init__(self, spec: JobSpec, runner: Runner) -> None:
+        self.spec = spec
+        self._runner = runner
+        self._lock = threading.Lock()
+        self._pending: list[datetime] = []
+        self._busy = False
+        self.idle = threading.Event()
+        self.idle.set()
+        self.active: RunRecord | None = None
+
+    def submit(self, fires: Sequence[datetime]) -> None:
+        """Queue ``fires`` (deduplicated, in order); start draining if idle."""
+        with self._lock:
+            merged = sorted(set(self._pending) | {f.astimezone(UTC) for f in fires})
+            if self.spec.catch_up != "all":
+                merged = merged[-1:]
+            self._pending = merged
+            if self._busy or not merged:
+                return
+            self._busy = True
+            self.idle.clear()
+        self._runner.pool.submit(self._drain)
+
+    def drop_pending(self) -> None:
+        with self._lock:
+            self._pending = []
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending or not self._runner.accepting:
+                    self._pending = []
+                    self._busy = False
+                    self.idle.set()
+                    return
+                fire = self._pending.pop(0)
+            try:
+                self._runner.run_fire(self, fire)
+            except Exception:
+                self._runner.log.exception("fire_failed", job=self.spec.name)
+
+
+class LaneExecutor(BaseExecutor):  # type: ignore[misc]
+    """APScheduler executor that hands each fire to its job's lane instead of running it."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self._runner = runner
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        try:
+            self._runner.lanes[job.id].submit(run_times)
+        finally:
+            # The lane owns overlap control; APScheduler's instance count goes straight back.
+            self._run_job_success(job.id, [])
+
+
+class Runner:
+    """Schedules every job on this replica and runs the fires it wins.
+
+    Args:
+        specs: the loaded jobs.
+        elector: tells whether (and under which term) this replica leads.
+        backend: where fires are claimed and outcomes recorded.
+        cluster: election name, the namespace of the run history.
+        history_limit: runs kept per job.
+        clock: wall clock for fire instants, monotonic for deadlines.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[JobSpec],
+        elector: Elector,
+        backend: LeaseBackend,
+        cluster: str,
+        history_limit: int = 100,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.specs = list(specs)
+        self.elector = elector
+        self.backend = backend
+        self.cluster = cluster
+        self.history_limit = history_limit
+        self.clock = clock
+        self.replica_id = elector.holder.replica_id
+        self.log = get_logger(replica=self.replica_id)
+        self.lanes = {spec.name: Lane(spec, self) for spec in self.specs}
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(4, len(self.specs) + 2), thread_name_prefix="baton-job"
+        )
+        self.accepting = True
+        self._unsaved: list[RunRecord] = []
+        self._unsaved_lock = threading.Lock()
+        self._flush_wake = threading.Event()
+        self._stopped = threading.Event()
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._scheduler.add_executor(LaneExecutor(self), alias="baton")
+        elector.add_listener(self._on_leadership)
+
+    def start(self) -> None:
+        """Start the fire loop (on every replica, leader or not)."""
+        for spec in self.specs:
+            self._scheduler.add_job(
+                spec.func,
+                trigger=spec.trigger,
+                id=spec.name,
+                name=spec.name,
+                executor="baton",
+                # The lane checks lateness itself; APScheduler must hand over every fire.
+                misfire_grace_time=None,
+                coalesce=spec.catch_up != "all",
+                max_instances=1_000_000,
+                replace_existing=True,
+            )
+        self._scheduler.start()
+        threading.Thread(target=self._flush_loop, name="baton-history", daemon=True).start()
+
+    def stop_firing(self) -> None:
+        """Start no new fire from now on; running jobs go on."""
+        self.accepting = False
+        for lane in self.lanes.values():
+            lane.drop_pending()
+        self._scheduler.shutdown(wait=False)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for running jobs; True if all have finished."""
+        deadline = self.clock.monotonic() + timeout
+        for lane in self.lanes.values():
+            if not lane.idle.wait(max(0.0, deadline - self.clock.monotonic())):
+                return False
+        return True
+
+    def close(self) -> None:
+        """Record still-running jobs as lost, store unsaved outcomes (bounded), stop threads."""
+        now = self.clock.now()
+        for lane in self.lanes.values():
+            run = lane.active
+            if run is not None:
+                lane.active = None
+                self._save(run.finished("lost", now, "replica shut down before the run ended"))
+        self._flush()
+        self._stopped.set()
+        self._flush_wake.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- one fire ---------------------------------------------------------------------------
+
+    def run_fire(self, lane: Lane, fire: datetime) -> None:
+        """Claim ``fire`` if this replica leads, and run the job if the claim succeeds."""
+        spec = lane.spec
+        term = self.elector.current_term()
+        if term is None:
+            return  # followers see every fire too; only the leader acts
+        late = (self.clock.now() - fire).total_seconds()
+        log = self.log.bind(job=spec.name, scheduled_time=fire.isoformat(), token=term.token)
+        if late > spec.misfire_grace:
+            log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
+            return
+        run = RunRecord(
+            job=spec.name,
+            scheduled_time=fire,
+            replica_id=self.replica_id,
+            token=term.token,
+            started=self.clock.now(),
+        )
+        retention = Retention(limit=self.history_limit, protect=spec.misfire_grace * 2)
+        try:
+            claimed = self.backend.claim(term.lease, run, retention)
+        except LeaseLost as exc:
+            log.warning("claim_refused", reason=exc.reason)
+            return
+        except BackendError as exc:
+            # No claim, no run: a fire we cannot record as ours is not ours to run.
+            log.warning("claim_failed", error=str(exc))
+            return
+        if claimed is None:
+            log.info("fire_already_claimed")
+            return
+        self._run(lane, claimed, term, log)
+
+    def _run(self, lane: Lane, run: RunRecord, term: Term, log: Any) -> None:
+        ctx = JobContext(
+            job=run.job,
+            scheduled_time=run.scheduled_time,
+            fencing_token=run.token,
+            replica_id=self.replica_id,
+            lost=term.lost,
+            _deadline=term.lease_deadline,
+            _clock=self.clock,
+        )
+        lateness = (run.started - run.scheduled_time).total_seconds()
+        log.info("job_started", lateness=round(lateness, 4))
+        lane.active = run
+        started = self.clock.monotonic()
+        try:
+            lane.spec.func(ctx)
+        except JobLeadershipLost as exc:
+            outcome, message = "lost", str(exc)
+        except Exception as exc:
+            outcome, message = "error", f"{type(exc).__name__}: {exc}"
+            log.exception("job_failed", error=message)
+        else:
+            outcome, message = "ok", ""
+        duration = self.clock.monotonic() - started
+        if lane.active is not run:
+            return  # close() already recorded it as lost during shutdown
+        lane.active = None
+        log.info("job_finished", outcome=outcome, duration=round(duration, 4))
+        self._save(run.finished(outcome, self.clock.now(), message))  # type: ignore[arg-type]
+
+    # -- catch-up after an election -----------------------------------------------------------
+
+    def _on_leadership(self, event: LeadershipAcquired | LeadershipLost) -> None:
+        if isinstance(event, LeadershipAcquired) and self.accepting:
+            self.pool.submit(self._catch_up, event.term)
+
+    def _catch_up(self, term: Term) -> None:
+        """Queue fires that fell due within ``misfire_grace`` and that nobody claimed.
+
+        Only fires after the newest claimed fire count as missed: those before it were
+        the previous leaders' business, and a job with no history at all has missed
+        nothing (a cold start does not replay the past).
+        """
+        now = self.clock.now()
+        for spec in self.specs:
+            if spec.catch_up == "none" or not term.valid():
+                continue
+            try:
+                newest = self.backend.history(self.cluster, spec.name, 1)
+            except BackendError as exc:
+                self.log.warning("catch_up_failed", job=spec.name, error=str(exc))
+                continue
+            if not newest:
+                continue
+            start = max(now - timedelta(seconds=spec.misfire_grace), newest[0].scheduled_time)
+            missed = [f for f in fires_between(spec.trigger, start, now) if f > start]
+            if not missed:
+                continue
+            self.log.info(
+                "catch_up",
+                job=spec.name,
+                missed=len(missed),
+                policy=spec.catch_up,
+                fires=[f.isoformat() for f in missed][-10:],
+            )
+            self.lanes[spec.name].submit(missed)
+
+    # -- history that must not be lost --------------------------------------------------------
+
+    def _save(self, run: RunRecord) -> None:
+        try:
+            self.backend.finish(self.cluster, run)
+        except BackendError as exc:
+            self.log.warning("history_write_deferred", job=run.job, error=str(exc))
+            with self._unsaved_lock:
+                self._unsaved.append(run)
+            self._flush_wake.set()
+
+    def _flush(self) -> None:
+        with self._unsaved_lock:
+            pending, self._unsaved = self._unsaved, []
+        for index, run in enumerate(pending):
+            try:
+                self.backend.finish(self.cluster, run)
+            except BackendError:
+                with self._unsaved_lock:
+                    self._unsaved[:0] = pending[index:]
+                return
+
+    def _flush_loop(self) -> None:
+        while not self._stopped.is_set():
+            self._flush_wake.wait(FLUSH_RETRY)
+            self._flush_wake.clear()
+            if self._unsaved:
+                self._flush()
+
+    def next_fire(self, spec: JobSpec) -> datetime | None:
+        """Next fire instant of ``spec`` from now."""
+        return spec.next_fire(self.clock.now())
