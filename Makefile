@@ -1,0 +1,40 @@
+# Baton: `make demo` and `make test` work on a fresh machine (they set themselves up).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DURATION ?= 120
+BACKEND  ?= sqlite
+SEED     ?= 1
+
+.PHONY: demo test lint typecheck servers bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## Three replicas on the embedded backend, a leader crash, and the verdict.
+demo: $(VENV)/.installed
+	$(BIN)/python -m scheduler.demo
+
+## The whole suite on real servers (installs redis-server/zookeeper if missing).
+test: $(VENV)/.installed servers lint typecheck
+	$(BIN)/pytest -q
+
+servers:
+	@bash scripts/ensure-servers.sh
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+## Benchmarks: numbers go to BENCHMARKS.md.
+bench: $(VENV)/.installed servers
+	$(BIN)/python -m benchmarks.run --write BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) demo-run .baton .pytest_cache .mypy_cache .ruff_cache
