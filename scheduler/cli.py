@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import click
 
 from scheduler import __version__
-from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
 from scheduler.config import Settings, load_settings
 from scheduler.errors import BackendAuthError, BackendError, BatonError, UserError
@@ -80,7 +79,7 @@ def _settings(config_path: str | None, **overrides: Any) -> Settings:
 
 
 def _open_reader(settings: Settings) -> LeaseBackend:
-    backend = from_url(settings.backend, op_timeout=READ_TIMEOUT)
+    backend = settings.open_backend(READ_TIMEOUT)
     backend.check()
     return backend
 

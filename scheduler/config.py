@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from scheduler.backends import LeaseBackend, from_url
+from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError
 from scheduler.timings import LeaseTimings
 
@@ -50,6 +52,10 @@ class Settings(BaseModel):
     log_format: Literal["json", "console", "auto"] = "auto"
     #: Runs kept per job in the backend (older ones are trimmed; default 100).
     history_limit: int = Field(default=100, ge=1)
+
+    def open_backend(self, op_timeout: float, clock: Clock = SYSTEM_CLOCK) -> LeaseBackend:
+        """Open the configured backend with every call bounded by ``op_timeout`` seconds."""
+        return from_url(self.backend, op_timeout=op_timeout, clock=clock)
 
     def timings(self) -> LeaseTimings:
         """The lease timings, validated against each other."""

@@ -250,6 +250,12 @@ class Elector:
         self._term = term
         self.log.info("leadership_acquired", token=lease.token, cluster=self.name)
         self._emit(LeadershipAcquired(term))
+        # Backends that hear of a loss first (ZooKeeper watches) end the term at once.
+        self.backend.watch(lease, lambda reason: self._lost_by_backend(term, reason))
+
+    def _lost_by_backend(self, term: Term, reason: str) -> None:
+        self._end_term(term, reason, release=False)
+        self._wake.set()
 
     def _end_term(self, term: Term, reason: str, release: bool) -> None:
         if not term.end(reason):

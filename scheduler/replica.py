@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.config import Settings
@@ -35,9 +34,7 @@ class Replica:
     ) -> None:
         self.settings = settings
         timings = settings.timings()
-        self.backend = backend or from_url(
-            settings.backend, op_timeout=timings.op_timeout, clock=clock
-        )
+        self.backend = backend or settings.open_backend(timings.op_timeout, clock)
         self.holder = Holder.new(settings.replica_id)
         self.elector = Elector(self.backend, settings.cluster, self.holder, timings, clock)
         self.runner = Runner(

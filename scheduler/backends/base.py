@@ -15,6 +15,7 @@ the connect time, and none retries internally — retry policy belongs to the el
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -56,6 +57,16 @@ class LeaseBackend(Protocol):
         """Give up ``lease`` if (and only if) its holder still holds it. Safe to call twice.
 
         Followers waiting in :meth:`wait_for_change` are woken at once.
+        """
+        ...
+
+    def watch(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
+        """Call ``on_lost(reason)`` as soon as the backend itself learns ``lease`` is lost.
+
+        Optional speed-up over the renew loop: a backend with push notifications (a
+        ZooKeeper watch on the latch node, a session state change) calls it at once; others
+        do nothing and loss is found at the next renewal. ``on_lost`` must be called at most
+        once per lease, must not be called after :meth:`release`, and must not block.
         """
         ...
 
