@@ -1,0 +1,722 @@
+"""The embedded default backend: replicas on one host sharing one SQLite file, no server.
+
+Every replica process opens the same database file. Each write is a single
+``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock before reading, so every
+compare-and-act (acquire, renew, release, claim) is atomic across processes. The file runs
+in WAL mode with ``synchronous=NORMAL``: a committed transaction survives the crash (even a
+``kill -9``) of any process; only an operating-system crash or power loss may drop the last
+few commits.
+
+**Why expiry uses the monotonic clock, and why this backend is single-host only.** A lease
+expiry must not move when someone sets the wall clock, so the row stores the expiry as a
+reading of the injected :meth:`~scheduler.clock.Clock.monotonic` clock, which in production
+is ``time.monotonic()``, i.e. Linux ``CLOCK_MONOTONIC``. That clock is shared by every process
+on the host (it counts from boot), so one replica can compare another replica's expiry with
+its own reading. It restarts from zero at each boot, so each row also carries the kernel boot
+id (``/proc/sys/kernel/random/boot_id``); a row written during another boot is expired. A row
+whose expiry lies further ahead than its own TTL cannot come from this clock either and is
+expired too: on platforms without a boot id, a row left from before a reboot then looks live
+for at most its TTL. The consequences:
+
+* replicas on different hosts (a database on NFS or another shared filesystem) would compare
+  unrelated clocks, and SQLite locking is unreliable on network filesystems: use Redis or
+  ZooKeeper for more than one host;
+* replicas in containers on one host work when they share the file through a local volume,
+  unless they run in separate Linux time namespaces with different monotonic offsets.
+
+Schema (version 1, kept in ``PRAGMA user_version``)::
+
+    lease(name PK, holder_id, token, replica, host, since_iso, ttl, expires_mono, boot_id)
+    tokens(name PK, last_token, releases)  -- never deleted: tokens are never reused
+    runs(name, job, fire_key, token, outcome, record, PK(name, job, fire_key))
+
+The fencing token of an acquisition is ``tokens.last_token + 1`` for that name, assigned in
+the acquiring transaction; the ``tokens`` row outlives every release and expiry. ``runs.record``
+is the :meth:`~scheduler.runs.RunRecord.to_json` of the record; the other columns index it.
+
+SQLite has no notifications, so :meth:`SqliteBackend.wait_for_change` polls
+``PRAGMA data_version`` (which moves when another connection commits) every 20 ms and, when
+it moved, compares the lease row and ``tokens.releases`` (bumped by every release, so an
+acquire-and-release between two polls is not missed) with what it saw before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from scheduler.backends import DEFAULT_OP_TIMEOUT
+from scheduler.clock import SYSTEM_CLOCK, Clock
+from scheduler.errors import BackendUnavailable, ConfigError, LeaseLost
+from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
+from scheduler.runs import Retention, RunRecord, fire_key
+
+SCHEMA_VERSION = 1
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+#: Seconds between two looks at the database while waiting for a lease change.
+POLL_INTERVAL = 0.02
+
+# One statement per entry: executescript() would commit on its own, outside our transaction.
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS lease (
+        name         TEXT PRIMARY KEY,
+        holder_id    TEXT NOT NULL,
+        token        INTEGER NOT NULL,
+        replica      TEXT NOT NULL,
+        host         TEXT NOT NULL,
+        since_iso    TEXT NOT NULL,
+        ttl          REAL NOT NULL,
+        expires_mono REAL NOT NULL,
+        boot_id      TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS tokens (
+        name       TEXT PRIMARY KEY,
+        last_token INTEGER NOT NULL,
+        releases   INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        name     TEXT NOT NULL,
+        job      TEXT NOT NULL,
+        fire_key INTEGER NOT NULL,
+        token    INTEGER NOT NULL,
+        outcome  TEXT NOT NULL,
+        record   TEXT NOT NULL,
+        PRIMARY KEY (name, job, fire_key)
+    )
+    """,
+)
+
+
+def read_boot_id() -> str:
+    """The kernel's id of the current boot, or ``""`` where the platform has none."""
+    try:
+        return Path(BOOT_ID_PATH).read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def path_from_url(url: str) -> Path:
+    """The absolute database path named by a ``sqlite:///`` URL.
+
+    ``sqlite:///relative/path.db`` is relative to the current directory (resolved now, so a
+    later ``chdir`` does not move the database); ``sqlite:////absolute/path.db`` is absolute.
+
+    Raises:
+        ConfigError: the URL is not of that form (key ``backend``).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or not url.startswith("sqlite:///"):
+        raise ConfigError(
+            "backend",
+            f"malformed SQLite URL {url!r}; expected sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            "backend", f"SQLite URL {url!r} must not have a query or fragment (?...#...)"
+        )
+    raw = unquote(parts.path[1:])
+    if not raw or raw.endswith("/"):
+        raise ConfigError("backend", f"SQLite URL {url!r} names no database file")
+    if raw == ":memory:":
+        raise ConfigError(
+            "backend",
+            f"SQLite URL {url!r}: an in-memory database cannot be shared by replicas; name a file",
+        )
+    if "\x00" in raw:
+        raise ConfigError("backend", f"SQLite URL {url!r} contains a NUL character")
+    return Path(os.path.abspath(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class _LeaseRow:
+    holder_id: str
+    token: int
+    replica: str
+    host: str
+    since_iso: str
+    ttl: float
+    expires_mono: float
+    boot_id: str
+
+
+class SqliteBackend:
+    """A :class:`~scheduler.backends.base.LeaseBackend` on a local SQLite file.
+
+    One connection per instance, shared by the instance's threads under a lock. The
+    connection is opened (and the schema created) on first use, so constructing the backend
+    never touches the filesystem; an unusable path surfaces as
+    :class:`~scheduler.errors.BackendUnavailable` from the first call (or :meth:`check`).
+
+    Args:
+        path: the database file; missing parent directories are created.
+        url: the URL to name the backend by in messages.
+        op_timeout: seconds one call may wait for the write lock (SQLite's busy timeout) and
+            for other threads using this instance.
+        clock: the clock lease expiries are read from; its ``monotonic`` must be the host's
+            shared monotonic clock when several processes use the file.
+        boot_id: the boot id to stamp and compare leases with; read from the kernel when
+            ``None``. Tests pass one to simulate a reboot.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        url: str,
+        op_timeout: float = DEFAULT_OP_TIMEOUT,
+        clock: Clock = SYSTEM_CLOCK,
+        boot_id: str | None = None,
+    ) -> None:
+        if op_timeout <= 0:
+            raise ConfigError("backend", f"op_timeout must be positive, got {op_timeout!r}")
+        self.url = url
+        self.path = path
+        self.op_timeout = op_timeout
+        self.boot_id = read_boot_id() if boot_id is None else boot_id
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._busy_ms = -1
+        self._closed = False
+        # Counts commits made through this instance: PRAGMA data_version does not move for a
+        # connection's own commits, so waiters sharing our connection are woken through this.
+        self._changed = threading.Condition(threading.Lock())
+        self._generation = 0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        op_timeout: float = DEFAULT_OP_TIMEOUT,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> SqliteBackend:
+        """The backend for ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+
+        Raises:
+            ConfigError: the URL is malformed (key ``backend``).
+        """
+        return cls(path_from_url(url), url=url, op_timeout=op_timeout, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({self.url!r})"
+
+    # -- lease -------------------------------------------------------------------------------
+
+    def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
+        """Take the lease ``name`` for ``ttl`` seconds if it is free or expired.
+
+        Returns:
+            The new lease with the next fencing token; ``None`` if it is held.
+        """
+        _check_ttl(ttl)
+        sent_at = self._clock.monotonic()
+        with self._write() as conn:
+            now = self._clock.monotonic()
+            row = _lease_row(conn, name)
+            if row is not None and not self._expired(row, now):
+                return None
+            last = conn.execute("SELECT last_token FROM tokens WHERE name = ?", (name,)).fetchone()
+            token = (int(last[0]) if last else 0) + 1
+            conn.execute(
+                "INSERT INTO tokens (name, last_token) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET last_token = excluded.last_token",
+                (name, token),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO lease (name, holder_id, token, replica, host, "
+                "since_iso, ttl, expires_mono, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    holder.id,
+                    token,
+                    holder.replica_id,
+                    holder.host,
+                    self._clock.now().isoformat(),
+                    ttl,
+                    now + ttl,
+                    self.boot_id,
+                ),
+            )
+        return Lease(
+            name=name,
+            holder=holder,
+            token=token,
+            ttl=ttl,
+            sent_at=sent_at,
+            deadline=local_deadline(sent_at, ttl),
+        )
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend ``lease`` by its TTL from now, only if its holder and token still hold it.
+
+        Raises:
+            LeaseLost: reason ``released`` (no lease), ``not-holder`` (another holder or
+                token) or ``expired``.
+        """
+        _check_ttl(lease.ttl)
+        sent_at = self._clock.monotonic()
+        with self._write() as conn:
+            now = self._clock.monotonic()
+            self._require_held(conn, lease, now)
+            conn.execute(
+                "UPDATE lease SET expires_mono = ?, ttl = ? WHERE name = ?",
+                (now + lease.ttl, lease.ttl, lease.name),
+            )
+        return lease.renewed(sent_at)
+
+    def release(self, lease: Lease) -> None:
+        """Delete ``lease`` if its holder and token still hold it; a no-op otherwise."""
+        with self._write() as conn:
+            deleted = conn.execute(
+                "DELETE FROM lease WHERE name = ? AND holder_id = ? AND token = ?",
+                (lease.name, lease.holder.id, lease.token),
+            ).rowcount
+            if deleted:
+                # Followers polling in wait_for_change compare this counter.
+                conn.execute(
+                    "UPDATE tokens SET releases = releases + 1 WHERE name = ?", (lease.name,)
+                )
+
+    def read(self, name: str) -> LeaseRecord | None:
+        """The current holder of ``name``; ``None`` if the lease is free or expired."""
+        with self._session() as conn:
+            row = _lease_row(conn, name)
+        now = self._clock.monotonic()
+        if row is None or self._expired(row, now):
+            return None
+        return LeaseRecord(
+            name=name,
+            replica_id=row.replica,
+            host=row.host,
+            token=row.token,
+            since=datetime.fromisoformat(row.since_iso),
+            ttl_left=row.expires_mono - now,
+        )
+
+    def wait_for_change(self, name: str, timeout: float) -> None:
+        """Block up to ``timeout`` seconds; return early when lease ``name`` is released.
+
+        Also returns early when the holder seen while waiting is replaced or its expiry
+        passes (a crashed holder never releases). Polls every 20 ms; never raises: a backend
+        failure just lets the wait run out, and the caller's next call reports it.
+        """
+        end = time.monotonic() + max(0.0, timeout)
+        # Version first: a commit landing between the two reads then still counts as a change.
+        version = self._data_version()
+        generation = self._generation
+        try:
+            watched, releases = self._snapshot(name)
+        except BackendUnavailable:
+            watched, releases = None, -1
+        while not self._closed:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            current_generation = self._wait_local_commit(generation, min(POLL_INTERVAL, remaining))
+            if watched is not None and self._expired(watched, self._clock.monotonic()):
+                return
+            current_version = self._data_version()
+            if current_generation == generation and current_version == version:
+                continue
+            generation, version = current_generation, current_version
+            try:
+                row, current_releases = self._snapshot(name)
+            except BackendUnavailable:
+                continue
+            # The release counter catches an acquire-and-release that fits between two polls.
+            if releases >= 0 and current_releases != releases:
+                return
+            if watched is not None and (
+                row is None
+                or (row.holder_id, row.token) != (watched.holder_id, watched.token)
+                or self._expired(row, self._clock.monotonic())
+            ):
+                return
+            # Same holder (renewed), or a first holder of a lease that was free: watch it.
+            watched, releases = row, current_releases
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
+        """Store ``run`` if ``lease`` is held and the fire is unclaimed; trim old history.
+
+        Trimming deletes the oldest runs of the job beyond ``retention.limit``, but only runs
+        fired more than ``retention.protect`` seconds before ``run``.
+
+        Returns:
+            ``run``; ``None`` if (``run.job``, ``run.scheduled_time``) was already claimed.
+
+        Raises:
+            LeaseLost: ``lease`` is not held (checked before the duplicate check).
+        """
+        key = run.key
+        with self._write() as conn:
+            self._require_held(conn, lease, self._clock.monotonic())
+            exists = conn.execute(
+                "SELECT 1 FROM runs WHERE name = ? AND job = ? AND fire_key = ?",
+                (lease.name, run.job, key),
+            ).fetchone()
+            if exists:
+                return None
+            conn.execute(
+                "INSERT INTO runs (name, job, fire_key, token, outcome, record) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (lease.name, run.job, key, run.token, run.outcome, run.to_json()),
+            )
+            (count,) = conn.execute(
+                "SELECT count(*) FROM runs WHERE name = ? AND job = ?", (lease.name, run.job)
+            ).fetchone()
+            excess = int(count) - max(0, retention.limit)
+            if excess > 0:
+                cutoff = key - round(retention.protect * 1000)
+                conn.execute(
+                    "DELETE FROM runs WHERE name = ? AND job = ? AND fire_key IN ("
+                    " SELECT fire_key FROM runs WHERE name = ? AND job = ? AND fire_key < ?"
+                    " ORDER BY fire_key LIMIT ?)",
+                    (lease.name, run.job, lease.name, run.job, cutoff, excess),
+                )
+        return run
+
+    def finish(self, name: str, run: RunRecord) -> None:
+        """Store the outcome of ``run`` over the record claimed with ``run.token``, if any."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET outcome = ?, record = ? "
+                "WHERE name = ? AND job = ? AND fire_key = ? AND token = ?",
+                (run.outcome, run.to_json(), name, run.job, run.key, run.token),
+            )
+
+    def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
+        """The newest ``limit`` run records of ``job``, newest fire first."""
+        if limit <= 0:
+            return []
+        with self._session() as conn:
+            rows = conn.execute(
+                "SELECT record FROM runs WHERE name = ? AND job = ? ORDER BY fire_key DESC LIMIT ?",
+                (name, job, limit),
+            ).fetchall()
+        try:
+            return [RunRecord.from_json(record) for (record,) in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendUnavailable(
+                self.url, f"corrupt run record for job {job!r}: {exc}"
+            ) from exc
+
+    def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
+        """Fire keys of ``job`` claimed with fire instants in ``[since, until]``."""
+        with self._session() as conn:
+            rows = conn.execute(
+                "SELECT fire_key FROM runs WHERE name = ? AND job = ? AND fire_key BETWEEN ? AND ?",
+                (name, job, fire_key(since), fire_key(until)),
+            ).fetchall()
+        return {int(key) for (key,) in rows}
+
+    # -- connection --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Open the database if needed and take and drop the write lock.
+
+        Taking the write lock proves more than a read would: that the file and its directory
+        are writable and that no other process holds the lock for longer than ``op_timeout``.
+
+        Raises:
+            BackendUnavailable: the file cannot be opened or written, or stays locked.
+        """
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        """Close the connection and wake any waiter. Leases are left to expire."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        # A thread stuck in a call would keep the lock; close anyway after op_timeout.
+        acquired = self._lock.acquire(timeout=self.op_timeout)
+        try:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
+        finally:
+            if acquired:
+                self._lock.release()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _expired(self, row: _LeaseRow, now: float) -> bool:
+        """Whether ``row`` no longer holds at monotonic time ``now``."""
+        if row.boot_id != self.boot_id:
+            return True  # written during another boot: its monotonic reading means nothing now
+        if row.expires_mono <= now:
+            return True
+        # Further ahead than its own TTL: the clock restarted since (a reboot unseen by boot id).
+        return row.expires_mono - now > row.ttl + 1e-6
+
+    def _require_held(self, conn: sqlite3.Connection, lease: Lease, now: float) -> None:
+        """Raise :class:`LeaseLost` unless ``lease`` is the live lease row."""
+        row = _lease_row(conn, lease.name)
+        if row is None:
+            raise LeaseLost(lease.name, "released")
+        if row.holder_id != lease.holder.id or row.token != lease.token:
+            raise LeaseLost(lease.name, "not-holder")
+        if self._expired(row, now):
+            raise LeaseLost(lease.name, "expired")
+
+    def _wait_local_commit(self, generation: int, timeout: float) -> int:
+        """Sleep up to ``timeout`` or until this instance commits or closes; the generation."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._generation != generation or self._closed, timeout=timeout
+            )
+            return self._generation
+
+    def _snapshot(self, name: str) -> tuple[_LeaseRow | None, int]:
+        """The lease row of ``name`` and how many times that lease was ever released."""
+        with self._session() as conn:
+            row = _lease_row(conn, name)
+            found = conn.execute("SELECT releases FROM tokens WHERE name = ?", (name,)).fetchone()
+        return row, int(found[0]) if found else 0
+
+    def _data_version(self) -> int:
+        """``PRAGMA data_version``, or -1 when it cannot be read."""
+        try:
+            with self._session() as conn:
+                return int(conn.execute("PRAGMA data_version").fetchone()[0])
+        except BackendUnavailable:
+            return -1
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held exclusively, with every SQLite error made BackendUnavailable."""
+        started = time.monotonic()
+        if self._closed:
+            raise BackendUnavailable(self.url, "backend is closed")
+        if not self._lock.acquire(timeout=self.op_timeout):
+            raise BackendUnavailable(
+                self.url,
+                f"another call on this backend did not finish within {self.op_timeout:g}s",
+            )
+        try:
+            if self._closed:
+                raise BackendUnavailable(self.url, "backend is closed")
+            conn = self._connect()
+            # Time spent waiting for the thread lock comes out of the busy timeout, so the
+            # call as a whole stays within op_timeout.
+            left = self.op_timeout - (time.monotonic() - started)
+            busy_ms = max(1, int(left * 1000))
+            if abs(busy_ms - self._busy_ms) > 5:
+                conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._busy_ms = busy_ms
+            yield conn
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(self.url, self._describe(exc)) from exc
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        with self._session() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                raise
+            conn.execute("COMMIT")
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def _connect(self) -> sqlite3.Connection:
+        """The open connection, opening the file and creating the schema on first use."""
+        if self._conn is not None:
+            return self._conn
+        self._prepare_path()
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.op_timeout,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(self.url, self._open_failure(exc)) from exc
+        try:
+            self._busy_ms = int(self.op_timeout * 1000)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            mode = self._switch_to_wal(conn)
+            if str(mode).lower() != "wal":
+                raise BackendUnavailable(
+                    self.url, f"cannot switch {self.path} to WAL journal mode (got {mode!r})"
+                )
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._create_schema(conn)
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise BackendUnavailable(self.url, self._open_failure(exc)) from exc
+            raise
+        self._conn = conn
+        return conn
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode (a no-op once it is); the resulting journal mode.
+
+        While the file is new, connections opening it together contend for the switch, and
+        SQLite answers that contention with an immediate SQLITE_BUSY, without calling the busy
+        handler, so the retrying up to ``op_timeout`` is done here.
+        """
+        deadline = time.monotonic() + self.op_timeout
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the tables once; many processes may race here, the write lock orders them."""
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise BackendUnavailable(
+                    self.url,
+                    f"{self.path} has schema version {version}, newer than this Baton "
+                    f"supports ({SCHEMA_VERSION}); upgrade Baton",
+                )
+            if version not in (0, SCHEMA_VERSION):
+                raise BackendUnavailable(
+                    self.url, f"{self.path} has unknown schema version {version}"
+                )
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
+            raise
+
+    def _prepare_path(self) -> None:
+        """Create missing parent directories; refuse paths SQLite could only fail on vaguely."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # mkdir says "File exists" when a component is a file; name that component.
+            blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():
+                reason = f"{blocker} is a file, not a directory"
+            else:
+                reason = _os_reason(exc)
+            raise BackendUnavailable(
+                self.url, f"cannot create directory {parent} for the database: {reason}"
+            ) from exc
+        if self.path.is_dir():
+            raise BackendUnavailable(
+                self.url, f"cannot open database {self.path}: it is a directory, not a file"
+            )
+
+    def _open_failure(self, exc: sqlite3.Error) -> str:
+        """Explain why the file could not be opened, with the OS's reason when there is one."""
+        # SQLite says only "unable to open database file"; asking the OS names the cause.
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            os.close(fd)
+        except OSError as os_exc:
+            return f"cannot open database {self.path}: {_os_reason(os_exc)}"
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            return (
+                f"cannot open database {self.path}: directory {self.path.parent} is not "
+                "writable (WAL mode creates -wal and -shm files beside the database)"
+            )
+        return f"cannot open database {self.path}: {self._describe(exc)}"
+
+    def _describe(self, exc: sqlite3.Error) -> str:
+        """A one-line explanation of a SQLite error, naming the usual causes."""
+        code = getattr(exc, "sqlite_errorname", "")
+        text = str(exc) or type(exc).__name__
+        if _is_busy(exc):
+            return (
+                f"database {self.path} stayed locked by another connection for more than "
+                f"op_timeout ({self.op_timeout:g}s)"
+            )
+        if code.startswith("SQLITE_READONLY"):
+            return f"database {self.path} is read-only: {text}"
+        if code.startswith(("SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN")):
+            return f"I/O error on database {self.path}: {text}"
+        if code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+            return f"{self.path} is not a usable Baton database: {text}"
+        return f"database {self.path}: {text}"
+
+
+def _lease_row(conn: sqlite3.Connection, name: str) -> _LeaseRow | None:
+    row = conn.execute(
+        "SELECT holder_id, token, replica, host, since_iso, ttl, expires_mono, boot_id "
+        "FROM lease WHERE name = ?",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    return _LeaseRow(
+        holder_id=str(row[0]),
+        token=int(row[1]),
+        replica=str(row[2]),
+        host=str(row[3]),
+        since_iso=str(row[4]),
+        ttl=float(row[5]),
+        expires_mono=float(row[6]),
+        boot_id=str(row[7]),
+    )
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` means another connection holds a lock we need."""
+    code = getattr(exc, "sqlite_errorname", "")
+    return code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
+
+
+def _check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"lease ttl must be positive seconds, got {ttl!r}")
+
+
+def _os_reason(exc: OSError) -> str:
+    """The OS's words for ``exc`` ("Permission denied", "Not a directory", ...)."""
+    if exc.strerror:
+        return exc.strerror
+    if exc.errno is not None:
+        return os.strerror(exc.errno) or errno.errorcode.get(exc.errno, str(exc))
+    return str(exc)
+
+
+__all__ = ["SCHEMA_VERSION", "SqliteBackend", "path_from_url", "read_boot_id"]
