@@ -81,7 +81,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("--config", f"{path} must hold a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(
+            "--config", f"{path} must hold a mapping of keys, not {type(data).__name__}"
+        )
     for key in data:
         if key not in KEYS:
             close = difflib.get_close_matches(str(key), KEYS, n=1)

@@ -73,9 +73,20 @@ def run_demo(workdir: Path, phase: Phase | None = None) -> bool:
         log = (workdir / f"{name}.log").open("wb")
         procs[name] = subprocess.Popen(
             [
-                sys.executable, "-m", "scheduler", "run",
-                "--backend", url, "--cluster", cluster, "--replica-id", name,
-                "--jobs", "jobs.examples", "--log-format", "json",
+                sys.executable,
+                "-m",
+                "scheduler",
+                "run",
+                "--backend",
+                url,
+                "--cluster",
+                cluster,
+                "--replica-id",
+                name,
+                "--jobs",
+                "jobs.examples",
+                "--log-format",
+                "json",
             ],
             env=dict(env, BATON_LEASE_TTL=str(LEASE_TTL)),
             stdout=log,
@@ -155,8 +166,10 @@ def _report(ledger: Path, workdir: Path) -> bool:
         f"VERDICT: PASS - every one of the {len(expected)} ticks from {ticks[0]:%H:%M:%S} to "
         f"{ticks[-1]:%H:%M:%S} ran exactly once, across a kill -9 and a graceful handover."
     )
-    _say(f"(logs, ledger and database in {workdir}; try: baton history {JOB} "
-         f"--backend sqlite:///{workdir.resolve()}/baton.db --cluster demo)")
+    _say(
+        f"(logs, ledger and database in {workdir}; try: baton history {JOB} "
+        f"--backend sqlite:///{workdir.resolve()}/baton.db --cluster demo)"
+    )
     return True
 
 

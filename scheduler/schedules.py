@@ -59,10 +59,8 @@ class EpochInterval(BaseTrigger):  # type: ignore[misc]
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
-        if previous_fire_time is not None:
-            after = _micros(previous_fire_time) + 1  # strictly after the previous fire
-        else:
-            after = _micros(now)  # at or after now
+        # Strictly after the previous fire; at or after now when there is none.
+        after = _micros(previous_fire_time) + 1 if previous_fire_time is not None else _micros(now)
         ticks = -(-after // self.step_us)  # ceil division on integers: exact
         return _EPOCH + timedelta(microseconds=ticks * self.step_us)
 

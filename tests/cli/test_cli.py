@@ -41,7 +41,11 @@ def baton(
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "scheduler", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -65,10 +69,14 @@ def project(tmp_path: Path) -> Path:
     assert lease is not None
     start = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     for i in range(3):
-        run = RunRecord("cli.tick", start + timedelta(seconds=5 * i), "replica-7", lease.token, start)
+        run = RunRecord(
+            "cli.tick", start + timedelta(seconds=5 * i), "replica-7", lease.token, start
+        )
         assert backend.claim(lease, run, Retention()) is not None
         outcome = "error" if i == 2 else "ok"
-        backend.finish("prod", run.finished(outcome, start + timedelta(seconds=1), "boom" * (i == 2)))
+        backend.finish(
+            "prod", run.finished(outcome, start + timedelta(seconds=1), "boom" * (i == 2))
+        )
     backend.close()
     return tmp_path
 
@@ -87,7 +95,9 @@ def test_leader_text_and_json(project: Path) -> None:
     assert leader["replica_id"] == "replica-7" and leader["host"] == "node-a"
     assert 0 < leader["ttl_left"] <= 30 and isinstance(leader["token"], int)
     datetime.fromisoformat(leader["since"])
-    none = json.loads(baton("leader", "--backend", "sqlite:///baton.db", "--json", cwd=project).stdout)
+    none = json.loads(
+        baton("leader", "--backend", "sqlite:///baton.db", "--json", cwd=project).stdout
+    )
     assert none["leader"] is None and none["cluster"] == "default"
 
 
@@ -107,10 +117,19 @@ def test_jobs_lists_schedule_next_fire_and_last_run(project: Path) -> None:
 
 def test_history_newest_first_with_limit(project: Path) -> None:
     """`baton history JOB` shows claim records newest first, limited."""
-    data = json.loads(baton("history", "cli.tick", *BACKEND, "--limit", "2", "--json", cwd=project).stdout)
+    data = json.loads(
+        baton("history", "cli.tick", *BACKEND, "--limit", "2", "--json", cwd=project).stdout
+    )
     assert [r["scheduled_time"][11:19] for r in data] == ["12:00:10", "12:00:05"]
     assert set(data[0]) == {
-        "job", "scheduled_time", "replica_id", "token", "started", "ended", "outcome", "message",
+        "job",
+        "scheduled_time",
+        "replica_id",
+        "token",
+        "started",
+        "ended",
+        "outcome",
+        "message",
     }
     assert data[0]["outcome"] == "error" and data[0]["message"] == "boom"
     text = baton("history", "cli.tick", *BACKEND, cwd=project)
@@ -130,23 +149,51 @@ def test_python_dash_m_and_help(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setup", "args", "fragments"),
     [
-        ({"baton.yaml": "lease_tll: 3\n"}, ["leader", "--config", "baton.yaml"],
-         ["'lease_tll'", "did you mean 'lease_ttl'"]),
-        ({}, ["leader", "--backend", "mysql://db/1"], ["'backend'", "unsupported URL scheme 'mysql'"]),
-        ({"baton.yaml": "history_limit: lots\n"}, ["leader", "--config", "baton.yaml"],
-         ["'history_limit'", "valid integer"]),
-        ({}, ["run", "--jobs", "no_such_module", "--backend", "sqlite:///b.db"],
-         ["'no_such_module'", "not found"]),
-        ({"bad_cron.py": "from scheduler import singleton_job\n"
-          "@singleton_job(cron='0 0 31 2 *', name='billing.never')\ndef f(ctx): ...\n"},
-         ["run", "--jobs", "bad_cron", "--backend", "sqlite:///b.db"], ["'billing.never'", "can never fire"]),
-        ({"bad_expr.py": "from scheduler import singleton_job\n"
-          "@singleton_job(cron='*/5 * * *', name='billing.short')\ndef f(ctx): ...\n"},
-         ["run", "--jobs", "bad_expr", "--backend", "sqlite:///b.db"], ["'billing.short'", "5 fields"]),
-        ({"dup.py": "from scheduler import singleton_job\n"
-          "@singleton_job(every='1s', name='same')\ndef a(ctx): ...\n"
-          "@singleton_job(every='1s', name='same')\ndef b(ctx): ...\n"},
-         ["run", "--jobs", "dup", "--backend", "sqlite:///b.db"], ["'same'", "duplicate job name"]),
+        (
+            {"baton.yaml": "lease_tll: 3\n"},
+            ["leader", "--config", "baton.yaml"],
+            ["'lease_tll'", "did you mean 'lease_ttl'"],
+        ),
+        (
+            {},
+            ["leader", "--backend", "mysql://db/1"],
+            ["'backend'", "unsupported URL scheme 'mysql'"],
+        ),
+        (
+            {"baton.yaml": "history_limit: lots\n"},
+            ["leader", "--config", "baton.yaml"],
+            ["'history_limit'", "valid integer"],
+        ),
+        (
+            {},
+            ["run", "--jobs", "no_such_module", "--backend", "sqlite:///b.db"],
+            ["'no_such_module'", "not found"],
+        ),
+        (
+            {
+                "bad_cron.py": "from scheduler import singleton_job\n"
+                "@singleton_job(cron='0 0 31 2 *', name='billing.never')\ndef f(ctx): ...\n"
+            },
+            ["run", "--jobs", "bad_cron", "--backend", "sqlite:///b.db"],
+            ["'billing.never'", "can never fire"],
+        ),
+        (
+            {
+                "bad_expr.py": "from scheduler import singleton_job\n"
+                "@singleton_job(cron='*/5 * * *', name='billing.short')\ndef f(ctx): ...\n"
+            },
+            ["run", "--jobs", "bad_expr", "--backend", "sqlite:///b.db"],
+            ["'billing.short'", "5 fields"],
+        ),
+        (
+            {
+                "dup.py": "from scheduler import singleton_job\n"
+                "@singleton_job(every='1s', name='same')\ndef a(ctx): ...\n"
+                "@singleton_job(every='1s', name='same')\ndef b(ctx): ...\n"
+            },
+            ["run", "--jobs", "dup", "--backend", "sqlite:///b.db"],
+            ["'same'", "duplicate job name"],
+        ),
         ({}, ["run", "--backend", "sqlite:///b.db", "--lease-ttl"], []),
     ],
 )
@@ -203,13 +250,29 @@ def test_run_keeps_retrying_an_unreachable_backend_and_never_leads(tmp_path: Pat
     env.update(PYTHONPATH=str(ROOT), BATON_TEST_SINK=str(tmp_path / "sink.db"))
     log = tmp_path / "replica.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scheduler", "run", "--jobs", "tests.replica_jobs",
-         "--backend", f"redis://127.0.0.1:{free_port()}/0", "--log-format", "json"],
-        cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "scheduler",
+            "run",
+            "--jobs",
+            "tests.replica_jobs",
+            "--backend",
+            f"redis://127.0.0.1:{free_port()}/0",
+            "--log-format",
+            "json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
+
         def retries() -> list[dict[str, object]]:
-            events = [json.loads(l) for l in log.read_text().splitlines() if l.startswith("{")]
+            events = [
+                json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")
+            ]
             return [e for e in events if e["event"] == "backend_unavailable" and "retry_in" in e]
 
         seen = wait_for(lambda: len(retries()) >= 3 and retries(), 20, "three retries", 0.05)

@@ -48,7 +48,9 @@ def test_leader_steps_down_during_outage_and_one_leads_after(
         assert gave_up_after <= renew_deadline + 0.25, f"gave up {gave_up_after:.2f} s after"
         assert lost[0]["reason"] == "renew_deadline"
         for replica in cluster:
-            wait_for(lambda r=replica: r.events("backend_unavailable"), 15, f"{replica.name} retrying")
+            wait_for(
+                lambda r=replica: r.events("backend_unavailable"), 15, f"{replica.name} retrying"
+            )
 
         own_redis.restart()
         restarted_at = time.time()
@@ -58,18 +60,30 @@ def test_leader_steps_down_during_outage_and_one_leads_after(
         def leaders_by_log() -> list[str]:
             current = []
             for replica in cluster:
-                changes = [e["event"] for e in replica.events()
-                           if e["event"] in ("leadership_acquired", "leadership_lost")]
+                changes = [
+                    e["event"]
+                    for e in replica.events()
+                    if e["event"] in ("leadership_acquired", "leadership_lost")
+                ]
                 if changes and changes[-1] == "leadership_acquired":
                     current.append(replica.name)
             return current
 
-        assert wait_for(lambda: leaders_by_log() == [second.replica_id] and leaders_by_log(),
-                        10, "exactly one leader by the replicas' own accounts")
+        assert wait_for(
+            lambda: leaders_by_log() == [second.replica_id] and leaders_by_log(),
+            10,
+            "exactly one leader by the replicas' own accounts",
+        )
         new_leader = cluster.replicas[second.replica_id]
-        wait_for(lambda: [e for e in new_leader.events("job_started")
-                          if datetime.fromisoformat(e["timestamp"]).timestamp() > restarted_at],
-                 15, "a job after the restart")
+        wait_for(
+            lambda: [
+                e
+                for e in new_leader.events("job_started")
+                if datetime.fromisoformat(e["timestamp"]).timestamp() > restarted_at
+            ],
+            15,
+            "a job after the restart",
+        )
     finally:
         cluster.close()
 

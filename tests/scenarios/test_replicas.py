@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections import Counter
@@ -83,7 +84,7 @@ def test_three_replicas_one_leader_every_tick_once(cluster: Cluster) -> None:
     ticks = assert_every_tick_once(writes)
     assert all(w.accepted for w in writes)
     intervals = sorted(leadership_intervals(cluster), key=lambda i: i[1])
-    for (name_a, _, end_a), (name_b, start_b, _) in zip(intervals, intervals[1:], strict=False):
+    for (name_a, _, end_a), (name_b, start_b, _) in itertools.pairwise(intervals):
         assert name_a == name_b or start_b >= end_a, f"two leaders at once: {intervals}"
     # The claim records are the history: one per tick, naming the replica that ran it.
     history = cluster.observer_history("test.tick", 100)
@@ -176,7 +177,9 @@ def test_paused_leader_is_fenced_out(cluster: Cluster) -> None:
     second = cluster.wait_leader(timeout=10, not_token=first.token)
     assert second.replica_id != paused.name and second.token > first.token
     wait_for(
-        lambda: any(w.replica == second.replica_id and w.accepted for w in starts(cluster.sink_path)),
+        lambda: any(
+            w.replica == second.replica_id and w.accepted for w in starts(cluster.sink_path)
+        ),
         15,
         "a write by the new leader",
     )
@@ -194,10 +197,14 @@ def test_paused_leader_is_fenced_out(cluster: Cluster) -> None:
     assert end.note == "check-raised", "ctx.check() did not raise after the pause"
     # Let two more ticks pass on the new leader, then: nothing ran under the old token.
     wait_for(
-        lambda: sum(
-            1 for w in starts(cluster.sink_path) if w.replica == second.replica_id and w.at > resumed
-        )
-        >= 2,
+        lambda: (
+            sum(
+                1
+                for w in starts(cluster.sink_path)
+                if w.replica == second.replica_id and w.at > resumed
+            )
+            >= 2
+        ),
         15,
         "two ticks after the resume",
     )

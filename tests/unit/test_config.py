@@ -54,7 +54,9 @@ def test_unrelated_baton_env_vars_are_ignored() -> None:
         ({"overrides": {"cluster": "a b"}}, "cluster", "pattern"),
     ],
 )
-def test_bad_values_name_key_and_source(source: dict[str, dict[str, object]], key: str, fragment: str) -> None:
+def test_bad_values_name_key_and_source(
+    source: dict[str, dict[str, object]], key: str, fragment: str
+) -> None:
     """Wrong types and ranges name the key and where the value came from."""
     with pytest.raises(ConfigError) as info:
         load_settings(environ=source.get("environ", {}), overrides=source.get("overrides"))

@@ -34,7 +34,10 @@ def test_default_name_is_module_and_qualname() -> None:
     @singleton_job(every=5)
     def nightly(ctx: object) -> None: ...
 
-    assert getattr(nightly, SPEC_ATTR).name == f"{__name__}.test_default_name_is_module_and_qualname.<locals>.nightly"
+    assert (
+        getattr(nightly, SPEC_ATTR).name
+        == f"{__name__}.test_default_name_is_module_and_qualname.<locals>.nightly"
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,8 +79,13 @@ def test_duplicate_name_and_double_decoration_are_refused() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("30s", timedelta(seconds=30)), ("1h30m", timedelta(minutes=90)), ("500ms", timedelta(milliseconds=500)),
-     (2, timedelta(seconds=2)), (timedelta(minutes=5), timedelta(minutes=5))],
+    [
+        ("30s", timedelta(seconds=30)),
+        ("1h30m", timedelta(minutes=90)),
+        ("500ms", timedelta(milliseconds=500)),
+        (2, timedelta(seconds=2)),
+        (timedelta(minutes=5), timedelta(minutes=5)),
+    ],
 )
 def test_parse_every(value: object, expected: timedelta) -> None:
     """Durations read as strings, numbers or timedeltas."""
@@ -94,16 +102,20 @@ def test_next_fire_is_utc() -> None:
     assert fire == datetime(2026, 7, 1, 1, 0, tzinfo=UTC)
 
 
-def test_load_jobs_imports_a_package_and_its_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_jobs_imports_a_package_and_its_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Naming a package loads every module in it; a missing module is a clear error."""
     pkg = tmp_path / "myjobs_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "billing.py").write_text(textwrap.dedent("""
+    (pkg / "billing.py").write_text(
+        textwrap.dedent("""
         from scheduler import singleton_job
         @singleton_job(every="1m", name="pkg.billing")
         def billing(ctx): ...
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = JobRegistry()
     monkeypatch.setattr("scheduler.jobs.REGISTRY", registry)

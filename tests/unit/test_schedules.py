@@ -23,7 +23,9 @@ def hhmm(fires: list[datetime]) -> list[str]:
 def test_interval_ticks_are_epoch_multiples_whatever_the_start() -> None:
     """Two replicas started at different moments compute the same 7 s ticks."""
     trigger = EpochInterval(timedelta(seconds=7))
-    a = fires_between(trigger, utc(2026, 1, 1, 0, 0, 0) + timedelta(microseconds=3), utc(2026, 1, 1, 0, 1))
+    a = fires_between(
+        trigger, utc(2026, 1, 1, 0, 0, 0) + timedelta(microseconds=3), utc(2026, 1, 1, 0, 1)
+    )
     b = fires_between(trigger, utc(2026, 1, 1, 0, 0, 13), utc(2026, 1, 1, 0, 1))
     assert all(int(f.timestamp()) % 7 == 0 and f.microsecond == 0 for f in a)
     assert b == [f for f in a if f >= utc(2026, 1, 1, 0, 0, 13)]
@@ -42,15 +44,21 @@ def test_interval_next_after_previous_is_strict_and_exact() -> None:
 
 def test_cron_in_utc_matches_expression() -> None:
     """A UTC cron fires at the listed minutes."""
-    fires = fires_between(WallCron("*/20 * * * *", UTC), utc(2026, 1, 1, 0, 0), utc(2026, 1, 1, 1, 0))
+    fires = fires_between(
+        WallCron("*/20 * * * *", UTC), utc(2026, 1, 1, 0, 0), utc(2026, 1, 1, 1, 0)
+    )
     assert hhmm(fires) == ["00:00", "00:20", "00:40"]
 
 
 def test_cron_fall_back_repeated_time_fires_once_at_first_occurrence() -> None:
     """Berlin 2026-10-25 repeats 02:00-03:00: 02:30 fires once (00:30 UTC), never again."""
-    fires = fires_between(WallCron("30 2 * * *", BERLIN), utc(2026, 10, 24, 23), utc(2026, 10, 25, 3))
+    fires = fires_between(
+        WallCron("30 2 * * *", BERLIN), utc(2026, 10, 24, 23), utc(2026, 10, 25, 3)
+    )
     assert hhmm(fires) == ["00:30"]
-    hourly = fires_between(WallCron("0 * * * *", BERLIN), utc(2026, 10, 24, 23), utc(2026, 10, 25, 3))
+    hourly = fires_between(
+        WallCron("0 * * * *", BERLIN), utc(2026, 10, 24, 23), utc(2026, 10, 25, 3)
+    )
     assert hhmm(hourly) == ["23:00", "00:00", "02:00"]
     assert hourly == sorted(set(hourly))
 
@@ -59,7 +67,9 @@ def test_cron_spring_forward_skipped_time_fires_once_in_old_offset() -> None:
     """Berlin 2026-03-29 skips 02:00-03:00: 02:30 fires at 03:30 CEST (01:30 UTC), once."""
     fires = fires_between(WallCron("30 2 * * *", BERLIN), utc(2026, 3, 28, 23), utc(2026, 3, 29, 3))
     assert hhmm(fires) == ["01:30"]
-    every20 = fires_between(WallCron("*/20 * * * *", BERLIN), utc(2026, 3, 29, 0), utc(2026, 3, 29, 2))
+    every20 = fires_between(
+        WallCron("*/20 * * * *", BERLIN), utc(2026, 3, 29, 0), utc(2026, 3, 29, 2)
+    )
     assert hhmm(every20) == ["00:00", "00:20", "00:40", "01:00", "01:20", "01:40"]
 
 
@@ -83,8 +93,12 @@ def test_impossible_cron_has_no_next_fire() -> None:
 
 @pytest.mark.parametrize(
     ("interval", "text"),
-    [(timedelta(seconds=30), "30s"), (timedelta(hours=1, minutes=30), "1h30m"),
-     (timedelta(milliseconds=250), "250ms"), (timedelta(days=1), "1d")],
+    [
+        (timedelta(seconds=30), "30s"),
+        (timedelta(hours=1, minutes=30), "1h30m"),
+        (timedelta(milliseconds=250), "250ms"),
+        (timedelta(days=1), "1d"),
+    ],
 )
 def test_describe_interval(interval: timedelta, text: str) -> None:
     """Intervals print compactly."""

@@ -24,8 +24,13 @@ def make_term(clock: FakeClock) -> Term:
 
 def context(term: Term, clock: FakeClock) -> JobContext:
     return JobContext(
-        job="j", scheduled_time=datetime(2026, 1, 1, tzinfo=UTC), fencing_token=term.token,
-        replica_id="r1", lost=term.lost, _deadline=term.lease_deadline, _clock=clock,
+        job="j",
+        scheduled_time=datetime(2026, 1, 1, tzinfo=UTC),
+        fencing_token=term.token,
+        replica_id="r1",
+        lost=term.lost,
+        _deadline=term.lease_deadline,
+        _clock=clock,
     )
 
 
