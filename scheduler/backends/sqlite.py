@@ -48,7 +48,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -294,6 +294,15 @@ class SqliteBackend:
                 conn.execute(
                     "UPDATE tokens SET releases = releases + 1 WHERE name = ?", (lease.name,)
                 )
+
+    def watch(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
+        """Do nothing: SQLite pushes no notifications, so loss is found by the next renewal.
+
+        The only ways to lose a lease here are expiry (which the holder's own local deadline
+        foresees) and a takeover after expiry, so a watcher would add a polling thread for
+        no earlier warning than the renew loop already gives.
+        """
+        del lease, on_lost
 
     def read(self, name: str) -> LeaseRecord | None:
         """The current holder of ``name``; ``None`` if the lease is free or expired."""

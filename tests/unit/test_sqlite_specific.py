@@ -587,3 +587,18 @@ def test_waiter_wakes_when_the_watched_lease_expires(url: str) -> None:
     clock.advance(5)
     assert done.wait(WAIT / 3)
     waiter.join(WAIT)
+
+
+def test_watch_is_a_no_op(url: str) -> None:
+    """Without push notifications watch() never calls back; renewals detect the loss."""
+    clock = FakeClock()
+    b = backend(url, clock=clock)
+    lease = b.try_acquire("cluster", Holder.new("a"), ttl=10)
+    assert lease is not None
+    reasons: list[str] = []
+    b.watch(lease, reasons.append)
+    clock.advance(11)
+    with pytest.raises(LeaseLost):
+        b.renew(lease)
+    b.release(lease)
+    assert reasons == []
