@@ -1,0 +1,541 @@
+"""The Redis lease backend: one key per lease, Lua scripts for every compare-and-act.
+
+Key layout, per election name ``N`` (the hash tag ``{N}`` keeps them in one Cluster slot,
+so every script touches a single slot)::
+
+    baton:{N}:lease        string  the holder id; PX = lease TTL
+    baton:{N}:info         hash    token, replica, host, since; same PX as the lease
+    baton:{N}:token        string  the last token issued; never expires
+    baton:{N}:runs:<job>   hash    fire key -> RunRecord JSON
+    baton:{N}:runidx:<job> zset    fire key scored by fire key (orders history, trims it)
+    baton:{N}:events       pub/sub channel; ``released`` wakes waiting followers
+
+Fencing tokens. A token must exceed every token issued before for ``N``, even after a Redis
+restart that lost all data (``kill -9`` without AOF wipes ``baton:{N}:token``). The acquire
+script therefore issues::
+
+    token = max(stored_counter + 1, floor + 1, server_time_in_microseconds)
+
+* ``stored_counter + 1`` is the ordinary case and survives a Redis host clock stepping back.
+* ``floor`` is the highest token this process has observed for ``N`` (from acquire, read,
+  claim, finish and history), so a replica that saw the last token carries the sequence
+  across data loss on its own.
+* The server's ``TIME`` in microseconds covers data loss when no live replica saw the last
+  token: a token issued earlier was at most the microsecond clock of its own moment (or a
+  successor of a token that was), so a later reading of a clock that did not step back is
+  larger. Only data loss *and* a clock stepped back *and* no surviving observer together
+  break it.
+
+Tokens are about 1.8e15, exact in Lua's doubles (below 2^53) and written with
+``string.format('%.0f', ...)``: ``tostring`` would give ``1.8e+15``.
+
+Bounded calls. ``socket_timeout`` and ``socket_connect_timeout`` are both ``op_timeout`` and
+the connection retry policy is ``Retry(NoBackoff(), 0)``: redis-py's default policy retries
+with backoff, which can hold one call for a whole network partition, and retry policy
+belongs to the elector. Scripts go through ``register_script`` (EVALSHA with a NOSCRIPT
+fallback), so a restarted, empty Redis needs no special handling.
+
+A call that times out may still have run on the server: an acquire whose reply was lost
+leaves a lease that nobody can renew, and it blocks everyone (its own holder included,
+since acquire is ``SET NX``) until its TTL runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.client import PubSub
+from redis.retry import Retry
+
+from scheduler.backends import redact
+from scheduler.clock import Clock
+from scheduler.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    LeaseLost,
+)
+from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
+from scheduler.runs import Retention, RunRecord, fire_key, from_fire_key
+
+# KEYS[1] lease key, KEYS[2] info hash, KEYS[3] token counter
+# ARGV[1] holder id, ARGV[2] TTL in ms, ARGV[3] floor (highest token the caller has seen),
+# ARGV[4] replica id, ARGV[5] host, ARGV[6] since (ISO wall time)
+# returns {1, new token} when acquired; {0, current holder's token or '0'} when held
+ACQUIRE_LUA = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {0, redis.call('HGET', KEYS[2], 'token') or '0'}
+end
+local stored = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+local floor = tonumber(ARGV[3]) or 0
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local token = string.format('%.0f', math.max(stored + 1, floor + 1, now_us))
+redis.call('SET', KEYS[3], token)
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'token', token, 'replica', ARGV[4], 'host', ARGV[5],
+           'since', ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {1, token}
+"""
+
+# KEYS[1] lease key, KEYS[2] info hash
+# ARGV[1] holder id, ARGV[2] token, ARGV[3] TTL in ms
+# returns 'ok' when extended, else why not: 'expired', 'not-holder' or 'stale-token'
+RENEW_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then return 'expired' end
+if holder ~= ARGV[1] then return 'not-holder' end
+if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 'stale-token' end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 'ok'
+"""
+
+# KEYS[1] lease key, KEYS[2] info hash
+# ARGV[1] holder id, ARGV[2] token, ARGV[3] events channel
+# returns 1 when released, 0 when the lease was not ours (already gone or taken over)
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[3], 'released')
+return 1
+"""
+
+# KEYS[1] lease key, KEYS[2] info hash
+# returns false when free, else {replica, host, token, since, PTTL in ms (-1: no expiry)}
+READ_LUA = """
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -2 then return false end
+local info = redis.call('HMGET', KEYS[2], 'replica', 'host', 'token', 'since')
+return {info[1] or '', info[2] or '', info[3] or '0', info[4] or '', pttl}
+"""
+
+# KEYS[1] lease key, KEYS[2] info hash, KEYS[3] runs hash, KEYS[4] run index zset
+# ARGV[1] holder id, ARGV[2] token, ARGV[3] fire key, ARGV[4] run record JSON,
+# ARGV[5] retention limit, ARGV[6] trim cutoff: only fire keys below it may be trimmed
+# returns {'lost', reason} | {'duplicate', ''} | {'claimed', number of records trimmed}
+CLAIM_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then return {'lost', 'expired'} end
+if holder ~= ARGV[1] then return {'lost', 'not-holder'} end
+if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return {'lost', 'stale-token'} end
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return {'duplicate', ''} end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
+-- Oldest first, never at or after the cutoff; batches keep unpack() within Lua's C stack.
+local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5])
+local trimmed = 0
+while excess > 0 do
+    local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[6],
+                           'LIMIT', 0, math.min(excess, 1000))
+    if #old == 0 then break end
+    redis.call('ZREM', KEYS[4], unpack(old))
+    redis.call('HDEL', KEYS[3], unpack(old))
+    trimmed = trimmed + #old
+    excess = excess - #old
+end
+return {'claimed', tostring(trimmed)}
+"""
+
+# KEYS[1] runs hash
+# ARGV[1] fire key, ARGV[2] token the record was claimed with, ARGV[3] run record JSON
+# returns 1 when stored, 0 when the record is gone or belongs to another token
+FINISH_LUA = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local ok, record = pcall(cjson.decode, current)
+if not ok or type(record) ~= 'table' or record['token'] ~= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1] runs hash, KEYS[2] run index zset
+# ARGV[1] limit (>= 1)
+# returns the run record JSONs of the newest ARGV[1] fires, newest first
+HISTORY_LUA = """
+local fires = redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)
+local out = {}
+for i = 1, #fires do
+    local record = redis.call('HGET', KEYS[1], fires[i])
+    if record then out[#out + 1] = record end
+end
+return out
+"""
+
+RELEASED = "released"
+
+# Query options that would undo the bounded, non-retrying calls; op_timeout sets them.
+_MANAGED_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "timeout",
+    "retry_on_timeout",
+    "retry_on_error",
+)
+
+# Server replies that mean "not now" rather than "never": a failover in progress, a busy
+# script, a full server. redis-py strips the code from the replies it maps to a class, so
+# both the classes and the raw prefixes are checked.
+_TRANSIENT_ERRORS = (
+    redis_lib.exceptions.ReadOnlyError,
+    redis_lib.exceptions.ClusterDownError,
+    redis_lib.exceptions.TryAgainError,
+    redis_lib.exceptions.OutOfMemoryError,
+)
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_AUTH_REPLIES = ("WRONGPASS", "NOAUTH", "invalid username-password pair", "invalid password")
+
+
+def _keys(name: str) -> tuple[str, str, str]:
+    """The lease, info and token keys of election ``name``."""
+    if "{" in name or "}" in name:
+        # A brace would change the Cluster hash tag and split the keys over slots.
+        raise ConfigError("cluster", f"election name {name!r} must not contain '{{' or '}}'")
+    prefix = f"baton:{{{name}}}"
+    return f"{prefix}:lease", f"{prefix}:info", f"{prefix}:token"
+
+
+def _run_keys(name: str, job: str) -> tuple[str, str]:
+    """The runs hash and run index keys of ``job`` in election ``name``."""
+    _keys(name)
+    return f"baton:{{{name}}}:runs:{job}", f"baton:{{{name}}}:runidx:{job}"
+
+
+def _channel(name: str) -> str:
+    return f"baton:{{{name}}}:events"
+
+
+def _ttl_ms(ttl: float) -> int:
+    ms = round(ttl * 1000)
+    if ms < 1:
+        raise ValueError(f"lease ttl must be at least 0.001 s, got {ttl!r}")
+    return ms
+
+
+class RedisBackend:
+    """Leases and run records in one Redis server (or one Cluster slot per election).
+
+    Open it with :meth:`from_url`. Safe to share between threads, except that
+    :meth:`wait_for_change` must be called from one thread only.
+
+    Args:
+        client: a client whose calls are bounded and never retried (see :meth:`from_url`).
+        url: the redacted backend URL, used in every error message.
+        clock: the clock lease deadlines and ``since`` stamps are read from.
+    """
+
+    def __init__(self, client: redis_lib.Redis, url: str, clock: Clock) -> None:
+        self.url = url
+        self._client = client
+        self._clock = clock
+        self._acquire = client.register_script(ACQUIRE_LUA)
+        self._renew = client.register_script(RENEW_LUA)
+        self._release = client.register_script(RELEASE_LUA)
+        self._read = client.register_script(READ_LUA)
+        self._claim = client.register_script(CLAIM_LUA)
+        self._finish = client.register_script(FINISH_LUA)
+        self._history = client.register_script(HISTORY_LUA)
+        self._floors: dict[str, int] = {}
+        self._floors_lock = threading.Lock()
+        self._pubsub: PubSub | None = None
+        self._channels: set[str] = set()
+        self._closed = threading.Event()
+
+    @classmethod
+    def from_url(cls, url: str, *, op_timeout: float, clock: Clock) -> RedisBackend:
+        """Open ``redis://[user:password@]host:port/db`` or ``rediss://...`` (TLS).
+
+        No connection is made until the first call.
+
+        Args:
+            url: the server URL; query options are passed to redis-py, except those that
+                would turn off TLS verification or change timeouts and retries.
+            op_timeout: seconds each connect and each reply may take.
+            clock: the clock deadlines are computed from.
+
+        Raises:
+            ConfigError: the URL is malformed or tries to weaken TLS verification or the
+                timeouts (key ``backend``).
+        """
+        shown = redact(url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigError("backend", f"{shown!r} is not a redis:// or rediss:// URL")
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        for option in _MANAGED_OPTIONS:
+            if option in query:
+                raise ConfigError(
+                    "backend",
+                    f"{shown!r}: remove {option!r} from the URL; "
+                    "Baton bounds every call by op_timeout and never retries inside one",
+                )
+        options: dict[str, Any] = {
+            "socket_timeout": op_timeout,
+            "socket_connect_timeout": op_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_timeout": False,
+            "retry_on_error": [],
+            "decode_responses": True,
+        }
+        if parts.scheme == "rediss":
+            if query.get("ssl_cert_reqs", "required").lower() != "required":
+                raise ConfigError(
+                    "backend",
+                    f"{shown!r}: ssl_cert_reqs must be 'required'; "
+                    "Baton never connects to a server whose certificate it cannot verify",
+                )
+            check_hostname = query.get("ssl_check_hostname", "true").lower()
+            if check_hostname not in ("true", "yes", "1"):
+                raise ConfigError(
+                    "backend",
+                    f"{shown!r}: ssl_check_hostname must stay on; "
+                    "a certificate is only proof of identity for the host it names",
+                )
+            options["ssl_cert_reqs"] = "required"
+            options["ssl_check_hostname"] = True
+        try:
+            client = redis_lib.Redis.from_url(url, **options)
+        except ValueError as exc:
+            raise ConfigError("backend", f"{shown!r}: {exc}") from None
+        return cls(client, shown, clock)
+
+    # --- the LeaseBackend protocol -------------------------------------------------------
+
+    def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
+        """Take lease ``name`` with ``SET NX PX`` and a new fencing token, in one script."""
+        lease_key, info_key, token_key = _keys(name)
+        ttl_ms = _ttl_ms(ttl)
+        since = self._clock.now().isoformat()
+        sent_at = self._clock.monotonic()
+        with self._errors():
+            reply = self._acquire(
+                keys=[lease_key, info_key, token_key],
+                args=[
+                    holder.id,
+                    ttl_ms,
+                    self._floor(name),
+                    holder.replica_id,
+                    holder.host,
+                    since,
+                ],
+            )
+        acquired, token = int(reply[0]), int(reply[1])
+        self._observe(name, token)
+        if not acquired:
+            return None
+        return Lease(
+            name=name,
+            holder=holder,
+            token=token,
+            ttl=ttl,
+            sent_at=sent_at,
+            deadline=local_deadline(sent_at, ttl),
+        )
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend ``lease`` if its holder id and token are still the ones stored."""
+        lease_key, info_key, _ = _keys(lease.name)
+        ttl_ms = _ttl_ms(lease.ttl)
+        sent_at = self._clock.monotonic()
+        with self._errors():
+            reply = self._renew(
+                keys=[lease_key, info_key], args=[lease.holder.id, str(lease.token), ttl_ms]
+            )
+        if reply != "ok":
+            raise LeaseLost(lease.name, str(reply))
+        self._observe(lease.name, lease.token)
+        return lease.renewed(sent_at)
+
+    def release(self, lease: Lease) -> None:
+        """Delete ``lease`` if it is still ours and wake the followers; else do nothing."""
+        lease_key, info_key, _ = _keys(lease.name)
+        with self._errors():
+            self._release(
+                keys=[lease_key, info_key],
+                args=[lease.holder.id, str(lease.token), _channel(lease.name)],
+            )
+
+    def watch(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
+        """Do nothing: Redis pushes no expiry news, so loss shows up at the next renewal.
+
+        Keyspace notifications could, but they are off by default, need server-side
+        configuration, and pub/sub delivery is at-most-once anyway.
+        """
+
+    def read(self, name: str) -> LeaseRecord | None:
+        """The holder of ``name`` and its remaining TTL, read atomically."""
+        lease_key, info_key, _ = _keys(name)
+        with self._errors():
+            reply = self._read(keys=[lease_key, info_key])
+        if not reply:
+            return None
+        replica, host, token, since, pttl = reply
+        self._observe(name, int(token))
+        return LeaseRecord(
+            name=name,
+            replica_id=str(replica),
+            host=str(host),
+            token=int(token),
+            since=datetime.fromisoformat(since) if since else from_fire_key(0),
+            ttl_left=int(pttl) / 1000 if int(pttl) >= 0 else None,
+        )
+
+    def wait_for_change(self, name: str, timeout: float) -> None:
+        """Block up to ``timeout`` s on the events channel; return early on ``released``.
+
+        Backend errors are not raised: the wait runs out its time instead (a follower
+        calls this in a loop, and returning early on every error would make it spin).
+        Real time is used, not the injected clock: this is a wait on a socket.
+        """
+        channel = _channel(name)
+        end = time.monotonic() + timeout
+        try:
+            pubsub = self._subscribed(channel)
+            while (remaining := end - time.monotonic()) > 0:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+                if (
+                    message is not None
+                    and message.get("type") == "message"
+                    and message.get("channel") == channel
+                    and message.get("data") == RELEASED
+                ):
+                    return
+        except (redis_lib.RedisError, OSError, ValueError, AttributeError):
+            # ValueError/AttributeError: redis-py raises these from a PubSub whose
+            # connection was torn down under it (e.g. by close()). Start afresh next time.
+            self._drop_pubsub()
+            self._closed.wait(max(0.0, end - time.monotonic()))
+
+    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
+        """Store ``run`` if ``lease`` is held and the fire unclaimed; trim per ``retention``."""
+        lease_key, info_key, _ = _keys(lease.name)
+        runs_key, index_key = _run_keys(lease.name, run.job)
+        cutoff = run.key - round(retention.protect * 1000)
+        with self._errors():
+            status, detail = self._claim(
+                keys=[lease_key, info_key, runs_key, index_key],
+                args=[
+                    lease.holder.id,
+                    str(lease.token),
+                    str(run.key),
+                    run.to_json(),
+                    max(retention.limit, 0),
+                    str(cutoff),
+                ],
+            )
+        if status == "lost":
+            raise LeaseLost(lease.name, str(detail))
+        self._observe(lease.name, max(lease.token, run.token))
+        return run if status == "claimed" else None
+
+    def finish(self, name: str, run: RunRecord) -> None:
+        """Overwrite the record of ``run`` if it was claimed with ``run.token``."""
+        runs_key, _ = _run_keys(name, run.job)
+        with self._errors():
+            self._finish(keys=[runs_key], args=[str(run.key), str(run.token), run.to_json()])
+        self._observe(name, run.token)
+
+    def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
+        """The newest ``limit`` records of ``job``, newest fire first."""
+        if limit <= 0:
+            return []
+        runs_key, index_key = _run_keys(name, job)
+        with self._errors():
+            reply = self._history(keys=[runs_key, index_key], args=[limit])
+        records = [RunRecord.from_json(raw) for raw in reply]
+        if records:
+            self._observe(name, max(record.token for record in records))
+        return records
+
+    def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
+        """Fire keys of ``job`` claimed in ``[since, until]``, from the run index."""
+        _, index_key = _run_keys(name, job)
+        with self._errors():
+            members = self._client.zrangebyscore(index_key, fire_key(since), fire_key(until))
+        return {int(member) for member in cast(list[str], members)}
+
+    def check(self) -> None:
+        """PING the server with our credentials."""
+        with self._errors():
+            self._client.ping()
+
+    def close(self) -> None:
+        """Close the pub/sub connection and the pool; leases are left to expire."""
+        self._closed.set()
+        self._drop_pubsub()
+        with suppress(redis_lib.RedisError, OSError):
+            self._client.close()
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _floor(self, name: str) -> int:
+        with self._floors_lock:
+            return self._floors.get(name, 0)
+
+    def _observe(self, name: str, token: int) -> None:
+        """Remember ``token`` so tokens issued after a Redis data loss exceed it."""
+        with self._floors_lock:
+            if token > self._floors.get(name, 0):
+                self._floors[name] = token
+
+    def _subscribed(self, channel: str) -> PubSub:
+        """The kept PubSub, subscribed to ``channel`` (created and subscribed lazily)."""
+        with self._errors():
+            if self._pubsub is None:
+                self._pubsub = PubSub(self._client.connection_pool)
+                self._channels = set()
+            if channel not in self._channels:
+                self._pubsub.subscribe(channel)
+                self._channels.add(channel)
+        return self._pubsub
+
+    def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub, self._channels = self._pubsub, None, set()
+        if pubsub is not None:
+            with suppress(redis_lib.RedisError, OSError):
+                pubsub.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate redis-py's exceptions into Baton's, naming this backend."""
+        try:
+            yield
+        except redis_lib.AuthenticationError:
+            raise BackendAuthError(self.url, "authentication failed: check the password") from None
+        except redis_lib.exceptions.NoPermissionError as exc:
+            raise BackendAuthError(
+                self.url, f"permission denied: the Redis user lacks an ACL permission ({exc})"
+            ) from None
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+            raise BackendUnavailable(self.url, f"unreachable: {exc}") from exc
+        except redis_lib.ResponseError as exc:
+            reply = str(exc)
+            if any(marker in reply for marker in _AUTH_REPLIES):
+                raise BackendAuthError(
+                    self.url, "authentication failed: check the password"
+                ) from None
+            if isinstance(exc, _TRANSIENT_ERRORS) or reply.startswith(_TRANSIENT_REPLIES):
+                raise BackendUnavailable(
+                    self.url, f"server cannot serve us now: {type(exc).__name__}: {reply}"
+                ) from exc
+            raise BackendError(self.url, f"unexpected reply: {reply}") from exc
+        except redis_lib.RedisError as exc:
+            raise BackendError(self.url, f"unexpected error: {exc}") from exc
+        except OSError as exc:
+            raise BackendUnavailable(self.url, f"unreachable: {exc}") from exc
+
+
+__all__ = ["RedisBackend"]

@@ -1,0 +1,413 @@
+"""Redis-specific faults on real redis-server processes: data loss, auth, outages, TLS config.
+
+Each test that breaks a server gets its own (``own_redis``), so the shared session server
+of the contract suite is never disturbed.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scheduler.backends import LeaseBackend, from_url
+from scheduler.errors import BackendAuthError, BackendUnavailable, ConfigError, LeaseLost
+from scheduler.lease import Holder, Lease
+from scheduler.runs import Retention, RunRecord
+from tests.harness.redis_server import HOST, RedisServer, free_port, make_tls_files
+
+OP_TIMEOUT = 0.5
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server for this test alone, free to be killed and restarted."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def secured_redis() -> Iterator[RedisServer]:
+    """A redis-server with ``requirepass``."""
+    server = RedisServer(password=PASSWORD).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A TLS-only redis-server whose certificate, from a test CA, names ``localhost`` only."""
+    server = RedisServer(tls=make_tls_files(tmp_path)).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def open_backend() -> Iterator[Callable[[str], LeaseBackend]]:
+    """Open backends with a short op_timeout; all closed at teardown."""
+    opened: list[LeaseBackend] = []
+
+    def make(url: str) -> LeaseBackend:
+        backend = from_url(url, op_timeout=OP_TIMEOUT)
+        opened.append(backend)
+        return backend
+
+    yield make
+    for backend in opened:
+        backend.close()
+
+
+def acquire(backend: LeaseBackend, name: str, replica: str = "r1") -> Lease:
+    lease = backend.try_acquire(name, Holder.new(replica, host="test"), 30.0)
+    assert lease is not None
+    return lease
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# --- data loss -----------------------------------------------------------------------------
+
+
+def test_tokens_increase_after_kill_and_restart(
+    own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """kill -9 without persistence wipes the token counter; tokens still keep increasing,
+    both for a replica that saw the last token and for one that never saw any."""
+    witness = open_backend(own_redis.url)
+    first = acquire(witness, election)
+
+    own_redis.kill()
+    own_redis.restart()
+    assert own_redis.client().dbsize() == 0, "the restarted server still has data"
+
+    second = acquire(witness, election)
+    assert second.token > first.token
+
+    own_redis.kill()
+    own_redis.restart()
+    newcomer = open_backend(own_redis.url)
+    third = acquire(newcomer, election, "r2")
+    assert third.token > second.token
+
+
+def test_floor_carries_tokens_past_data_loss_when_server_clock_is_behind(
+    own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """Tokens far above the server's microsecond clock are exact (+1 each) and survive data
+    loss through the highest token the backend instance has seen."""
+    backend = open_backend(own_redis.url)
+    counter = 2**52 + 12_345  # far above TIME in microseconds, still exact in a double
+    own_redis.client().set(f"baton:{{{election}}}:token", counter)
+
+    first = acquire(backend, election)
+    assert first.token == counter + 1
+    backend.release(first)
+    assert acquire(backend, election).token == counter + 2
+
+    own_redis.kill()
+    own_redis.restart()
+    assert acquire(backend, election).token == counter + 3
+
+
+def test_stale_lease_after_data_loss_is_lost(
+    own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """After a restart that lost the lease, the old lease can neither renew nor claim."""
+    backend = open_backend(own_redis.url)
+    lease = acquire(backend, election)
+    own_redis.kill()
+    own_redis.restart()
+
+    with pytest.raises(LeaseLost):
+        backend.renew(lease)
+    run = RunRecord("job", datetime(2026, 1, 1, tzinfo=UTC), "r1", lease.token, datetime.now(UTC))
+    with pytest.raises(LeaseLost):
+        backend.claim(lease, run, Retention())
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+def test_wrong_password_raises_auth_error_naming_backend(
+    secured_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """A wrong password is a BackendAuthError that names the (redacted) backend, on check()
+    and on lease calls alike, and never shows the password."""
+    url = f"redis://:wrong-password@{HOST}:{secured_redis.port}/0"
+    backend = open_backend(url)
+
+    with pytest.raises(BackendAuthError) as caught:
+        backend.check()
+    message = str(caught.value)
+    assert f"redis://:***@{HOST}:{secured_redis.port}/0" in message
+    assert "authentication failed" in message
+    assert "wrong-password" not in message
+    assert "wrong-password" not in repr(caught.value.__cause__)
+
+    with pytest.raises(BackendAuthError):
+        backend.try_acquire(election, Holder.new("r1"), 30.0)
+
+
+def test_missing_password_raises_auth_error(
+    secured_redis: RedisServer, open_backend: Callable[[str], LeaseBackend]
+) -> None:
+    """No password for a requirepass server (NOAUTH) is an authentication error too."""
+    backend = open_backend(f"redis://{HOST}:{secured_redis.port}/0")
+    with pytest.raises(BackendAuthError, match="authentication failed"):
+        backend.check()
+
+
+def test_right_password_works(
+    secured_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """The right password passes check() and the lease calls; the URL shown hides it."""
+    backend = open_backend(secured_redis.url)
+    backend.check()
+    acquire(backend, election)
+    assert PASSWORD not in backend.url
+
+
+def test_acl_denied_command_raises_auth_error(
+    own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """A Redis ACL user without script permissions gets BackendAuthError, not a retry loop."""
+    own_redis.client().acl_setuser(
+        "pinger", enabled=True, passwords=["+pinger-pw"], keys=["*"], commands=["+ping"]
+    )
+    backend = open_backend(f"redis://pinger:pinger-pw@{HOST}:{own_redis.port}/0")
+    backend.check()
+    with pytest.raises(BackendAuthError, match="permission"):
+        backend.try_acquire(election, Holder.new("r1"), 30.0)
+
+
+# --- outages -------------------------------------------------------------------------------
+
+
+def test_unreachable_port_fails_within_op_timeout(
+    open_backend: Callable[[str], LeaseBackend],
+) -> None:
+    """Nothing listening: BackendUnavailable naming the backend, within op_timeout."""
+    url = f"redis://{HOST}:{free_port()}/0"
+    backend = open_backend(url)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.check()
+    assert time.monotonic() - started < OP_TIMEOUT + 2.0
+    assert url in str(caught.value)
+
+
+def test_silent_server_fails_within_op_timeout_without_retrying(
+    open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """A peer that accepts connections but never answers fails the call within its bound,
+    after exactly one connection attempt (no hidden retries)."""
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind((HOST, 0))
+        silent.listen(8)
+        silent.settimeout(0.05)
+
+        def accept_and_ignore() -> None:
+            while not stop.is_set():
+                try:
+                    accepted.append(silent.accept()[0])
+                except TimeoutError:
+                    continue
+
+        acceptor = threading.Thread(target=accept_and_ignore, daemon=True)
+        acceptor.start()
+        try:
+            backend = open_backend(f"redis://{HOST}:{silent.getsockname()[1]}/0")
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable):
+                backend.try_acquire(election, Holder.new("r1"), 30.0)
+            elapsed = time.monotonic() - started
+        finally:
+            stop.set()
+            acceptor.join(timeout=5.0)
+            for conn in accepted:
+                conn.close()
+
+    # connect + one reply, each bounded by op_timeout
+    assert elapsed < 2 * OP_TIMEOUT + 2.0
+    assert len(accepted) == 1, f"{len(accepted)} connections: the call was retried"
+
+
+def test_stopped_redis_is_unavailable_then_recovers(
+    own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """While Redis is down every call raises BackendUnavailable; after a restart the same
+    backend object works again, scripts and pub/sub included."""
+    backend, releaser = open_backend(own_redis.url), open_backend(own_redis.url)
+    lease = acquire(backend, election)
+    backend.wait_for_change(election, 0.05)  # subscribe the pub/sub connection before the outage
+    run = RunRecord("job", datetime(2026, 1, 1, tzinfo=UTC), "r1", lease.token, datetime.now(UTC))
+
+    own_redis.stop()
+    calls: list[Callable[[], object]] = [
+        backend.check,
+        lambda: backend.try_acquire(election, Holder.new("r2"), 30.0),
+        lambda: backend.renew(lease),
+        lambda: backend.release(lease),
+        lambda: backend.read(election),
+        lambda: backend.claim(lease, run, Retention()),
+        lambda: backend.finish(election, run),
+        lambda: backend.history(election, "job", 10),
+        lambda: backend.claimed(election, "job", run.scheduled_time, run.scheduled_time),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            call()
+        assert time.monotonic() - started < OP_TIMEOUT + 2.0
+
+    started = time.monotonic()
+    backend.wait_for_change(election, 0.5)
+    assert 0.4 <= time.monotonic() - started < 2.0, "wait_for_change must wait out errors"
+
+    own_redis.restart()
+    backend.check()
+    new_lease = backend.try_acquire(election, Holder.new("r2"), 30.0)
+    assert new_lease is not None and new_lease.token > lease.token
+    assert backend.claim(new_lease, run, Retention()) == run
+
+    woke = threading.Event()
+    waiter = threading.Thread(
+        target=lambda: (backend.wait_for_change(election, 10.0), woke.set()), daemon=True
+    )
+    waiter.start()
+    client = own_redis.client()
+    channel = f"baton:{{{election}}}:events"
+    assert wait_until(lambda: client.pubsub_numsub(channel)[0][1] > 0, 5.0), "never resubscribed"
+    releaser.release(new_lease)
+    assert woke.wait(2.0), "a release after the restart did not wake the follower"
+
+
+def test_full_server_is_unavailable_not_fatal(
+    own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """A Redis refusing writes (maxmemory reached) is BackendUnavailable, and recovers."""
+    backend = open_backend(own_redis.url)
+    client = own_redis.client()
+    client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(BackendUnavailable, match="OutOfMemory"):
+            backend.try_acquire(election, Holder.new("r1"), 30.0)
+    finally:
+        client.config_set("maxmemory", "0")
+    acquire(backend, election)
+
+
+def test_wait_for_change_survives_server_death_mid_wait(
+    own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """Redis dying during a wait neither raises nor cuts the wait short."""
+    backend = open_backend(own_redis.url)
+    outcome: list[object] = []
+
+    def wait() -> None:
+        started = time.monotonic()
+        try:
+            backend.wait_for_change(election, 1.5)
+            outcome.append(time.monotonic() - started)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    client = own_redis.client()
+    channel = f"baton:{{{election}}}:events"
+    assert wait_until(lambda: client.pubsub_numsub(channel)[0][1] > 0, 5.0)
+    own_redis.kill()
+    waiter.join(timeout=5.0)
+
+    assert len(outcome) == 1 and isinstance(outcome[0], float), outcome
+    assert 1.2 <= outcome[0] < 3.0
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ssl_cert_reqs=none",
+        "ssl_cert_reqs=optional",
+        "ssl_cert_reqs=CERT_NONE",
+        "ssl_check_hostname=false",
+        "ssl_check_hostname=no",
+    ],
+)
+def test_rediss_refuses_disabled_verification(query: str) -> None:
+    """rediss:// URLs that turn certificate or host name checks off are refused."""
+    with pytest.raises(ConfigError) as caught:
+        from_url(f"rediss://:tls-secret@redis.example:6380/0?{query}", op_timeout=OP_TIMEOUT)
+    assert caught.value.key == "backend"
+    assert "tls-secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("option", ["socket_timeout=60", "retry_on_timeout=true"])
+def test_url_cannot_override_timeouts(option: str) -> None:
+    """Query options that would unbound calls or add retries are refused."""
+    with pytest.raises(ConfigError, match="op_timeout"):
+        from_url(f"redis://{HOST}:6379/0?{option}", op_timeout=OP_TIMEOUT)
+
+
+def test_rediss_url_opens_with_verification_and_redacts_password() -> None:
+    """A plain rediss:// URL opens (lazily) with verification on and the password hidden."""
+    backend = from_url("rediss://:tls-secret@redis.example:6380/0", op_timeout=OP_TIMEOUT)
+    try:
+        assert backend.url == "rediss://:***@redis.example:6380/0"
+    finally:
+        backend.close()
+
+
+def test_rediss_with_trusted_ca_works(
+    tls_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """rediss:// to a server whose certificate chains to the given CA and names the host."""
+    backend = open_backend(tls_redis.url)
+    backend.check()
+    acquire(backend, election)
+
+
+def test_rediss_rejects_untrusted_certificate(
+    tls_redis: RedisServer, open_backend: Callable[[str], LeaseBackend]
+) -> None:
+    """Without the test CA the certificate is not trusted: no connection, no silent fallback."""
+    backend = open_backend(f"rediss://localhost:{tls_redis.port}/0")
+    with pytest.raises(BackendUnavailable, match="certificate verify failed"):
+        backend.check()
+
+
+def test_rediss_checks_host_name(
+    tls_redis: RedisServer, open_backend: Callable[[str], LeaseBackend]
+) -> None:
+    """A trusted certificate for another host name (localhost, not 127.0.0.1) is refused."""
+    assert tls_redis.tls is not None
+    backend = open_backend(
+        f"rediss://{HOST}:{tls_redis.port}/0?ssl_ca_certs={tls_redis.tls.ca_cert}"
+    )
+    with pytest.raises(BackendUnavailable, match="certificate verify failed"):
+        backend.check()
