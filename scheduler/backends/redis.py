@@ -274,7 +274,8 @@ class RedisBackend:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ConfigError("backend", f"{shown!r} is not a redis:// or rediss:// URL")
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        # Every value of a repeated option is checked: redis-py uses the first, a proxy the last.
+        query = parse_qs(parts.query)
         for option in _MANAGED_OPTIONS:
             if option in query:
                 raise ConfigError(
@@ -291,14 +292,14 @@ class RedisBackend:
             "decode_responses": True,
         }
         if parts.scheme == "rediss":
-            if query.get("ssl_cert_reqs", "required").lower() != "required":
+            if any(value.lower() != "required" for value in query.get("ssl_cert_reqs", [])):
                 raise ConfigError(
                     "backend",
                     f"{shown!r}: ssl_cert_reqs must be 'required'; "
                     "Baton never connects to a server whose certificate it cannot verify",
                 )
-            check_hostname = query.get("ssl_check_hostname", "true").lower()
-            if check_hostname not in ("true", "yes", "1"):
+            check_hostname = query.get("ssl_check_hostname", [])
+            if any(value.lower() not in ("true", "yes", "1") for value in check_hostname):
                 raise ConfigError(
                     "backend",
                     f"{shown!r}: ssl_check_hostname must stay on; "
@@ -493,13 +494,12 @@ class RedisBackend:
 
     def _subscribed(self, channel: str) -> PubSub:
         """The kept PubSub, subscribed to ``channel`` (created and subscribed lazily)."""
-        with self._errors():
-            if self._pubsub is None:
-                self._pubsub = PubSub(self._client.connection_pool)
-                self._channels = set()
-            if channel not in self._channels:
-                self._pubsub.subscribe(channel)
-                self._channels.add(channel)
+        if self._pubsub is None:
+            self._pubsub = PubSub(self._client.connection_pool)
+            self._channels = set()
+        if channel not in self._channels:
+            self._pubsub.subscribe(channel)
+            self._channels.add(channel)
         return self._pubsub
 
     def _drop_pubsub(self) -> None:

@@ -125,8 +125,7 @@ def test_leases_of_different_names_are_independent(
 
 
 def test_renew_extends_and_keeps_token(make_backend: MakeBackend, election: str) -> None:
-    """Renewing keeps the token and pushes the expiry out: a lease renewed for longer than
-    its TTL is still held and still refuses other holders."""
+    """Renewals keep the token and push the expiry out: renewed past its TTL, it is still ours."""
     backend, other = make_backend(), make_backend()
     lease = acquire(backend, election, holder("r1"), ttl=0.6)
     first = lease
@@ -331,8 +330,7 @@ def test_claim_checks_lease_before_duplicate(make_backend: MakeBackend, election
 def test_finish_records_outcome_for_matching_token_only(
     make_backend: MakeBackend, election: str
 ) -> None:
-    """finish() updates the record claimed with its token, ignores other tokens and unknown
-    fires, and needs no lease."""
+    """finish() needs no lease and updates only the record claimed with the run's token."""
     backend = make_backend()
     lease = acquire(backend, election, holder("r1"))
     run = backend.claim(lease, run_for(lease, at(0)), Retention())
@@ -472,8 +470,7 @@ def test_wait_for_change_waits_when_nothing_changes(
 
 
 def test_concurrent_holders_never_overlap(make_backend: MakeBackend, election: str) -> None:
-    """Threads racing for the lease (own backend each) never lose a counter update and never
-    claim a fire twice: the lease gives mutual exclusion and claims are once-only."""
+    """Racing holders (a backend each) never lose a counter update nor claim a fire twice."""
     threads_n, target = 4, 40
     backends = [make_backend() for _ in range(threads_n)]
     shared = {"counter": 0}

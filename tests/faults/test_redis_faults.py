@@ -91,8 +91,7 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 def test_tokens_increase_after_kill_and_restart(
     own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
 ) -> None:
-    """kill -9 without persistence wipes the token counter; tokens still keep increasing,
-    both for a replica that saw the last token and for one that never saw any."""
+    """After kill -9 wiped the counter, tokens still rise for old and brand-new backends."""
     witness = open_backend(own_redis.url)
     first = acquire(witness, election)
 
@@ -113,8 +112,7 @@ def test_tokens_increase_after_kill_and_restart(
 def test_floor_carries_tokens_past_data_loss_when_server_clock_is_behind(
     own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
 ) -> None:
-    """Tokens far above the server's microsecond clock are exact (+1 each) and survive data
-    loss through the highest token the backend instance has seen."""
+    """Tokens above the server clock are exact (+1) and survive data loss via the floor."""
     backend = open_backend(own_redis.url)
     counter = 2**52 + 12_345  # far above TIME in microseconds, still exact in a double
     own_redis.client().set(f"baton:{{{election}}}:token", counter)
@@ -151,8 +149,7 @@ def test_stale_lease_after_data_loss_is_lost(
 def test_wrong_password_raises_auth_error_naming_backend(
     secured_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
 ) -> None:
-    """A wrong password is a BackendAuthError that names the (redacted) backend, on check()
-    and on lease calls alike, and never shows the password."""
+    """A wrong password raises BackendAuthError naming the redacted URL, never the password."""
     url = f"redis://:wrong-password@{HOST}:{secured_redis.port}/0"
     backend = open_backend(url)
 
@@ -219,8 +216,7 @@ def test_unreachable_port_fails_within_op_timeout(
 def test_silent_server_fails_within_op_timeout_without_retrying(
     open_backend: Callable[[str], LeaseBackend], election: str
 ) -> None:
-    """A peer that accepts connections but never answers fails the call within its bound,
-    after exactly one connection attempt (no hidden retries)."""
+    """A peer that never answers fails the call within its bound, with no hidden retries."""
     accepted: list[socket.socket] = []
     stop = threading.Event()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
@@ -257,8 +253,7 @@ def test_silent_server_fails_within_op_timeout_without_retrying(
 def test_stopped_redis_is_unavailable_then_recovers(
     own_redis: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
 ) -> None:
-    """While Redis is down every call raises BackendUnavailable; after a restart the same
-    backend object works again, scripts and pub/sub included."""
+    """Calls raise BackendUnavailable while Redis is down; the same object works after restart."""
     backend, releaser = open_backend(own_redis.url), open_backend(own_redis.url)
     lease = acquire(backend, election)
     backend.wait_for_change(election, 0.05)  # subscribe the pub/sub connection before the outage
@@ -282,9 +277,10 @@ def test_stopped_redis_is_unavailable_then_recovers(
             call()
         assert time.monotonic() - started < OP_TIMEOUT + 2.0
 
-    started = time.monotonic()
-    backend.wait_for_change(election, 0.5)
-    assert 0.4 <= time.monotonic() - started < 2.0, "wait_for_change must wait out errors"
+    for _ in range(2):  # the first wait loses its subscription, the second cannot subscribe
+        started = time.monotonic()
+        backend.wait_for_change(election, 0.4)
+        assert 0.3 <= time.monotonic() - started < 2.0, "wait_for_change must wait out errors"
 
     own_redis.restart()
     backend.check()
@@ -357,6 +353,7 @@ def test_wait_for_change_survives_server_death_mid_wait(
         "ssl_cert_reqs=CERT_NONE",
         "ssl_check_hostname=false",
         "ssl_check_hostname=no",
+        "ssl_cert_reqs=required&ssl_cert_reqs=none",
     ],
 )
 def test_rediss_refuses_disabled_verification(query: str) -> None:
