@@ -32,6 +32,9 @@ from scheduler.logs import get_logger
 from scheduler.runs import Retention, RunRecord
 from scheduler.schedules import fires_between
 
+#: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader.
+ORPHAN_SCAN = 10
+
 #: Seconds between attempts to store outcomes the backend could not take at the time.
 FLUSH_RETRY = 1.0
 
@@ -268,16 +271,17 @@ class Runner:
         """
         now = self.clock.now()
         for spec in self.specs:
-            if spec.catch_up == "none" or not term.valid():
-                continue
+            if not term.valid():
+                return
             try:
-                newest = self.backend.history(self.cluster, spec.name, 1)
+                recent = self.backend.history(self.cluster, spec.name, ORPHAN_SCAN)
             except BackendError as exc:
                 self.log.warning("catch_up_failed", job=spec.name, error=str(exc))
                 continue
-            if not newest:
+            self._close_orphans(recent, term, now)
+            if spec.catch_up == "none" or not recent:
                 continue
-            start = max(now - timedelta(seconds=spec.misfire_grace), newest[0].scheduled_time)
+            start = max(now - timedelta(seconds=spec.misfire_grace), recent[0].scheduled_time)
             missed = [f for f in fires_between(spec.trigger, start, now) if f > start]
             if not missed:
                 continue
@@ -289,6 +293,23 @@ class Runner:
                 fires=[f.isoformat() for f in missed][-10:],
             )
             self.lanes[spec.name].submit(missed)
+
+    def _close_orphans(self, recent: list[RunRecord], term: Term, now: datetime) -> None:
+        """Mark runs still ``running`` under an older token as ``lost``.
+
+        Their replica died (or was deposed) mid-run and will never record an end; if it was
+        only paused and does finish, its own ``finish`` overwrites this with the real outcome.
+        """
+        for run in recent:
+            if run.outcome == "running" and run.token < term.token:
+                self.log.warning(
+                    "run_orphaned",
+                    job=run.job,
+                    scheduled_time=run.scheduled_time.isoformat(),
+                    token=run.token,
+                    replica_of_run=run.replica_id,
+                )
+                self._save(run.finished("lost", now, "its replica stopped before the run ended"))
 
     # -- history that must not be lost --------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.runs import RunRecord
 from tests.harness.replicas import Cluster, wait_for
 from tests.harness.sink import FencedSink, Write
 
@@ -215,3 +216,30 @@ def test_paused_leader_is_fenced_out(cluster: Cluster) -> None:
 
 def _instant(tick: str) -> float:
     return datetime.fromisoformat(tick).timestamp()
+
+
+def test_run_of_a_killed_leader_is_recorded_lost_not_rerun(cluster: Cluster) -> None:
+    """kill -9 mid-run: the new leader marks that run lost in the history; no re-run."""
+    cluster.start(2, lease_ttl=3, **{"test_work": 1.5})
+    first = cluster.wait_leader(timeout=15)
+    victim = cluster.replicas[first.replica_id]
+    started = wait_for(
+        lambda: [w for w in starts(cluster.sink_path) if w.replica == victim.name],
+        20,
+        "a run by the leader",
+    )
+    victim.signal(signal.SIGKILL)
+    killed_tick = datetime.fromisoformat(started[-1].tick)
+    second = cluster.wait_leader(timeout=10, not_token=first.token)
+
+    def record() -> RunRecord | None:
+        for run in cluster.observer_history("test.tick", 50):
+            if run.scheduled_time == killed_tick and run.outcome == "lost":
+                return run
+        return None
+
+    lost = wait_for(record, 15, "the killed run recorded as lost", interval=0.05)
+    assert lost.replica_id == victim.name and lost.token == first.token
+    assert "stopped before the run ended" in lost.message
+    assert [w.tick for w in starts(cluster.sink_path)].count(started[-1].tick) == 1
+    assert second.replica_id != victim.name
