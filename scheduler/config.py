@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,9 +23,37 @@ from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError
 from scheduler.timings import LeaseTimings
 
+if TYPE_CHECKING:
+    from scheduler.backends.zookeeper import ZooKeeperOptions
+
 #: The embedded backend, in a file under the current directory.
 DEFAULT_BACKEND = "sqlite:///.baton/baton.db"
 ENV_PREFIX = "BATON_"
+
+
+class ZooKeeperSettings(BaseModel):
+    """The ``zookeeper:`` section, read only for a ``zookeeper://`` backend. Seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    #: How long ZooKeeper keeps a silent session, and with it the leader's latch node
+    #: (default: lease_ttl, the shortest allowed). It bounds failover after kill -9; shorter
+    #: also means a GC pause or network blip of that length costs the session.
+    session_timeout: float | None = Field(default=None, gt=0)
+    #: How long a call waits for a new session (default min(5, session_timeout)); at most
+    #: session_timeout.
+    connection_timeout: float | None = Field(default=None, gt=0)
+    #: When the connection drops: lose (default, Curator's policy) ends leadership at once;
+    #: wait keeps leading through a short disconnection until renew_deadline.
+    on_suspended: Literal["lose", "wait"] = "lose"
+    #: TLS to the ensemble (implied by any file below); server certificates are always
+    #: verified, host name included.
+    tls: bool = False
+    #: PEM CA file to verify the servers with (default: the system CAs).
+    ca_file: str | None = None
+    #: PEM client certificate and its key, for servers that require client certificates.
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 class Settings(BaseModel):
@@ -52,10 +80,40 @@ class Settings(BaseModel):
     log_format: Literal["json", "console", "auto"] = "auto"
     #: Runs kept per job in the backend (older ones are trimmed; default 100).
     history_limit: int = Field(default=100, ge=1)
+    #: Session and TLS options of a zookeeper:// backend (see ZooKeeperSettings).
+    zookeeper: ZooKeeperSettings = Field(default_factory=ZooKeeperSettings)
 
     def open_backend(self, op_timeout: float, clock: Clock = SYSTEM_CLOCK) -> LeaseBackend:
         """Open the configured backend with every call bounded by ``op_timeout`` seconds."""
-        return from_url(self.backend, op_timeout=op_timeout, clock=clock)
+        return from_url(
+            self.backend, op_timeout=op_timeout, clock=clock, zookeeper=self.zookeeper_options()
+        )
+
+    def zookeeper_options(self) -> ZooKeeperOptions | None:
+        """The ``zookeeper:`` options checked against the lease timings; ``None`` unless
+        the backend is ZooKeeper.
+
+        Raises:
+            ConfigError: an option is invalid, or the session timeout is shorter than
+                lease_ttl (naming both).
+        """
+        if not self.backend.startswith("zookeeper://"):
+            return None
+        from scheduler.backends.zookeeper import ZooKeeperOptions, check_lease_timings
+
+        timings = self.timings()
+        section = self.zookeeper
+        options = ZooKeeperOptions(
+            session_timeout=section.session_timeout or timings.lease_ttl,
+            connection_timeout=section.connection_timeout,
+            on_suspended=section.on_suspended,
+            tls=section.tls,
+            ca_file=section.ca_file,
+            cert_file=section.cert_file,
+            key_file=section.key_file,
+        )
+        check_lease_timings(options, timings)
+        return options
 
     def timings(self) -> LeaseTimings:
         """The lease timings, validated against each other."""
@@ -63,6 +121,8 @@ class Settings(BaseModel):
 
 
 KEYS = tuple(Settings.model_fields)
+#: Sections of nested keys; each key is also read from ``BATON_<SECTION>_<KEY>``.
+NESTED = {"zookeeper": tuple(ZooKeeperSettings.model_fields)}
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -95,6 +155,15 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in KEYS:
+        if key in NESTED:
+            section = {
+                sub: environ[name]
+                for sub in NESTED[key]
+                if (name := f"{ENV_PREFIX}{key.upper()}_{sub.upper()}") in environ
+            }
+            if section:
+                values[key] = section
+            continue
         raw = environ.get(ENV_PREFIX + key.upper())
         if raw is None:
             continue
@@ -124,6 +193,13 @@ def load_settings(
         for key, value in _read_file(Path(path)).items():
             merged[key], sources[key] = value, str(path)
     for key, value in _read_env(env).items():
+        if key in NESTED:
+            # Key by key over the file's section, each named by its own variable.
+            file_section = merged.get(key)
+            for sub in value:
+                sources[f"{key}.{sub}"] = f"{ENV_PREFIX}{key.upper()}_{sub.upper()}"
+            if isinstance(file_section, dict):
+                value = {**file_section, **value}
         merged[key], sources[key] = value, ENV_PREFIX + key.upper()
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -132,12 +208,17 @@ def load_settings(
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"][:1]) or "(config)"
-        where = sources.get(key)
-        got = merged.get(key)
+        loc = [str(part) for part in error["loc"]]
+        parts = loc[:2] if loc and loc[0] in NESTED else loc[:1]
+        key = ".".join(parts) or "(config)"
+        where = sources.get(key) or (sources.get(parts[0]) if parts else None)
+        got = merged.get(parts[0]) if parts else None
+        if len(parts) == 2:
+            got = got.get(parts[1]) if isinstance(got, dict) else None
         detail = error["msg"]
         if got is not None:
             detail += f", got {got!r}"
         raise ConfigError(key, detail + (f" (from {where})" if where else "")) from None
     settings.timings()  # refuse inconsistent timings now, naming both fields
+    settings.zookeeper_options()  # and a ZooKeeper session shorter than the lease
     return settings

@@ -7,6 +7,7 @@ a function returning its URL to :data:`_URL_FACTORIES`; nothing else changes.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,19 +16,32 @@ import pytest
 
 from scheduler.backends import LeaseBackend, from_url
 from tests.harness.redis_server import RedisServer
+from tests.harness.zookeeper_server import ZooKeeperServer
 
 #: Every backend the contract suite runs against, in one place.
-BACKEND_KINDS = ("sqlite", "redis")
+BACKEND_KINDS = ("sqlite", "redis", "zookeeper")
 
 #: Seconds a backend call may take in tests: long enough for a loaded CI box, short enough
 #: that a hung call fails the test quickly.
 TEST_OP_TIMEOUT = 1.0
+#: Seconds to wait for a lease to expire on the server before failing the test.
+EXPIRY_WAIT = 5.0
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the whole session; tests keep apart by election name."""
     server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server() -> Iterator[ZooKeeperServer]:
+    """One ZooKeeper server for the whole session; tests keep apart by election name."""
+    server = ZooKeeperServer().start()
     try:
         yield server
     finally:
@@ -43,10 +57,52 @@ def _redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.url
 
 
+def _zookeeper_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    server: ZooKeeperServer = request.getfixturevalue("zookeeper_server")
+    return server.url()
+
+
 _URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite": _sqlite_url,
     "redis": _redis_url,
+    "zookeeper": _zookeeper_url,
 }
+
+
+def _wait_expired(request: pytest.FixtureRequest, backend: LeaseBackend, name: str) -> None:
+    # Redis and SQLite expire a lease when its TTL runs out; the tests take short TTLs.
+    assert _wait_until(lambda: backend.read(name) is None), "lease never expired"
+
+
+def _expire_zookeeper_session(
+    request: pytest.FixtureRequest, backend: LeaseBackend, name: str
+) -> None:
+    # A latch node lives as long as its session, whatever the TTL: expire the session the
+    # way the server does after a partition, then wait for the backend to have a new one.
+    server: ZooKeeperServer = request.getfixturevalue("zookeeper_server")
+    session = getattr(backend, "session_id", None)
+    assert session is not None, f"{backend!r} has no session to expire"
+    server.expire_session(session)
+    assert _wait_until(lambda: getattr(backend, "session_id", None) not in (None, session)), (
+        "the backend never opened a new session"
+    )
+    assert _wait_until(lambda: backend.read(name) is None), "lease never expired"
+
+
+_EXPIRERS: dict[str, Callable[[pytest.FixtureRequest, LeaseBackend, str], None]] = {
+    "sqlite": _wait_expired,
+    "redis": _wait_expired,
+    "zookeeper": _expire_zookeeper_session,
+}
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = EXPIRY_WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.fixture(params=BACKEND_KINDS)
@@ -74,6 +130,20 @@ def make_backend(backend_url: str) -> Iterator[Callable[..., LeaseBackend]]:
     yield make
     for backend in reversed(opened):
         backend.close()
+
+
+@pytest.fixture
+def expire_lease(
+    backend_kind: str, request: pytest.FixtureRequest
+) -> Callable[[LeaseBackend, str], None]:
+    """Make the server expire the lease ``name`` held through ``backend``, and wait for it.
+
+    What expires a lease differs by backend, and only that: a TTL on Redis and SQLite (the
+    tests acquire with a short one, so this waits), the session on ZooKeeper (expired here
+    through the server). Either way the lease is gone on the server when this returns.
+    """
+    expire = _EXPIRERS[backend_kind]
+    return lambda backend, name: expire(request, backend, name)
 
 
 @pytest.fixture

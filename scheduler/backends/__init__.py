@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scheduler.backends.zookeeper import ZooKeeperOptions
 
 SCHEMES = ("sqlite", "redis", "rediss", "zookeeper")
 
@@ -28,7 +32,11 @@ def redact(url: str) -> str:
 
 
 def from_url(
-    url: str, *, op_timeout: float = DEFAULT_OP_TIMEOUT, clock: Clock = SYSTEM_CLOCK
+    url: str,
+    *,
+    op_timeout: float = DEFAULT_OP_TIMEOUT,
+    clock: Clock = SYSTEM_CLOCK,
+    zookeeper: ZooKeeperOptions | None = None,
 ) -> LeaseBackend:
     """Open the backend named by ``url``.
 
@@ -38,6 +46,8 @@ def from_url(
         op_timeout: seconds any single backend call may take before it fails with
             :class:`~scheduler.errors.BackendUnavailable`.
         clock: the clock deadlines are computed from.
+        zookeeper: session and TLS options of a ``zookeeper://`` backend (ignored for the
+            others); defaults to :class:`~scheduler.backends.zookeeper.ZooKeeperOptions`.
 
     Raises:
         ConfigError: the URL scheme is unknown or the URL is malformed (key ``backend``).
@@ -54,7 +64,7 @@ def from_url(
     if scheme == "zookeeper":
         from scheduler.backends.zookeeper import ZooKeeperBackend
 
-        return ZooKeeperBackend.from_url(url, op_timeout=op_timeout, clock=clock)
+        return ZooKeeperBackend.from_url(url, op_timeout=op_timeout, clock=clock, options=zookeeper)
     raise ConfigError(
         "backend",
         f"unsupported URL scheme {scheme or '(none)'!r} in {redact(url)!r}; "

@@ -23,12 +23,12 @@ from scheduler.lease import Holder, Lease, local_deadline
 from scheduler.runs import Retention, RunRecord, fire_key
 
 MakeBackend = Callable[..., LeaseBackend]
+#: The ``expire_lease`` fixture: make the server expire the lease a backend holds, and wait.
+ExpireLease = Callable[[LeaseBackend, str], None]
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LONG_TTL = 30.0
 SHORT_TTL = 0.3
-#: Seconds to wait for a short lease to expire on the server before failing the test.
-EXPIRY_WAIT = 5.0
 
 
 def holder(replica: str) -> Holder:
@@ -63,10 +63,6 @@ def acquire(backend: LeaseBackend, name: str, who: Holder, ttl: float = LONG_TTL
     lease = backend.try_acquire(name, who, ttl)
     assert lease is not None, f"{who.replica_id} could not acquire a free lease"
     return lease
-
-
-def wait_expired(backend: LeaseBackend, name: str) -> None:
-    assert wait_until(lambda: backend.read(name) is None, EXPIRY_WAIT), "lease never expired"
 
 
 # --- acquire / read -----------------------------------------------------------------------
@@ -145,11 +141,13 @@ def test_renew_extends_and_keeps_token(make_backend: MakeBackend, election: str)
     assert other.try_acquire(election, holder("r2"), LONG_TTL) is None
 
 
-def test_renew_after_expiry_raises_lease_lost(make_backend: MakeBackend, election: str) -> None:
+def test_renew_after_expiry_raises_lease_lost(
+    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
+) -> None:
     """Once the server expired a lease, renewing it raises LeaseLost naming the lease."""
     backend = make_backend()
     lease = acquire(backend, election, holder("r1"), ttl=SHORT_TTL)
-    wait_expired(backend, election)
+    expire_lease(backend, election)
 
     with pytest.raises(LeaseLost) as caught:
         backend.renew(lease)
@@ -158,12 +156,12 @@ def test_renew_after_expiry_raises_lease_lost(make_backend: MakeBackend, electio
 
 
 def test_renew_after_takeover_raises_and_spares_new_holder(
-    make_backend: MakeBackend, election: str
+    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
 ) -> None:
     """A lease taken over after expiry cannot be renewed by the old holder; the new one can."""
     old_backend, new_backend = make_backend(), make_backend()
     old = acquire(old_backend, election, holder("r1"), ttl=SHORT_TTL)
-    wait_expired(old_backend, election)
+    expire_lease(old_backend, election)
     new = acquire(new_backend, election, holder("r2"))
 
     with pytest.raises(LeaseLost):
@@ -238,12 +236,14 @@ def test_tokens_strictly_increase(make_backend: MakeBackend, election: str) -> N
     assert all(a < b for a, b in itertools.pairwise(tokens)), tokens
 
 
-def test_token_increases_after_expiry(make_backend: MakeBackend, election: str) -> None:
+def test_token_increases_after_expiry(
+    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
+) -> None:
     """A lease that expired (never released) is re-acquired with a larger token."""
     backend = make_backend()
     who = holder("r1")
     first = acquire(backend, election, who, ttl=SHORT_TTL)
-    wait_expired(backend, election)
+    expire_lease(backend, election)
     second = acquire(backend, election, who)
     assert second.token > first.token
 
@@ -279,22 +279,26 @@ def test_claim_after_release_raises_lease_lost(make_backend: MakeBackend, electi
     assert backend.claimed(election, "job", at(-1), at(1)) == set()
 
 
-def test_claim_after_expiry_raises_lease_lost(make_backend: MakeBackend, election: str) -> None:
+def test_claim_after_expiry_raises_lease_lost(
+    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
+) -> None:
     """Claiming with an expired lease raises LeaseLost."""
     backend = make_backend()
     lease = acquire(backend, election, holder("r1"), ttl=SHORT_TTL)
-    wait_expired(backend, election)
+    expire_lease(backend, election)
 
     with pytest.raises(LeaseLost):
         backend.claim(lease, run_for(lease, at(0)), Retention())
 
 
-def test_claim_with_stale_token_raises_lease_lost(make_backend: MakeBackend, election: str) -> None:
+def test_claim_with_stale_token_raises_lease_lost(
+    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
+) -> None:
     """Same holder, older acquisition: the stale token is refused, the current one works."""
     backend = make_backend()
     who = holder("r1")
     stale = acquire(backend, election, who, ttl=SHORT_TTL)
-    wait_expired(backend, election)
+    expire_lease(backend, election)
     current = acquire(backend, election, who)
 
     with pytest.raises(LeaseLost):

@@ -1,0 +1,299 @@
+"""A real standalone ZooKeeper server process on a loopback port, for contract and fault tests.
+
+The server runs in the foreground as a child JVM (``ZooKeeperServerMain`` with its own
+``zoo.cfg`` and data directory), from the jars of the Debian ``zookeeper`` package. Unlike the
+Redis harness, data survives :meth:`ZooKeeperServer.kill`: ZooKeeper writes every transaction
+to its log before answering, so a restart on the same data directory brings back the latch,
+the history and the sessions (which then expire unless their clients reconnect in time).
+
+``tickTime`` is 100 ms, so sessions may be as short as 200 ms (``minSessionTimeout`` is two
+ticks) and the server notices an expired session within a tick.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from kazoo.client import KazooClient
+
+from tests.harness.redis_server import HOST, free_port
+
+JAVA = "java"
+MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
+#: Where the Debian packages put the server's jars (libzookeeper-java and its dependencies).
+JAR_DIRS = ("/usr/share/java", "/usr/share/zookeeper/lib", "/usr/share/zookeeper")
+#: The jars a standalone server needs, by file-name prefix: server, wire format, logging.
+JARS = ("zookeeper", "zookeeper-jute", "slf4j-api", "slf4j-simple")
+
+#: Seconds a server may take to serve requests after starting, and to exit after a signal.
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+TICK_MS = 100
+
+# ZooKeeper generates a session's password from its id with java.util.Random seeded by
+# ``id ^ superSecret`` (ZooKeeperServer.generatePasswd); with it a test can take over any
+# session by id, the way a network partition followed by a reconnect would.
+_SUPER_SECRET = 0xB3415C00
+_JAVA_MULTIPLIER = 0x5DEECE66D
+_JAVA_MASK = (1 << 48) - 1
+
+
+def session_password(session_id: int) -> bytes:
+    """The 16-byte password ZooKeeper issued for ``session_id`` (see ``_SUPER_SECRET``)."""
+    seed = ((session_id ^ _SUPER_SECRET) ^ _JAVA_MULTIPLIER) & _JAVA_MASK
+    out = bytearray()
+    while len(out) < 16:
+        # java.util.Random.nextInt(), then nextBytes() takes its bytes low first.
+        seed = (seed * _JAVA_MULTIPLIER + 0xB) & _JAVA_MASK
+        value = seed >> 16
+        for _ in range(min(4, 16 - len(out))):
+            out.append(value & 0xFF)
+            value >>= 8
+    return bytes(out)
+
+
+def classpath() -> str:
+    """The server's class path; fails loudly when the package is missing (never a skip)."""
+    if shutil.which(JAVA) is None:
+        raise RuntimeError("java is not installed; the ZooKeeper tests start a real server")
+    found = []
+    for prefix in JARS:
+        candidates = [
+            path
+            for directory in JAR_DIRS
+            for path in [
+                f"{directory}/{prefix}.jar",
+                *sorted(glob.glob(f"{directory}/{prefix}-[0-9]*.jar")),
+            ]
+            if os.path.isfile(path)
+        ]
+        if not candidates:
+            raise RuntimeError(
+                f"{prefix}.jar not found in {', '.join(JAR_DIRS)}: the ZooKeeper contract and "
+                "fault tests need a real server (apt-get install zookeeper, or "
+                "scripts/ensure-servers.sh)"
+            )
+        found.append(candidates[0])
+    return ":".join(found)
+
+
+class ZooKeeperServer:
+    """One standalone ZooKeeper child process bound to ``127.0.0.1`` in its own temp dir.
+
+    Args:
+        port: the client port; a free one when ``None``.
+        max_session_timeout: seconds; the longest session the server grants (clients asking
+            for more are clamped to it).
+        force_sync: fsync the transaction log before answering (ZooKeeper's default). The
+            harness keeps it on so latencies measured against it are realistic.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        max_session_timeout: float = 60.0,
+        force_sync: bool = True,
+    ) -> None:
+        self.port = port or free_port()
+        self.max_session_timeout = max_session_timeout
+        self.force_sync = force_sync
+        self.dir = Path(tempfile.mkdtemp(prefix="baton-zookeeper-"))
+        self._classpath = classpath()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def hosts(self) -> str:
+        """``127.0.0.1:port``, for kazoo."""
+        return f"{HOST}:{self.port}"
+
+    def url(
+        self, chroot: str = "/baton", user: str | None = None, password: str | None = None
+    ) -> str:
+        """``zookeeper://[user:password@]127.0.0.1:port/chroot``."""
+        auth = f"{user}:{password}@" if user is not None else ""
+        return f"zookeeper://{auth}{self.hosts}{chroot}"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (it must be running)."""
+        if self._process is None:
+            raise RuntimeError("ZooKeeper is not running")
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "zookeeper.log"
+
+    def start(self) -> ZooKeeperServer:
+        """Start the server and wait until it serves requests."""
+        if self.running:
+            raise RuntimeError(f"ZooKeeper already running on port {self.port}")
+        data = self.dir / "data"
+        data.mkdir(exist_ok=True)
+        config = self.dir / "zoo.cfg"
+        config.write_text(
+            f"tickTime={TICK_MS}\n"
+            f"dataDir={data}\n"
+            f"clientPort={self.port}\n"
+            f"clientPortAddress={HOST}\n"
+            "maxClientCnxns=0\n"
+            f"minSessionTimeout={2 * TICK_MS}\n"
+            f"maxSessionTimeout={round(self.max_session_timeout * 1000)}\n"
+            f"forceSync={'yes' if self.force_sync else 'no'}\n"
+            "admin.enableServer=false\n"
+            # srvr is the readiness probe; wchp shows who watches which node.
+            "4lw.commands.whitelist=srvr,ruok,wchp,wchc,cons,stat,mntr\n"
+        )
+        args = [
+            JAVA,
+            # A small heap and the client compiler start the JVM in a fraction of a second.
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.net.preferIPv4Stack=true",
+            "-Dzookeeper.jmx.log4j.disable=true",
+            "-Dorg.slf4j.simpleLogger.showDateTime=true",
+            "-cp",
+            self._classpath,
+            MAIN_CLASS,
+            str(config),
+        ]
+        log = self.log_path.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        finally:
+            log.close()
+        self._wait_until_serving()
+        return self
+
+    def four_letter(self, command: str, timeout: float = 2.0) -> str:
+        """Send a four-letter admin command (``srvr``, ``wchp``, ...) and return the answer."""
+        with socket.create_connection((HOST, self.port), timeout=timeout) as sock:
+            sock.sendall(command.encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def watches_by_path(self) -> dict[str, set[int]]:
+        """Server-side data watches: node path -> session ids watching it (``wchp``)."""
+        out: dict[str, set[int]] = {}
+        path = None
+        for line in self.four_letter("wchp").splitlines():
+            if line.startswith("/"):
+                path = line.strip()
+                out[path] = set()
+            elif line.strip().startswith("0x") and path is not None:
+                out[path].add(int(line.strip(), 16))
+        return out
+
+    def client(self, auth: tuple[str, str] | None = None, timeout: float = 5.0) -> KazooClient:
+        """A started kazoo client for fault injection; the caller stops it."""
+        client = KazooClient(
+            hosts=self.hosts,
+            timeout=timeout,
+            auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None,
+        )
+        client.start(timeout=timeout)
+        return client
+
+    def expire_session(self, session_id: int, timeout: float = 5.0) -> None:
+        """Make the server end session ``session_id`` as if it had expired.
+
+        A second client attaches to the session (the server drops the owner's connection),
+        then closes it: its ephemeral nodes are deleted and its owner learns on reconnecting
+        that the session has expired.
+        """
+        intruder = KazooClient(
+            hosts=self.hosts,
+            client_id=(session_id, session_password(session_id)),
+            timeout=timeout,
+        )
+        intruder.start(timeout=timeout)
+        try:
+            if intruder.client_id is None or intruder.client_id[0] != session_id:
+                raise RuntimeError(f"could not attach to session {session_id:#x}")
+        finally:
+            intruder.stop()
+            intruder.close()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``STOP_TIMEOUT``."""
+        self._signal(signal.SIGTERM)
+        if not self._wait_exit(STOP_TIMEOUT):
+            self._signal(signal.SIGKILL)
+            self._wait_exit(STOP_TIMEOUT)
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once (its log on disk keeps every answered write)."""
+        self._signal(signal.SIGKILL)
+        self._wait_exit(STOP_TIMEOUT)
+        self._process = None
+
+    def restart(self) -> None:
+        """Start again on the same port and data directory (after :meth:`stop` or :meth:`kill`)."""
+        if self.running:
+            self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        """Stop the server if running and remove its directory."""
+        if self.running:
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.kill(self._process.pid, sig)
+
+    def _wait_exit(self, timeout: float) -> bool:
+        if self._process is None:
+            return True
+        try:
+            self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _wait_until_serving(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"ZooKeeper exited with status {self._process.returncode} while starting "
+                    f"on port {self.port}: {self._log_tail()}"
+                )
+            try:
+                # "ruok" answers before the server loads its data; srvr says when it serves.
+                if self.four_letter("srvr", timeout=0.5).startswith("Zookeeper version"):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(
+                    f"ZooKeeper did not serve on port {self.port} within {START_TIMEOUT} s: "
+                    f"{self._log_tail()}"
+                )
+            time.sleep(0.01)
+
+    def _log_tail(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-2000:] or "(no log output)"
