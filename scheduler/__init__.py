@@ -18,6 +18,13 @@ from scheduler.errors import (
     LeaseLost,
     UserError,
 )
+from scheduler.fencing import RedisFence, SqlFence, StaleFencingToken
+from scheduler.hooks import (
+    LeadershipAcquiredEvent,
+    LeadershipLostEvent,
+    on_leadership_acquired,
+    on_leadership_lost,
+)
 from scheduler.jobs import JobSpec, singleton_job
 
 __version__ = "0.1.0"
@@ -32,9 +39,16 @@ __all__ = [
     "JobDefinitionError",
     "JobSpec",
     "JobsModuleError",
+    "LeadershipAcquiredEvent",
     "LeadershipLost",
+    "LeadershipLostEvent",
     "LeaseLost",
+    "RedisFence",
+    "SqlFence",
+    "StaleFencingToken",
     "UserError",
     "__version__",
+    "on_leadership_acquired",
+    "on_leadership_lost",
     "singleton_job",
 ]

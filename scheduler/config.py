@@ -80,6 +80,9 @@ class Settings(BaseModel):
     log_format: Literal["json", "console", "auto"] = "auto"
     #: Runs kept per job in the backend (older ones are trimmed; default 100).
     history_limit: int = Field(default=100, ge=1)
+    #: Exit (status 3) after the abort hooks when leadership is lost involuntarily, so the
+    #: orchestrator restarts a clean process (default false).
+    exit_on_lost: bool = False
     #: Session and TLS options of a zookeeper:// backend (see ZooKeeperSettings).
     zookeeper: ZooKeeperSettings = Field(default_factory=ZooKeeperSettings)
 

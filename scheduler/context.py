@@ -31,6 +31,8 @@ class JobContext:
     lost: threading.Event = field(repr=False)
     _deadline: Callable[[], float] = field(repr=False)
     _clock: Clock = field(repr=False)
+    #: Extra reason the run must stop, e.g. a stall not yet re-validated; None if fine.
+    _suspect: Callable[[], str | None] = field(default=lambda: None, repr=False)
 
     def time_left(self) -> float:
         """Seconds until the local lease deadline (monotonic clock, no network); <= 0 if gone."""
@@ -49,3 +51,6 @@ class JobContext:
             raise LeadershipLost(self.job, "lease lost")
         if self._deadline() - self._clock.monotonic() <= 0:
             raise LeadershipLost(self.job, "local lease deadline passed")
+        suspect = self._suspect()
+        if suspect is not None:
+            raise LeadershipLost(self.job, suspect)

@@ -25,6 +25,10 @@ from scheduler.timings import LeaseTimings
 #: Seconds; first and largest pause between attempts while the backend is unreachable.
 BACKOFF_START = 0.2
 BACKOFF_CAP = 5.0
+#: Seconds between watchdog ticks; a gap longer than STALL_THRESHOLD between two ticks means
+#: the whole process stood still (GC, SIGSTOP, a frozen VM).
+WATCHDOG_TICK = 0.25
+STALL_THRESHOLD = 1.0
 
 
 class Term:
@@ -130,6 +134,9 @@ class Elector:
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
         self._unavailable_since: float | None = None
+        self._last_tick = clock.monotonic()
+        # After a stall, only a renewal *sent* after this instant re-validates the lease.
+        self._revalidate_after: float | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -141,18 +148,32 @@ class Elector:
         self._listeners.append(listener)
 
     def current_term(self) -> Term | None:
-        """The term this replica leads in right now, or ``None`` (computed, no network)."""
+        """The term this replica leads in right now, or ``None`` (computed, no network).
+
+        ``None`` also while a stall is not yet re-validated by a renewal: after any pause,
+        no fire starts until the backend has confirmed the lease again.
+        """
         term = self._term
-        if term is not None and term.valid():
+        if term is not None and term.valid() and self.stall_reason() is None:
             return term
+        return None
+
+    def stall_reason(self) -> str | None:
+        """Why the lease cannot be trusted after a stall, or ``None``."""
+        if self.clock.monotonic() - self._last_tick > STALL_THRESHOLD:
+            return "process stalled; lease not re-validated yet"
+        if self._revalidate_after is not None:
+            return "process stalled; lease being re-validated"
         return None
 
     def is_leader(self) -> bool:
         return self.current_term() is not None
 
     def start(self) -> None:
+        self._last_tick = self.clock.monotonic()
         self._thread = threading.Thread(target=self._run, name="baton-elector", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watchdog, name="baton-watchdog", daemon=True).start()
 
     def stop(self, release: bool = True, timeout: float | None = None) -> None:
         """Stop electing; end a running term and (by default) release the lease.
@@ -233,6 +254,9 @@ class Elector:
             # Retry soon, but leave room for another bounded attempt before the deadline.
             self._sleep(min(self.timings.renew_interval / 4, max(left, 0.0) / 2))
             return
+        if self._revalidate_after is not None and renewed.sent_at >= self._revalidate_after:
+            self._revalidate_after = None
+            self.log.info("lease_revalidated", token=term.token)
         if renewed.sent_at >= term.leads_until():
             # The request left after the deadline (the process stalled in between): the term
             # is over even though the server agreed; give the lease back.
@@ -243,7 +267,21 @@ class Elector:
 
     # -- transitions ------------------------------------------------------------------------
 
+    def _watchdog(self) -> None:
+        while not self._stop.wait(WATCHDOG_TICK):
+            now = self.clock.monotonic()
+            gap = now - self._last_tick
+            self._last_tick = now
+            if gap > STALL_THRESHOLD:
+                self._revalidate_after = now
+                self.log.warning(
+                    "stall_detected", seconds=round(gap, 3), leading=self._term is not None
+                )
+                self._wake.set()  # re-validate (renew) at once
+
     def _begin_term(self, lease: Lease) -> None:
+        if self._revalidate_after is not None and lease.sent_at >= self._revalidate_after:
+            self._revalidate_after = None  # a fresh acquisition is a validation
         term = Term(lease, self.timings, self.clock)
         self._term = term
         self.log.info("leadership_acquired", token=lease.token, cluster=self.name)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 CatchUp = Literal["latest", "none", "all"]
 CATCH_UP_POLICIES: tuple[CatchUp, ...] = ("latest", "none", "all")
+Isolation = Literal["thread", "process"]
+ISOLATIONS: tuple[Isolation, ...] = ("thread", "process")
 
 #: Attribute under which the spec hangs on the decorated function.
 SPEC_ATTR = "__baton_job__"
@@ -56,6 +58,11 @@ class JobSpec:
         catch_up: what a new leader does with unclaimed fires within ``misfire_grace``:
             ``latest`` runs the most recent one once (coalesced), ``all`` runs each in
             order, ``none`` runs none.
+        on_lost: called with the run's context when leadership is lost while it runs (on
+            the hook thread; must not block for long).
+        isolation: ``thread`` (default; cheap, but a job ignoring ``ctx.lost`` keeps
+            running) or ``process`` (a child process, SIGTERM then SIGKILL on leadership
+            loss, and it ends itself at the lease deadline; costs a process start per run).
     """
 
     name: str
@@ -64,6 +71,8 @@ class JobSpec:
     trigger: BaseTrigger
     misfire_grace: float
     catch_up: CatchUp
+    on_lost: Callable[[JobContext], object] | None = None
+    isolation: Isolation = "thread"
 
     def next_fire(self, after: datetime) -> datetime | None:
         """The first fire instant at or after ``after``, in UTC."""
@@ -119,6 +128,8 @@ def build_spec(
     name: str | None = None,
     misfire_grace: float = 60.0,
     catch_up: str = "latest",
+    on_lost: Callable[[JobContext], object] | None = None,
+    isolation: str = "thread",
 ) -> JobSpec:
     """Validate a job definition and build its spec (what the decorator does).
 
@@ -138,6 +149,16 @@ def build_spec(
         raise JobDefinitionError(job_name, f"misfire_grace must be seconds, got {misfire_grace!r}")
     if misfire_grace <= 0:
         raise JobDefinitionError(job_name, f"misfire_grace must be > 0 s, got {misfire_grace}")
+    if on_lost is not None and not callable(on_lost):
+        raise JobDefinitionError(job_name, f"on_lost must be callable, got {on_lost!r}")
+    if isolation not in ISOLATIONS:
+        raise JobDefinitionError(
+            job_name, f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}"
+        )
+    if isolation == "process" and "<locals>" in func.__qualname__:
+        raise JobDefinitionError(
+            job_name, "isolation='process' needs a module-level function (a child imports it)"
+        )
     trigger: BaseTrigger
     if cron is not None:
         fields = cron.split() if isinstance(cron, str) else []
@@ -172,6 +193,8 @@ def build_spec(
         trigger=trigger,
         misfire_grace=float(misfire_grace),
         catch_up=catch_up,  # checked against CATCH_UP_POLICIES above
+        on_lost=on_lost,
+        isolation=isolation,  # checked against ISOLATIONS above
     )
 
 
@@ -225,6 +248,8 @@ def singleton_job(
     name: str | None = None,
     misfire_grace: float = 60.0,
     catch_up: str = "latest",
+    on_lost: Callable[[JobContext], object] | None = None,
+    isolation: str = "thread",
 ) -> Callable[[F], F]:
     """Declare a function as a job that fires on exactly one replica per tick.
 
@@ -236,6 +261,8 @@ def singleton_job(
         name: unique job name (default ``module.qualname``).
         misfire_grace: seconds a fire may start late; also the catch-up look-back (default 60).
         catch_up: ``latest`` (default), ``all`` or ``none``: see :class:`JobSpec`.
+        on_lost: ``on_lost(ctx)`` is called when leadership is lost during a run.
+        isolation: ``thread`` (default) or ``process`` (hard abort): see :class:`JobSpec`.
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -258,6 +285,8 @@ def singleton_job(
             name=name,
             misfire_grace=misfire_grace,
             catch_up=catch_up,
+            on_lost=on_lost,
+            isolation=isolation,
         )
         REGISTRY.add(spec)
         setattr(func, SPEC_ATTR, spec)

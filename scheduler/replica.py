@@ -38,7 +38,13 @@ class Replica:
         self.holder = Holder.new(settings.replica_id)
         self.elector = Elector(self.backend, settings.cluster, self.holder, timings, clock)
         self.runner = Runner(
-            specs, self.elector, self.backend, settings.cluster, settings.history_limit, clock
+            specs,
+            self.elector,
+            self.backend,
+            settings.cluster,
+            settings.history_limit,
+            clock,
+            exit_on_lost=settings.exit_on_lost,
         )
         self.log = get_logger(replica=settings.replica_id)
         self._timings = timings

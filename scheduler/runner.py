@@ -12,6 +12,7 @@ newest one unless ``catch_up="all"``) and is skipped if it can no longer start w
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +22,14 @@ from typing import Any
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from scheduler import hooks
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.context import JobContext
 from scheduler.elector import Elector, LeadershipAcquired, LeadershipLost, Term
 from scheduler.errors import BackendError, LeaseLost
 from scheduler.errors import LeadershipLost as JobLeadershipLost
+from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
 from scheduler.runs import Retention, RunRecord
@@ -34,6 +37,11 @@ from scheduler.schedules import fires_between
 
 #: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader.
 ORPHAN_SCAN = 10
+
+#: Exit status of a replica that exits because it lost leadership (``exit_on_lost``).
+EXIT_ON_LOST = 3
+#: Term-ending reasons that are the replica's own decision, not a loss to react to.
+VOLUNTARY = ("shutdown", "resigned")
 
 #: Seconds between attempts to store outcomes the backend could not take at the time.
 FLUSH_RETRY = 1.0
@@ -55,6 +63,7 @@ class Lane:
         self.idle = threading.Event()
         self.idle.set()
         self.active: RunRecord | None = None
+        self.active_ctx: JobContext | None = None
 
     def submit(self, fires: Sequence[datetime]) -> None:
         """Queue ``fires`` (deduplicated, in order); start draining if idle."""
@@ -113,6 +122,8 @@ class Runner:
         cluster: election name, the namespace of the run history.
         history_limit: runs kept per job.
         clock: wall clock for fire instants, monotonic for deadlines.
+        exit_on_lost: exit the process (status 3) after the abort hooks when leadership is
+            lost involuntarily, as client-go users do by hand; Kubernetes restarts it.
     """
 
     def __init__(
@@ -123,8 +134,10 @@ class Runner:
         cluster: str,
         history_limit: int = 100,
         clock: Clock = SYSTEM_CLOCK,
+        exit_on_lost: bool = False,
     ) -> None:
         self.specs = list(specs)
+        self.exit_on_lost = exit_on_lost
         self.elector = elector
         self.backend = backend
         self.cluster = cluster
@@ -137,6 +150,9 @@ class Runner:
             max_workers=max(4, len(self.specs) + 2), thread_name_prefix="baton-job"
         )
         self.accepting = True
+        # Hooks (job on_lost, process-wide leadership hooks) run here, one at a time, so a
+        # slow hook never delays the election.
+        self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
         self._unsaved: list[RunRecord] = []
         self._unsaved_lock = threading.Lock()
         self._flush_wake = threading.Event()
@@ -190,6 +206,7 @@ class Runner:
         self._stopped.set()
         self._flush_wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.hook_pool.shutdown(wait=False)
 
     # -- one fire ---------------------------------------------------------------------------
 
@@ -235,32 +252,75 @@ class Runner:
             lost=term.lost,
             _deadline=term.lease_deadline,
             _clock=self.clock,
+            _suspect=self.elector.stall_reason,
         )
         lateness = (run.started - run.scheduled_time).total_seconds()
-        log.info("job_started", lateness=round(lateness, 4))
-        lane.active = run
+        log.info("job_started", lateness=round(lateness, 4), isolation=lane.spec.isolation)
+        lane.active, lane.active_ctx = run, ctx
         started = self.clock.monotonic()
-        try:
-            lane.spec.func(ctx)
-        except JobLeadershipLost as exc:
-            outcome, message = "lost", str(exc)
-        except Exception as exc:
-            outcome, message = "error", f"{type(exc).__name__}: {exc}"
-            log.exception("job_failed", error=message)
+        if lane.spec.isolation == "process":
+            result = run_in_child(lane.spec.func, ctx, self._abort_grace())
+            outcome, message = result.outcome, result.message
+            if outcome == "error":
+                log.error("job_failed", error=message)
         else:
-            outcome, message = "ok", ""
+            try:
+                lane.spec.func(ctx)
+            except JobLeadershipLost as exc:
+                outcome, message = "lost", str(exc)
+            except Exception as exc:
+                outcome, message = "error", f"{type(exc).__name__}: {exc}"
+                log.exception("job_failed", error=message)
+            else:
+                outcome, message = "ok", ""
         duration = self.clock.monotonic() - started
         if lane.active is not run:
             return  # close() already recorded it as lost during shutdown
-        lane.active = None
+        lane.active, lane.active_ctx = None, None
         log.info("job_finished", outcome=outcome, duration=round(duration, 4))
-        self._save(run.finished(outcome, self.clock.now(), message))  # type: ignore[arg-type]
+        self._save(run.finished(outcome, self.clock.now(), message))
 
     # -- catch-up after an election -----------------------------------------------------------
 
+    def _abort_grace(self) -> float:
+        """Seconds between SIGTERM and SIGKILL for a process job: a quarter of the time
+        between giving up leadership and the lease's expiry, at most 1 s."""
+        t = self.elector.timings
+        return max(0.05, min(1.0, (t.lease_ttl - t.renew_deadline) / 4))
+
     def _on_leadership(self, event: LeadershipAcquired | LeadershipLost) -> None:
-        if isinstance(event, LeadershipAcquired) and self.accepting:
-            self.pool.submit(self._catch_up, event.term)
+        cluster, token = self.cluster, event.term.token
+        if isinstance(event, LeadershipAcquired):
+            if self.accepting:
+                self.pool.submit(self._catch_up, event.term)
+            acquired = hooks.LeadershipAcquiredEvent(cluster, self.replica_id, token)
+            for hook in hooks.acquired_hooks():
+                self.hook_pool.submit(self._call_hook, hook, acquired)
+            return
+        for lane in self.lanes.values():
+            ctx = lane.active_ctx
+            if ctx is not None and ctx.fencing_token == token and lane.spec.on_lost:
+                self.hook_pool.submit(self._call_hook, lane.spec.on_lost, ctx)
+        lost = hooks.LeadershipLostEvent(cluster, self.replica_id, token, event.reason)
+        for lost_hook in hooks.lost_hooks():
+            self.hook_pool.submit(self._call_hook, lost_hook, lost)
+        if self.exit_on_lost and event.reason not in VOLUNTARY:
+            self.hook_pool.submit(self._exit_after_loss, event.reason)
+
+    def _call_hook(self, hook: Any, argument: object) -> None:
+        try:
+            hook(argument)
+        except Exception:
+            self.log.exception("hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
+
+    def _exit_after_loss(self, reason: str) -> None:
+        self.log.warning("exiting_on_lost", reason=reason, exit_status=EXIT_ON_LOST)
+        self.stop_firing()
+        # Process jobs are being aborted (SIGTERM, then SIGKILL after the grace): let that
+        # finish so their outcome is recorded and no child outlives us.
+        self.wait_idle(self._abort_grace() * 2 + 0.5)
+        self.close()
+        os._exit(EXIT_ON_LOST)
 
     def _catch_up(self, term: Term) -> None:
         """Queue fires that fell due within ``misfire_grace`` and that nobody claimed.

@@ -442,6 +442,7 @@ class ZooKeeperBackend:
         self._started = False
         self._closed = False
         self._connected = False
+        self._ever_connected = False
         self._session_id: int | None = None
         self._negotiated: float | None = None
         self._clamp_logged = False
@@ -1102,11 +1103,13 @@ class ZooKeeperBackend:
                     if node.issued and not node.lost:
                         followups.append(partial(self._arm, node))
                 followups += [partial(self._delete_later, path) for path in self._doomed]
-                self._log.info(
-                    "zookeeper_connected",
-                    session=f"{sid:#x}" if sid is not None else None,
-                    resumed=resumed,
-                )
+                if self._ever_connected:  # the first connect is the normal case: no line
+                    self._log.info(
+                        "zookeeper_reconnected",
+                        session=f"{sid:#x}" if sid is not None else None,
+                        resumed=resumed,
+                    )
+                self._ever_connected = True
             elif state == KazooState.SUSPENDED:
                 self._connected = False
                 if self.options.on_suspended == "lose":
