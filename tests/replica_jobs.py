@@ -12,16 +12,7 @@ import os
 import time
 
 from scheduler import JobContext, LeadershipLost, singleton_job
-from tests.harness.sink import FencedSink
-
-_sink: FencedSink | None = None
-
-
-def sink() -> FencedSink:
-    global _sink
-    if _sink is None:
-        _sink = FencedSink(os.environ["BATON_TEST_SINK"])
-    return _sink
+from tests.harness.sink import env_sink as sink
 
 
 @singleton_job(every=os.environ.get("BATON_TEST_EVERY", "2s"), name="test.tick", catch_up="all")

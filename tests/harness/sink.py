@@ -7,6 +7,7 @@ sinks). Rejected attempts are recorded too, so a test can see a deposed leader t
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -107,3 +108,14 @@ class FencedSink:
 
     def close(self) -> None:
         self._db.close()
+
+
+_shared: FencedSink | None = None
+
+
+def env_sink() -> FencedSink:
+    """The sink named by ``BATON_TEST_SINK``, opened once per process (for test jobs)."""
+    global _shared
+    if _shared is None:
+        _shared = FencedSink(os.environ["BATON_TEST_SINK"])
+    return _shared
