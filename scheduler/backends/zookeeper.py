@@ -104,6 +104,7 @@ from kazoo.exceptions import (
     OperationTimeoutError,
     RequestTimeoutError,
     RolledBackError,
+    RuntimeInconsistency,
     SessionExpiredError,
     SessionMovedError,
     ThrottledOpError,
@@ -600,12 +601,14 @@ class ZooKeeperBackend:
                 self._doomed.add(node.path)
         with self._errors(f"release {lease.name!r}"):
             deadline = self._begin()
+            version = -1  # our own node: its path is unique to us, whatever its version
             if node is None:
                 try:
                     node = self._remote(lease, deadline)
                 except LeaseLost:
                     return  # not this holder's (any more): nothing to release
-            self._delete(node.path, node.version, deadline)
+                version = node.version
+            self._delete(node.path, version, deadline)
 
     def watch(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
         """Call ``on_lost(reason)`` once, from a backend thread, when ``lease`` is lost.
@@ -713,6 +716,9 @@ class ZooKeeperBackend:
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
         """Create the run node in one transaction with a check of the lease's latch node.
 
+        The same transaction deletes the run nodes that fall out of ``retention`` (listed
+        just before it), so a claim costs one read and one write.
+
         Raises:
             LeaseLost: the lease is not this holder's, or its node is gone or rewritten.
         """
@@ -726,16 +732,22 @@ class ZooKeeperBackend:
             else:
                 node = local
                 deadline = self._begin_for(node)
-            self._ensure(job_dir, deadline)
             for attempt in range(2):
+                if job_dir not in self._known:
+                    self._ensure(job_dir, deadline)
+                # A trimmed node deleted by someone else meanwhile fails the whole
+                # transaction: the second attempt claims without trimming.
+                victims = self._victims(job_dir, run, retention, deadline) if not attempt else []
                 transaction = self._client.transaction()
                 transaction.check(node.path, node.version)
                 transaction.create(run_path, run.to_json().encode(), acl=self._acl)
+                for key in victims:
+                    transaction.delete(f"{job_dir}/{self._key_name(key)}")
                 try:
                     results = self._wait(transaction.commit_async(), deadline, "multi")
                 except SessionExpiredError:
                     raise self._lost(node, EXPIRED) from None
-                check, create = results[0], results[1]
+                check, create, deletes = results[0], results[1], results[2:]
                 # The lease is checked before the duplicate: a failed check is reported even
                 # when the create would also have failed.
                 if isinstance(check, NoNodeError):
@@ -744,21 +756,22 @@ class ZooKeeperBackend:
                     raise self._lost(node, MODIFIED)
                 if isinstance(create, NodeExistsError):
                     return None
-                if isinstance(create, NoNodeError) and attempt == 0:
-                    # The job's directory was deleted behind our cache: create it, once.
+                if isinstance(create, NoNodeError):
+                    # The job's directory was deleted behind our cache: create it again.
                     self._known.discard(job_dir)
-                    self._ensure(job_dir, deadline)
+                    continue
+                if any(isinstance(r, NoNodeError | NotEmptyError) for r in deletes):
                     continue
                 failed = [
                     r
-                    for r in (create, check)
-                    if isinstance(r, Exception) and not isinstance(r, RolledBackError)
+                    for r in (create, check, *deletes)
+                    if isinstance(r, Exception)
+                    and not isinstance(r, RolledBackError | RuntimeInconsistency)
                 ]
                 if failed:
                     raise failed[0]
-                break
-            self._trim(job_dir, run, retention, deadline)
-        return run
+                return run
+            raise BackendUnavailable(self.url, f"claim {run.job!r}: the history kept changing")
 
     def finish(self, name: str, run: RunRecord) -> None:
         """Overwrite the run node of ``run`` if it was claimed with ``run.token``."""
@@ -940,8 +953,12 @@ class ZooKeeperBackend:
             stat = self._wait(
                 self._client.set_async(node.path, data, node.version), deadline, "set"
             )
-        except (NoNodeError, BadVersionError):
+        except NoNodeError:
             self._forget(node, DELETED)
+            return None
+        except BadVersionError:
+            # Rewritten by someone else: it may never lead for us, and must not block others.
+            self._retire(node, deadline)
             return None
         with self._lock:
             if node.lost:
@@ -958,7 +975,7 @@ class ZooKeeperBackend:
             if node.lost == EXPIRED:
                 return
             self._doomed.add(node.path)
-        self._delete(node.path, node.version, deadline)
+        self._delete(node.path, -1, deadline)
 
     def _delete(self, path: str, version: int, deadline: float) -> None:
         with contextlib.suppress(NoNodeError, BadVersionError):
@@ -1249,25 +1266,17 @@ class ZooKeeperBackend:
                 keys.append(int(child))
         return keys
 
-    def _trim(self, job_dir: str, run: RunRecord, retention: Retention, deadline: float) -> None:
-        """Delete the oldest unprotected run nodes beyond the limit; best effort.
-
-        The claim has already succeeded: a failure here must not make it look failed, and
-        the next claim trims what this one could not.
-        """
-        try:
-            keys = sorted(self._run_keys(job_dir, deadline))
-            excess = len(keys) - max(retention.limit, 0)
-            if excess <= 0:
-                return
-            cutoff = run.key - round(retention.protect * 1000)
-            victims = list(itertools.islice((k for k in keys if k < cutoff), excess))
-            pending = [self._client.delete_async(f"{job_dir}/{self._key_name(k)}") for k in victims]
-            for result in pending:
-                with contextlib.suppress(NoNodeError, NotEmptyError):
-                    self._wait(result, deadline, "delete")
-        except (KazooException, BackendError) as exc:
-            self._log.warning("history_trim_failed", job=run.job, error=str(exc))
+    def _victims(
+        self, job_dir: str, run: RunRecord, retention: Retention, deadline: float
+    ) -> list[int]:
+        """Fire keys to delete with the claim of ``run``: the oldest beyond ``limit``, never
+        one within ``protect`` seconds before ``run`` (a new leader looks back that far)."""
+        keys = sorted(k for k in self._run_keys(job_dir, deadline) if k != run.key)
+        excess = len(keys) + 1 - max(retention.limit, 0)
+        if excess <= 0:
+            return []
+        cutoff = run.key - round(retention.protect * 1000)
+        return list(itertools.islice((k for k in keys if k < cutoff), excess))
 
     def _ensure(self, path: str, deadline: float) -> None:
         """Create ``path`` and its missing parents, with our ACL; cached once known."""
