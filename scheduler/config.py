@@ -56,6 +56,17 @@ class ZooKeeperSettings(BaseModel):
     key_file: str | None = None
 
 
+class HttpSettings(BaseModel):
+    """The ``http:`` section: where the replica serves /healthz, /readyz, /metrics, /status."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    #: TCP port; 0 (the default) serves nothing.
+    port: int = Field(default=0, ge=0, le=65535)
+    #: Address to bind (default all interfaces, as a pod needs for its probes).
+    host: str = "0.0.0.0"
+
+
 class Settings(BaseModel):
     """A replica's settings. Durations are in seconds."""
 
@@ -85,6 +96,8 @@ class Settings(BaseModel):
     exit_on_lost: bool = False
     #: Session and TLS options of a zookeeper:// backend (see ZooKeeperSettings).
     zookeeper: ZooKeeperSettings = Field(default_factory=ZooKeeperSettings)
+    #: Health, readiness, metrics and status endpoints (see HttpSettings; off by default).
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     def open_backend(self, op_timeout: float, clock: Clock = SYSTEM_CLOCK) -> LeaseBackend:
         """Open the configured backend with every call bounded by ``op_timeout`` seconds."""
@@ -125,7 +138,10 @@ class Settings(BaseModel):
 
 KEYS = tuple(Settings.model_fields)
 #: Sections of nested keys; each key is also read from ``BATON_<SECTION>_<KEY>``.
-NESTED = {"zookeeper": tuple(ZooKeeperSettings.model_fields)}
+NESTED = {
+    "zookeeper": tuple(ZooKeeperSettings.model_fields),
+    "http": tuple(HttpSettings.model_fields),
+}
 
 
 def _read_file(path: Path) -> dict[str, Any]:

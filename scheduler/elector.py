@@ -20,6 +20,7 @@ from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import BackendAuthError, BackendError, LeaseLost
 from scheduler.lease import Holder, Lease
 from scheduler.logs import get_logger
+from scheduler.metrics import Metrics
 from scheduler.timings import LeaseTimings
 
 #: Seconds; first and largest pause between attempts while the backend is unreachable.
@@ -111,6 +112,7 @@ class Elector:
         holder: this replica's identity.
         timings: lease_ttl, renew_interval, renew_deadline (validated together).
         clock: monotonic time for every deadline.
+        metrics: where renewals and transitions are counted (a private set by default).
     """
 
     def __init__(
@@ -120,8 +122,10 @@ class Elector:
         holder: Holder,
         timings: LeaseTimings,
         clock: Clock = SYSTEM_CLOCK,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
+        self.metrics = metrics or Metrics()
         self.name = name
         self.holder = holder
         self.timings = timings
@@ -135,6 +139,8 @@ class Elector:
         self._backoff = 0.0
         self._unavailable_since: float | None = None
         self._last_tick = clock.monotonic()
+        #: True once a backend call succeeded and until one fails (readiness).
+        self.backend_ok = False
         # After a stall, only a renewal *sent* after this instant re-validates the lease.
         self._revalidate_after: float | None = None
 
@@ -241,12 +247,16 @@ class Elector:
             # the lease. Release it if it is still ours so a follower need not wait it out.
             self._end_term(term, "renew_deadline", release=True)
             return
+        sent = self.clock.monotonic()
         try:
             renewed = self.backend.renew(lease)
         except LeaseLost as exc:
+            self.metrics.lease_renewals.labels("lost").inc()
             self._end_term(term, exc.reason, release=False)
             return
         except BackendError as exc:
+            self.backend_ok = False
+            self.metrics.lease_renewals.labels("error").inc()
             left = term.leads_until() - self.clock.monotonic()
             self.log.warning(
                 "lease_renew_failed", error=str(exc), token=term.token, leads_for=round(left, 3)
@@ -254,6 +264,11 @@ class Elector:
             # Retry soon, but leave room for another bounded attempt before the deadline.
             self._sleep(min(self.timings.renew_interval / 4, max(left, 0.0) / 2))
             return
+        now = self.clock.monotonic()
+        self.backend_ok = True
+        self.metrics.lease_renewals.labels("ok").inc()
+        self.metrics.lease_renew_latency.observe(now - sent)
+        self.metrics.lease_time_left.set(renewed.deadline - now)
         if self._revalidate_after is not None and renewed.sent_at >= self._revalidate_after:
             self._revalidate_after = None
             self.log.info("lease_revalidated", token=term.token)
@@ -284,6 +299,9 @@ class Elector:
             self._revalidate_after = None  # a fresh acquisition is a validation
         term = Term(lease, self.timings, self.clock)
         self._term = term
+        self.metrics.is_leader.set(1)
+        self.metrics.leader_transitions.inc()
+        self.metrics.lease_time_left.set(lease.deadline - self.clock.monotonic())
         self.log.info("leadership_acquired", token=lease.token, cluster=self.name)
         self._emit(LeadershipAcquired(term))
         # Backends that hear of a loss first (ZooKeeper watches) end the term at once.
@@ -298,6 +316,8 @@ class Elector:
             return
         if self._term is term:
             self._term = None
+        self.metrics.is_leader.set(0)
+        self.metrics.leadership_lost.labels(reason).inc()
         self.log.warning("leadership_lost", reason=reason, token=term.token, cluster=self.name)
         self._emit(LeadershipLost(term, reason))
         if release:
@@ -316,7 +336,24 @@ class Elector:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def health_problem(self) -> str | None:
+        """Why this elector is not healthy (dead thread, wedged loop), or ``None``."""
+        if self._thread is None or not self._thread.is_alive():
+            return "elector thread is not running"
+        now = self.clock.monotonic()
+        if now - self._last_tick > STALL_THRESHOLD * 5:
+            return f"watchdog silent for {now - self._last_tick:.1f} s"
+        term = self._term
+        if term is not None and not term.lost.is_set():
+            overdue = now - term.leads_until()
+            # Past the renew deadline the loop must have ended the term within one bounded
+            # backend call; still claiming leadership means it is wedged.
+            if overdue > self.timings.op_timeout + self.timings.renew_interval:
+                return f"still claiming leadership {overdue:.1f} s past the renew deadline"
+        return None
+
     def _unavailable(self, exc: BackendError) -> None:
+        self.backend_ok = False
         self._backoff = min(BACKOFF_CAP, max(BACKOFF_START, self._backoff * 2))
         if self._unavailable_since is None:
             self._unavailable_since = self.clock.monotonic()
@@ -327,6 +364,7 @@ class Elector:
         self._sleep(self._backoff)
 
     def _available(self) -> None:
+        self.backend_ok = True
         if self._unavailable_since is not None:
             down = self.clock.monotonic() - self._unavailable_since
             self.log.info("backend_available", down_for=round(down, 3))

@@ -9,9 +9,12 @@ from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.config import Settings
 from scheduler.elector import Elector
+from scheduler.errors import ConfigError
+from scheduler.http import StatusServer
 from scheduler.jobs import JobSpec
 from scheduler.lease import Holder
 from scheduler.logs import get_logger
+from scheduler.metrics import Metrics
 from scheduler.runner import Runner
 
 
@@ -36,7 +39,10 @@ class Replica:
         timings = settings.timings()
         self.backend = backend or settings.open_backend(timings.op_timeout, clock)
         self.holder = Holder.new(settings.replica_id)
-        self.elector = Elector(self.backend, settings.cluster, self.holder, timings, clock)
+        self.metrics = Metrics()
+        self.elector = Elector(
+            self.backend, settings.cluster, self.holder, timings, clock, self.metrics
+        )
         self.runner = Runner(
             specs,
             self.elector,
@@ -48,6 +54,27 @@ class Replica:
         )
         self.log = get_logger(replica=settings.replica_id)
         self._timings = timings
+        self.http: StatusServer | None = None
+        if settings.http.port:
+            host, port = settings.http.host, settings.http.port
+            try:
+                self.http = StatusServer(self, host, port)
+            except OSError as exc:
+                raise ConfigError(
+                    "http.port", f"cannot listen on {host}:{port}: {exc.strerror}"
+                ) from None
+
+    def liveness_problem(self) -> str | None:
+        """Why this replica should be restarted (/healthz), or ``None``."""
+        return self.elector.health_problem() or self.runner.loop_problem()
+
+    def readiness_problem(self) -> str | None:
+        """Why this replica is not ready (/readyz), or ``None``."""
+        if not self.runner.specs:
+            return "no jobs loaded"
+        if not self.elector.backend_ok:
+            return f"backend {self.backend.url} not reachable (yet)"
+        return self.runner.loop_problem()
 
     def run(self, stop: threading.Event) -> None:
         """Elect and fire until ``stop`` is set, then shut down gracefully."""
@@ -63,6 +90,9 @@ class Replica:
         )
         self.runner.start()
         self.elector.start()
+        if self.http is not None:
+            self.http.start()
+            self.log.info("http_serving", host=self.settings.http.host, port=self.http.port)
         stop.wait()
         self.shutdown()
 
@@ -77,4 +107,6 @@ class Replica:
         self.elector.stop(release=True)
         self.runner.close()
         self.backend.close()
+        if self.http is not None:
+            self.http.stop()
         self.log.info("replica_stopped")

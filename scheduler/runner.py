@@ -179,6 +179,14 @@ class Runner:
         self._scheduler.start()
         threading.Thread(target=self._flush_loop, name="baton-history", daemon=True).start()
 
+    def loop_problem(self) -> str | None:
+        """Why the fire loop is not running, or ``None``."""
+        # APScheduler 3 keeps its loop thread private; a dead thread is a dead scheduler.
+        thread = getattr(self._scheduler, "_thread", None)
+        if not self._scheduler.running or thread is None or not thread.is_alive():
+            return "scheduler loop is not running"
+        return None
+
     def stop_firing(self) -> None:
         """Start no new fire from now on; running jobs go on."""
         self.accepting = False
@@ -229,18 +237,23 @@ class Runner:
             started=self.clock.now(),
         )
         retention = Retention(limit=self.history_limit, protect=spec.misfire_grace * 2)
+        claims = self.elector.metrics.claims
         try:
             claimed = self.backend.claim(term.lease, run, retention)
         except LeaseLost as exc:
+            claims.labels("lease_lost").inc()
             log.warning("claim_refused", reason=exc.reason)
             return
         except BackendError as exc:
             # No claim, no run: a fire we cannot record as ours is not ours to run.
+            claims.labels("error").inc()
             log.warning("claim_failed", error=str(exc))
             return
         if claimed is None:
+            claims.labels("duplicate").inc()
             log.info("fire_already_claimed")
             return
+        claims.labels("claimed").inc()
         self._run(lane, claimed, term, log)
 
     def _run(self, lane: Lane, run: RunRecord, term: Term, log: Any) -> None:
@@ -254,7 +267,9 @@ class Runner:
             _clock=self.clock,
             _suspect=self.elector.stall_reason,
         )
+        metrics = self.elector.metrics
         lateness = (run.started - run.scheduled_time).total_seconds()
+        metrics.fire_lateness.labels(run.job).observe(max(lateness, 0.0))
         log.info("job_started", lateness=round(lateness, 4), isolation=lane.spec.isolation)
         lane.active, lane.active_ctx = run, ctx
         started = self.clock.monotonic()
@@ -277,6 +292,8 @@ class Runner:
         if lane.active is not run:
             return  # close() already recorded it as lost during shutdown
         lane.active, lane.active_ctx = None, None
+        metrics.job_runs.labels(run.job, outcome).inc()
+        metrics.job_duration.labels(run.job).observe(duration)
         log.info("job_finished", outcome=outcome, duration=round(duration, 4))
         self._save(run.finished(outcome, self.clock.now(), message))
 
