@@ -16,7 +16,7 @@ from prometheus_client import (
 )
 
 # The *_created series double the exposition for no use in alerting or dashboards.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 # Seconds. Renewals and claims are single round trips (ms); runs and lateness span more.
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
