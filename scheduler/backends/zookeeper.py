@@ -436,7 +436,6 @@ class ZooKeeperBackend:
             check_hostname=opts.use_tls,
         )
         self._client.add_listener(self._on_state)
-        self._capture_negotiated_timeout()
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -446,6 +445,7 @@ class ZooKeeperBackend:
         self._ever_connected = False
         self._session_id: int | None = None
         self._negotiated: float | None = None
+        self._connect_error = ""
         self._clamp_logged = False
         self._nodes: dict[str, _Node] = {}
         self._mine: dict[tuple[str, str], _Node] = {}
@@ -462,6 +462,7 @@ class ZooKeeperBackend:
             target=self._notify_loop, name="baton-zk-notices", daemon=True
         )
         self._notifier.start()
+        self._capture_negotiated_timeout()
 
     @classmethod
     def from_url(
@@ -1221,7 +1222,10 @@ class ZooKeeperBackend:
                 if self._closed:
                     raise BackendUnavailable(self.url, "backend closed")
                 if remaining <= 0:
-                    raise BackendUnavailable(self.url, f"no ZooKeeper session within {wait:g} s")
+                    cause = f" (last error: {self._connect_error})" if self._connect_error else ""
+                    raise BackendUnavailable(
+                        self.url, f"no ZooKeeper session within {wait:g} s{cause}"
+                    )
                 self._cond.wait(remaining)
         return deadline
 
@@ -1332,12 +1336,14 @@ class ZooKeeperBackend:
         return negotiated
 
     def _capture_negotiated_timeout(self) -> None:
-        """Record the session timeout the server grants at each connect.
+        """Record the session timeout the server grants at each connect, and connect errors.
 
         kazoo keeps the negotiated value to itself: its connection handler's ``_connect``
         returns the read timeout it derives as two thirds of it. Wrapping that private method
         is the least intrusive way to see it; without it (a future kazoo) leases are simply
-        not capped, and the configured timeout must be within the server's bounds.
+        not capped, and the configured timeout must be within the server's bounds. The
+        wrapper also keeps the last connect error (a refused certificate, a refused
+        connection) for the message of a call that found no session.
         """
         connection = getattr(self._client, "_connection", None)
         connect = getattr(connection, "_connect", None)
@@ -1345,7 +1351,12 @@ class ZooKeeperBackend:
             return
 
         def capturing(*args: Any, **kwargs: Any) -> Any:
-            result = connect(*args, **kwargs)
+            try:
+                result = connect(*args, **kwargs)
+            except Exception as exc:
+                self._connect_error = str(exc) or type(exc).__name__
+                raise
+            self._connect_error = ""
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 self._negotiated = round(float(result[0]) * 1.5) / 1000.0
             return result

@@ -32,6 +32,7 @@ from scheduler.backends.zookeeper import (
 from scheduler.errors import BackendAuthError, BackendUnavailable, LeaseLost
 from scheduler.lease import Holder, Lease
 from scheduler.runs import Retention, RunRecord
+from tests.harness.redis_server import make_tls_files
 from tests.harness.replicas import Cluster, wait_for
 from tests.harness.sink import FencedSink, Write
 from tests.harness.zookeeper_server import ZooKeeperServer
@@ -583,3 +584,28 @@ def test_observer_reads_without_joining_the_latch(
         None,
     )
     assert len(admin.get_children(f"/baton-observe/{election}/latch")) == 1
+
+
+def test_tls_verifies_the_server_certificate_and_its_name(
+    tmp_path: Path, open_backend: Callable[..., ZooKeeperBackend], election: str
+) -> None:
+    """TLS (config section options) works with the right CA and host name; a certificate
+    from an unknown CA or for another name is refused, and the error says why."""
+    tls = make_tls_files(tmp_path)
+    server = ZooKeeperServer(tls=tls).start()
+    try:
+        secure = open_backend(server.url(), ca_file=str(tls.ca_cert), connection_timeout=2.0)
+        secure.check()
+        lease = acquire(secure, election)
+        assert secure.claim(lease, run_for(lease), Retention()) is not None
+
+        wrong_name = server.url().replace("localhost", "127.0.0.1")
+        for url, options in (
+            (wrong_name, {"ca_file": str(tls.ca_cert)}),  # certificate is for localhost only
+            (server.url(), {"tls": True}),  # system CAs do not know the test CA
+        ):
+            refused = open_backend(url, connection_timeout=1.0, **options)
+            with pytest.raises(BackendUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                refused.check()
+    finally:
+        server.cleanup()

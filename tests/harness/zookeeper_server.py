@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from tests.harness.redis_server import HOST, free_port
+from tests.harness.redis_server import HOST, TlsFiles, free_port
 
 JAVA = "java"
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
@@ -32,6 +32,17 @@ MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
 JAR_DIRS = ("/usr/share/java", "/usr/share/zookeeper/lib", "/usr/share/zookeeper")
 #: The jars a standalone server needs, by file-name prefix: server, wire format, logging.
 JARS = ("zookeeper", "zookeeper-jute", "slf4j-api", "slf4j-simple")
+#: And for TLS, which only ZooKeeper's Netty connection factory speaks.
+TLS_JARS = (
+    "netty-buffer",
+    "netty-codec",
+    "netty-common",
+    "netty-handler",
+    "netty-resolver",
+    "netty-transport",
+    "netty-transport-native-epoll",
+    "netty-transport-native-unix-common",
+)
 
 #: Seconds a server may take to serve requests after starting, and to exit after a signal.
 START_TIMEOUT = 20.0
@@ -60,12 +71,12 @@ def session_password(session_id: int) -> bytes:
     return bytes(out)
 
 
-def classpath() -> str:
+def classpath(tls: bool = False) -> str:
     """The server's class path; fails loudly when the package is missing (never a skip)."""
     if shutil.which(JAVA) is None:
         raise RuntimeError("java is not installed; the ZooKeeper tests start a real server")
     found = []
-    for prefix in JARS:
+    for prefix in JARS + (TLS_JARS if tls else ()):
         candidates = [
             path
             for directory in JAR_DIRS
@@ -94,6 +105,8 @@ class ZooKeeperServer:
             for more are clamped to it).
         force_sync: fsync the transaction log before answering (ZooKeeper's default). The
             harness keeps it on so latencies measured against it are realistic.
+        tls: if given, ``port`` speaks TLS only, with this certificate (for ``localhost``);
+            a second, plain port (``admin_port``) serves the probes and admin clients.
     """
 
     def __init__(
@@ -102,18 +115,21 @@ class ZooKeeperServer:
         *,
         max_session_timeout: float = 60.0,
         force_sync: bool = True,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.admin_port = free_port() if tls is not None else self.port
         self.max_session_timeout = max_session_timeout
         self.force_sync = force_sync
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="baton-zookeeper-"))
-        self._classpath = classpath()
+        self._classpath = classpath(tls=tls is not None)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def hosts(self) -> str:
-        """``127.0.0.1:port``, for kazoo."""
-        return f"{HOST}:{self.port}"
+        """``127.0.0.1:port``, for kazoo; ``localhost:port`` (the certificate's name) for TLS."""
+        return f"{'localhost' if self.tls else HOST}:{self.port}"
 
     def url(
         self, chroot: str = "/baton", user: str | None = None, password: str | None = None
@@ -144,10 +160,10 @@ class ZooKeeperServer:
         data = self.dir / "data"
         data.mkdir(exist_ok=True)
         config = self.dir / "zoo.cfg"
-        config.write_text(
+        text = (
             f"tickTime={TICK_MS}\n"
             f"dataDir={data}\n"
-            f"clientPort={self.port}\n"
+            f"clientPort={self.admin_port}\n"
             f"clientPortAddress={HOST}\n"
             "maxClientCnxns=0\n"
             f"minSessionTimeout={2 * TICK_MS}\n"
@@ -157,6 +173,21 @@ class ZooKeeperServer:
             # srvr is the readiness probe; wchp shows who watches which node.
             "4lw.commands.whitelist=srvr,ruok,wchp,wchc,cons,stat,mntr\n"
         )
+        if self.tls is not None:
+            # ZooKeeper reads a PEM key store as one file: certificate chain and key.
+            keystore = self.dir / "server.pem"
+            keystore.write_text(self.tls.cert.read_text() + self.tls.key.read_text())
+            text += (
+                "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
+                f"secureClientPort={self.port}\n"
+                f"secureClientPortAddress={HOST}\n"
+                f"ssl.keyStore.location={keystore}\n"
+                "ssl.keyStore.type=PEM\n"
+                f"ssl.trustStore.location={self.tls.ca_cert}\n"
+                "ssl.trustStore.type=PEM\n"
+                "ssl.clientAuth=none\n"
+            )
+        config.write_text(text)
         args = [
             JAVA,
             # A small heap and the client compiler start the JVM in a fraction of a second.
@@ -183,7 +214,7 @@ class ZooKeeperServer:
 
     def four_letter(self, command: str, timeout: float = 2.0) -> str:
         """Send a four-letter admin command (``srvr``, ``wchp``, ...) and return the answer."""
-        with socket.create_connection((HOST, self.port), timeout=timeout) as sock:
+        with socket.create_connection((HOST, self.admin_port), timeout=timeout) as sock:
             sock.sendall(command.encode())
             chunks = []
             while chunk := sock.recv(65536):
@@ -205,7 +236,7 @@ class ZooKeeperServer:
     def client(self, auth: tuple[str, str] | None = None, timeout: float = 5.0) -> KazooClient:
         """A started kazoo client for fault injection; the caller stops it."""
         client = KazooClient(
-            hosts=self.hosts,
+            hosts=f"{HOST}:{self.admin_port}",
             timeout=timeout,
             auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None,
         )
@@ -220,7 +251,7 @@ class ZooKeeperServer:
         that the session has expired.
         """
         intruder = KazooClient(
-            hosts=self.hosts,
+            hosts=f"{HOST}:{self.admin_port}",
             client_id=(session_id, session_password(session_id)),
             timeout=timeout,
         )
