@@ -966,6 +966,12 @@ class ZooKeeperBackend:
                 return None
             node.version = int(stat.version)
             node.issued = True
+            if not self._connected and self.options.on_suspended == "lose":
+                # Suspended while the stamp was on its way: the policy applies to this lease
+                # too (the state listener only saw the nodes issued before it).
+                self._lose_locked(node, SUSPENDED)
+                self._doomed.add(node.path)
+                return None
         return node
 
     def _retire(self, node: _Node, deadline: float) -> None:
