@@ -6,11 +6,14 @@ config, bad job definition, unknown option), printed as one line without a trace
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
@@ -24,6 +27,7 @@ from scheduler.config import Settings, load_settings
 from scheduler.errors import BackendAuthError, BackendError, BatonError, UserError
 from scheduler.jobs import load_jobs
 from scheduler.logs import configure
+from scheduler.members import PAUSE_PREFIX, RESIGN
 from scheduler.runs import RunRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -213,6 +217,7 @@ def jobs_command(
     now = datetime.now(UTC)
     items: list[dict[str, Any]] = []
     try:
+        controls = store.controls(settings.cluster)
         for spec in specs:
             last = store.history(settings.cluster, spec.name, 1)
             next_fire = spec.next_fire(now)
@@ -223,6 +228,7 @@ def jobs_command(
                     "catch_up": spec.catch_up,
                     "misfire_grace": spec.misfire_grace,
                     "next_fire": next_fire.isoformat() if next_fire else None,
+                    "paused": PAUSE_PREFIX + spec.name in controls,
                     "last_run": last[0].to_dict() if last else None,
                 }
             )
@@ -237,7 +243,7 @@ def jobs_command(
         rows.append(
             (
                 item["name"],
-                item["schedule"],
+                item["schedule"] + (" (paused)" if item["paused"] else ""),
                 _when(datetime.fromisoformat(item["next_fire"])) if item["next_fire"] else "-",
                 _when(datetime.fromisoformat(last_run["scheduled_time"])) if last_run else "-",
                 last_run["replica_id"] if last_run else "-",
@@ -277,6 +283,166 @@ def history(
         ("SCHEDULED", "REPLICA", "TOKEN", "STARTED", "DURATION", "OUTCOME", "MESSAGE"),
         [_run_row(run) for run in runs],
     )
+
+
+@cli.command()
+@config_options
+@json_option
+def status(
+    config_path: str | None, backend: str | None, cluster: str | None, as_json: bool
+) -> None:
+    """List the live replicas (presence records) and which one leads."""
+    settings = _settings(config_path, backend=backend, cluster=cluster)
+    store = _open_reader(settings)
+    try:
+        record = store.read(settings.cluster)
+        members = store.members(settings.cluster)
+        controls = store.controls(settings.cluster)
+    finally:
+        store.close()
+    leader_id = record.replica_id if record else None
+    paused = sorted(key[len(PAUSE_PREFIX) :] for key in controls if key.startswith(PAUSE_PREFIX))
+    if as_json:
+        doc = {
+            "cluster": settings.cluster,
+            "leader": leader_id,
+            "token": record.token if record else None,
+            "replicas": [dict(m.to_dict(), leader=m.replica_id == leader_id) for m in members],
+            "paused_jobs": paused,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    now = datetime.now(UTC)
+    rows = [
+        (
+            member.replica_id,
+            "leader" if member.replica_id == leader_id else "follower",
+            member.host,
+            member.version,
+            _when(member.started),
+            f"{_duration((now - member.last_seen).total_seconds())} ago",
+        )
+        for member in members
+    ]
+    leading = leader_id or "(none)"
+    click.echo(f"cluster {settings.cluster}: {len(members)} live replica(s), leader {leading}")
+    _table(("REPLICA", "ROLE", "HOST", "VERSION", "STARTED", "LAST SEEN"), rows)
+    if paused:
+        click.echo(f"paused jobs: {', '.join(paused)}")
+
+
+@cli.command()
+@config_options
+@click.option(
+    "--wait",
+    "wait_seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for another replica to take over (0: do not wait).",
+)
+@json_option
+def resign(
+    config_path: str | None,
+    backend: str | None,
+    cluster: str | None,
+    wait_seconds: float,
+    as_json: bool,
+) -> None:
+    """Ask the current leader to step down gracefully; another replica takes over.
+
+    The leader sees the request at its next renewal (within renew_interval), lets running
+    jobs finish (up to shutdown_grace), releases the lease and stays out for lease_ttl.
+    """
+    settings = _settings(config_path, backend=backend, cluster=cluster)
+    store = _open_reader(settings)
+    try:
+        record = store.read(settings.cluster)
+        if record is None:
+            raise BatonError(f"cluster {settings.cluster!r} has no leader to resign")
+        store.set_control(settings.cluster, RESIGN, str(record.token))
+        successor = None
+        deadline = time.monotonic() + wait_seconds
+        while wait_seconds and time.monotonic() < deadline:
+            current = store.read(settings.cluster)
+            if current is not None and current.token != record.token:
+                successor = current
+                break
+            time.sleep(0.05)
+    finally:
+        store.close()
+    if as_json:
+        doc = {
+            "cluster": settings.cluster,
+            "resigned": record.replica_id,
+            "token": record.token,
+            "new_leader": successor.replica_id if successor else None,
+            "new_token": successor.token if successor else None,
+        }
+        click.echo(json.dumps(doc, indent=2))
+    elif successor is not None:
+        click.echo(
+            f"{record.replica_id} (token {record.token}) stepped down; "
+            f"{successor.replica_id} leads now (token {successor.token})"
+        )
+    else:
+        click.echo(f"asked {record.replica_id} (token {record.token}) to step down")
+    if wait_seconds and successor is None:
+        raise BatonError(f"no other replica took over within {wait_seconds:g} s")
+
+
+def _set_paused(
+    config_path: str | None,
+    backend: str | None,
+    cluster: str | None,
+    job: str,
+    paused: bool,
+    as_json: bool,
+) -> None:
+    settings = _settings(config_path, backend=backend, cluster=cluster)
+    store = _open_reader(settings)
+    try:
+        value = None
+        if paused:
+            value = json.dumps(
+                {
+                    "by": f"{getpass.getuser()}@{socket.gethostname()}",
+                    "at": datetime.now(UTC).isoformat(),
+                }
+            )
+        store.set_control(settings.cluster, PAUSE_PREFIX + job, value)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"cluster": settings.cluster, "job": job, "paused": paused}))
+    else:
+        state = "paused" if paused else "resumed"
+        click.echo(
+            f"job {job!r} {state} in cluster {settings.cluster!r} "
+            "(the leader sees it within renew_interval)"
+        )
+
+
+@cli.command()
+@config_options
+@click.argument("job")
+@json_option
+def pause(
+    config_path: str | None, backend: str | None, cluster: str | None, job: str, as_json: bool
+) -> None:
+    """Stop firing JOB cluster-wide until `baton resume JOB` (fires meanwhile are skipped)."""
+    _set_paused(config_path, backend, cluster, job, True, as_json)
+
+
+@cli.command()
+@config_options
+@click.argument("job")
+@json_option
+def resume(
+    config_path: str | None, backend: str | None, cluster: str | None, job: str, as_json: bool
+) -> None:
+    """Fire JOB again after `baton pause JOB`."""
+    _set_paused(config_path, backend, cluster, job, False, as_json)
 
 
 def _run_row(run: RunRecord) -> tuple[str, ...]:

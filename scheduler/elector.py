@@ -20,6 +20,7 @@ from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import BackendAuthError, BackendError, LeaseLost
 from scheduler.lease import Holder, Lease
 from scheduler.logs import get_logger
+from scheduler.members import RESIGN, Member
 from scheduler.metrics import Metrics
 from scheduler.timings import LeaseTimings
 
@@ -30,6 +31,12 @@ BACKOFF_CAP = 5.0
 #: the whole process stood still (GC, SIGSTOP, a frozen VM).
 WATCHDOG_TICK = 0.25
 STALL_THRESHOLD = 1.0
+
+
+def _version() -> str:
+    from scheduler import __version__
+
+    return __version__
 
 
 class Term:
@@ -143,6 +150,12 @@ class Elector:
         self.backend_ok = False
         # After a stall, only a renewal *sent* after this instant re-validates the lease.
         self._revalidate_after: float | None = None
+        #: Operator controls (resign, pause:<job>) as last read from the backend.
+        self.controls: dict[str, str] = {}
+        self._started = clock.now()
+        self._announced_at: float | None = None
+        self._holdoff_until = -math.inf
+        self._on_resign: Callable[[Term], None] | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -172,6 +185,11 @@ class Elector:
             return "process stalled; lease being re-validated"
         return None
 
+    def on_resign_request(self, handler: Callable[[Term], None]) -> None:
+        """Call ``handler(term)`` (once, on the elector thread; it must not block) when an
+        operator asks this leader to step down (``baton resign``)."""
+        self._on_resign = handler
+
     def is_leader(self) -> bool:
         return self.current_term() is not None
 
@@ -195,10 +213,13 @@ class Elector:
         if term is not None:
             self._end_term(term, "shutdown", release=release)
 
-    def resign(self) -> None:
-        """Step down now (release) and go on as a follower."""
+    def resign(self, holdoff: float | None = None) -> None:
+        """Step down now (release) and go on as a follower, not competing for ``holdoff``
+        seconds (default lease_ttl) so that another replica takes over."""
         term = self._term
         if term is not None:
+            wait = self.timings.lease_ttl if holdoff is None else holdoff
+            self._holdoff_until = self.clock.monotonic() + wait
             self._end_term(term, "resigned", release=True)
             self._wake.set()
 
@@ -216,6 +237,12 @@ class Elector:
                 self._sleep(BACKOFF_START)
 
     def _follow(self) -> None:
+        holdoff = self._holdoff_until - self.clock.monotonic()
+        if holdoff > 0:
+            # Just resigned: let another replica take the lease.
+            self._announce()
+            self.backend.wait_for_change(self.name, min(holdoff, self.timings.renew_interval))
+            return
         try:
             lease = self.backend.try_acquire(self.name, self.holder, self.timings.lease_ttl)
             record = None if lease is not None else self.backend.read(self.name)
@@ -223,7 +250,9 @@ class Elector:
             self._unavailable(exc)
             return
         self._available()
+        self._announce()
         if lease is not None:
+            self._refresh_controls()
             self._begin_term(lease)
             return
         # Wait for a release (instant wake-up) or for the holder's lease to run out on the
@@ -272,6 +301,17 @@ class Elector:
         if self._revalidate_after is not None and renewed.sent_at >= self._revalidate_after:
             self._revalidate_after = None
             self.log.info("lease_revalidated", token=term.token)
+        # Presence and controls ride along with the renewal, but only while two more bounded
+        # calls still leave a whole renewal attempt before the renew deadline: the lease
+        # comes first.
+        spare = renewed.sent_at + self.timings.renew_deadline - self.clock.monotonic()
+        if spare > 3 * self.timings.op_timeout:
+            self._announce()
+            self._refresh_controls()
+        if self.controls.get(RESIGN) == str(term.token) and self._on_resign is not None:
+            self.log.info("resign_requested", token=term.token)
+            self._on_resign(term)
+            self._on_resign_seen(term)
         if renewed.sent_at >= term.leads_until():
             # The request left after the deadline (the process stalled in between): the term
             # is over even though the server agreed; give the lease back.
@@ -281,6 +321,48 @@ class Elector:
         term.renewed(renewed)
 
     # -- transitions ------------------------------------------------------------------------
+
+    def _on_resign_seen(self, term: Term) -> None:
+        # The request names this term's token: clear it so a later term is not affected.
+        try:
+            self.backend.set_control(self.name, RESIGN, None)
+        except BackendError as exc:
+            self.log.warning("control_update_failed", error=str(exc))
+        self.controls.pop(RESIGN, None)
+
+    def _announce(self) -> None:
+        """Refresh this replica's presence record, at most once per renew interval."""
+        now = self.clock.monotonic()
+        if (
+            self._announced_at is not None
+            and now - self._announced_at < self.timings.renew_interval
+        ):
+            return
+        member = Member(
+            replica_id=self.holder.replica_id,
+            host=self.holder.host,
+            version=_version(),
+            started=self._started,
+            last_seen=self.clock.now(),
+        )
+        try:
+            self.backend.announce(self.name, member, self.timings.lease_ttl)
+            self._announced_at = now
+        except BackendError as exc:
+            self.log.warning("announce_failed", error=str(exc))
+
+    def withdraw(self) -> None:
+        """Remove this replica's presence record (clean shutdown); best effort."""
+        try:
+            self.backend.withdraw(self.name, self.holder.replica_id)
+        except BackendError as exc:
+            self.log.warning("withdraw_failed", error=str(exc))
+
+    def _refresh_controls(self) -> None:
+        try:
+            self.controls = self.backend.controls(self.name)
+        except BackendError as exc:
+            self.log.warning("controls_unavailable", error=str(exc))
 
     def _watchdog(self) -> None:
         while not self._stop.wait(WATCHDOG_TICK):

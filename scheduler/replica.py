@@ -54,6 +54,7 @@ class Replica:
         )
         self.log = get_logger(replica=settings.replica_id)
         self._timings = timings
+        self.elector.on_resign_request(self._resign_gracefully)
         self.http: StatusServer | None = None
         if settings.http.port:
             host, port = settings.http.host, settings.http.port
@@ -63,6 +64,19 @@ class Replica:
                 raise ConfigError(
                     "http.port", f"cannot listen on {host}:{port}: {exc.strerror}"
                 ) from None
+
+    def _resign_gracefully(self, term: object) -> None:
+        """Operator asked us to step down: let running jobs finish (bounded), then release."""
+
+        def step_down() -> None:
+            grace = self.settings.shutdown_grace
+            self.runner.hold_fires(True)
+            if not self.runner.wait_idle(grace):
+                self.log.warning("resign_grace_exceeded", shutdown_grace=grace)
+            self.elector.resign()
+            self.runner.hold_fires(False)
+
+        threading.Thread(target=step_down, name="baton-resign", daemon=True).start()
 
     def liveness_problem(self) -> str | None:
         """Why this replica should be restarted (/healthz), or ``None``."""
@@ -105,6 +119,7 @@ class Replica:
             self.log.warning("shutdown_grace_exceeded", shutdown_grace=grace)
         # The lease was renewed while jobs finished; releasing now wakes followers at once.
         self.elector.stop(release=True)
+        self.elector.withdraw()
         self.runner.close()
         self.backend.close()
         if self.http is not None:

@@ -32,6 +32,7 @@ from scheduler.errors import LeadershipLost as JobLeadershipLost
 from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
+from scheduler.members import PAUSE_PREFIX
 from scheduler.runs import Retention, RunRecord
 from scheduler.schedules import fires_between
 
@@ -150,6 +151,7 @@ class Runner:
             max_workers=max(4, len(self.specs) + 2), thread_name_prefix="baton-job"
         )
         self.accepting = True
+        self._held = False  # no new fire while a resign is under way
         # Hooks (job on_lost, process-wide leadership hooks) run here, one at a time, so a
         # slow hook never delays the election.
         self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
@@ -187,6 +189,10 @@ class Runner:
             return "scheduler loop is not running"
         return None
 
+    def hold_fires(self, held: bool) -> None:
+        """Start no new fire while ``held`` (a graceful resign in progress)."""
+        self._held = held
+
     def stop_firing(self) -> None:
         """Start no new fire from now on; running jobs go on."""
         self.accepting = False
@@ -222,10 +228,13 @@ class Runner:
         """Claim ``fire`` if this replica leads, and run the job if the claim succeeds."""
         spec = lane.spec
         term = self.elector.current_term()
-        if term is None:
+        if term is None or self._held:
             return  # followers see every fire too; only the leader acts
         late = (self.clock.now() - fire).total_seconds()
         log = self.log.bind(job=spec.name, scheduled_time=fire.isoformat(), token=term.token)
+        if PAUSE_PREFIX + spec.name in self.elector.controls:
+            log.info("fire_paused")
+            return
         if late > spec.misfire_grace:
             log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
             return

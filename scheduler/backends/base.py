@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from scheduler.lease import Holder, Lease, LeaseRecord
+from scheduler.members import Member
 from scheduler.runs import Retention, RunRecord
 
 
@@ -111,6 +112,31 @@ class LeaseBackend(Protocol):
 
     def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
         """Fire keys (see :func:`scheduler.runs.fire_key`) claimed in ``[since, until]``."""
+        ...
+
+    def announce(self, name: str, member: Member, ttl: float) -> None:
+        """Record ``member`` as alive in cluster ``name`` until ``ttl`` seconds pass without
+        another announcement (replaces its previous record)."""
+        ...
+
+    def withdraw(self, name: str, replica_id: str) -> None:
+        """Remove the presence record of ``replica_id`` (a clean shutdown). Safe twice."""
+        ...
+
+    def members(self, name: str) -> list[Member]:
+        """Replicas whose presence has not expired, sorted by replica id."""
+        ...
+
+    def set_control(self, name: str, key: str, value: str | None) -> None:
+        """Set (or with ``None`` delete) an operator control of cluster ``name``.
+
+        Controls are small durable strings read by every replica: ``resign`` holds the token
+        of the leader asked to step down; ``pause:<job>`` marks a job paused cluster-wide.
+        """
+        ...
+
+    def controls(self, name: str) -> dict[str, str]:
+        """Every control of cluster ``name``."""
         ...
 
     def check(self) -> None:

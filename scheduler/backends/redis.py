@@ -65,6 +65,7 @@ from scheduler.errors import (
     LeaseLost,
 )
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
+from scheduler.members import Member
 from scheduler.runs import Retention, RunRecord, fire_key, from_fire_key
 
 # KEYS[1] lease key, KEYS[2] info hash, KEYS[3] token counter
@@ -175,6 +176,37 @@ end
 return out
 """
 
+# KEYS[1] members hash (replica id -> "<expiry ms, server clock>|<member JSON>")
+# ARGV[1] replica id, ARGV[2] member JSON, ARGV[3] ttl in ms
+# returns 1
+ANNOUNCE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expires = string.format('%.0f', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], ARGV[1], expires .. '|' .. ARGV[2])
+return 1
+"""
+
+# KEYS[1] members hash
+# returns the member JSONs whose expiry (server clock) is still ahead; drops the others
+MEMBERS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+    local value = all[i + 1]
+    local sep = string.find(value, '|', 1, true)
+    local expires = sep and tonumber(string.sub(value, 1, sep - 1))
+    if expires and expires > now then
+        out[#out + 1] = string.sub(value, sep + 1)
+    else
+        redis.call('HDEL', KEYS[1], all[i])
+    end
+end
+return out
+"""
+
 RELEASED = "released"
 
 # Query options that would undo the bounded, non-retrying calls; op_timeout sets them.
@@ -214,6 +246,11 @@ def _run_keys(name: str, job: str) -> tuple[str, str]:
     return f"baton:{{{name}}}:runs:{job}", f"baton:{{{name}}}:runidx:{job}"
 
 
+def _members_key(name: str) -> str:
+    _keys(name)
+    return f"baton:{{{name}}}:members"
+
+
 def _channel(name: str) -> str:
     return f"baton:{{{name}}}:events"
 
@@ -248,6 +285,8 @@ class RedisBackend:
         self._claim = client.register_script(CLAIM_LUA)
         self._finish = client.register_script(FINISH_LUA)
         self._history = client.register_script(HISTORY_LUA)
+        self._announce = client.register_script(ANNOUNCE_LUA)
+        self._members = client.register_script(MEMBERS_LUA)
         self._floors: dict[str, int] = {}
         self._floors_lock = threading.Lock()
         self._pubsub: PubSub | None = None
@@ -467,6 +506,41 @@ class RedisBackend:
         with self._errors():
             members = self._client.zrangebyscore(index_key, fire_key(since), fire_key(until))
         return {int(member) for member in cast(list[str], members)}
+
+    def announce(self, name: str, member: Member, ttl: float) -> None:
+        """Store ``member``'s presence with an expiry on the server's clock."""
+        with self._errors():
+            self._announce(
+                keys=[_members_key(name)], args=[member.replica_id, member.to_json(), _ttl_ms(ttl)]
+            )
+
+    def withdraw(self, name: str, replica_id: str) -> None:
+        """Delete ``replica_id``'s presence."""
+        with self._errors():
+            self._client.hdel(_members_key(name), replica_id)
+
+    def members(self, name: str) -> list[Member]:
+        """Unexpired presence records (expired ones are pruned on the way), by replica id."""
+        with self._errors():
+            reply = self._members(keys=[_members_key(name)])
+        return sorted((Member.from_json(raw) for raw in reply), key=lambda m: m.replica_id)
+
+    def set_control(self, name: str, key: str, value: str | None) -> None:
+        """Set or delete the control ``key`` (a field of the cluster's controls hash)."""
+        controls = f"baton:{{{name}}}:controls"
+        _keys(name)
+        with self._errors():
+            if value is None:
+                self._client.hdel(controls, key)
+            else:
+                self._client.hset(controls, key, value)
+
+    def controls(self, name: str) -> dict[str, str]:
+        """Every control of cluster ``name``."""
+        _keys(name)
+        with self._errors():
+            reply = self._client.hgetall(f"baton:{{{name}}}:controls")
+        return {str(k): str(v) for k, v in cast(dict[str, str], reply).items()}
 
     def check(self) -> None:
         """PING the server with our credentials."""

@@ -58,9 +58,10 @@ from scheduler.backends import DEFAULT_OP_TIMEOUT
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import BackendUnavailable, ConfigError, LeaseLost
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
+from scheduler.members import Member
 from scheduler.runs import Retention, RunRecord, fire_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added members and controls; a version-1 file is upgraded in place
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -98,6 +99,24 @@ _SCHEMA = (
         outcome  TEXT NOT NULL,
         record   TEXT NOT NULL,
         PRIMARY KEY (name, job, fire_key)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS members (
+        name         TEXT NOT NULL,
+        replica_id   TEXT NOT NULL,
+        record       TEXT NOT NULL,
+        expires_mono REAL NOT NULL,
+        boot_id      TEXT NOT NULL,
+        PRIMARY KEY (name, replica_id)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS controls (
+        name  TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (name, key)
     )
     """,
 )
@@ -438,6 +457,61 @@ class SqliteBackend:
             ).fetchall()
         return {int(key) for (key,) in rows}
 
+    # -- presence and controls ------------------------------------------------------------
+
+    def announce(self, name: str, member: Member, ttl: float) -> None:
+        """Upsert ``member``'s presence, expiring ``ttl`` s from now (host monotonic clock)."""
+        _check_ttl(ttl)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO members (name, replica_id, record, expires_mono, boot_id) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, replica_id) DO UPDATE SET "
+                "record = excluded.record, expires_mono = excluded.expires_mono, "
+                "boot_id = excluded.boot_id",
+                (
+                    name,
+                    member.replica_id,
+                    member.to_json(),
+                    self._clock.monotonic() + ttl,
+                    self.boot_id,
+                ),
+            )
+
+    def withdraw(self, name: str, replica_id: str) -> None:
+        """Delete ``replica_id``'s presence record."""
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM members WHERE name = ? AND replica_id = ?", (name, replica_id)
+            )
+
+    def members(self, name: str) -> list[Member]:
+        """Unexpired presence records, by replica id."""
+        with self._session() as conn:
+            rows = conn.execute(
+                "SELECT record FROM members WHERE name = ? AND expires_mono > ? AND boot_id = ? "
+                "ORDER BY replica_id",
+                (name, self._clock.monotonic(), self.boot_id),
+            ).fetchall()
+        return [Member.from_json(record) for (record,) in rows]
+
+    def set_control(self, name: str, key: str, value: str | None) -> None:
+        """Set or delete the control ``key``."""
+        with self._write() as conn:
+            if value is None:
+                conn.execute("DELETE FROM controls WHERE name = ? AND key = ?", (name, key))
+            else:
+                conn.execute(
+                    "INSERT INTO controls (name, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name, key) DO UPDATE SET value = excluded.value",
+                    (name, key, value),
+                )
+
+    def controls(self, name: str) -> dict[str, str]:
+        """Every control of cluster ``name``."""
+        with self._session() as conn:
+            rows = conn.execute("SELECT key, value FROM controls WHERE name = ?", (name,))
+            return {str(key): str(value) for key, value in rows.fetchall()}
+
     # -- connection --------------------------------------------------------------------------
 
     def check(self) -> None:
@@ -621,7 +695,7 @@ class SqliteBackend:
                     f"{self.path} has schema version {version}, newer than this Baton "
                     f"supports ({SCHEMA_VERSION}); upgrade Baton",
                 )
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise BackendUnavailable(
                     self.url, f"{self.path} has unknown schema version {version}"
                 )

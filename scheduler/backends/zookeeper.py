@@ -124,6 +124,7 @@ from scheduler.errors import (
 )
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
 from scheduler.logs import get_logger
+from scheduler.members import Member
 from scheduler.runs import Retention, RunRecord, fire_key
 from scheduler.timings import LeaseTimings
 
@@ -822,6 +823,100 @@ class ZooKeeperBackend:
         with self._errors(f"claimed {job!r}"):
             deadline = self._begin()
             return {k for k in self._run_keys(job_dir, deadline) if low <= k <= high}
+
+    def announce(self, name: str, member: Member, ttl: float) -> None:
+        """Keep ``member``'s presence as an ephemeral node: it lives as long as our session,
+        so ``ttl`` is not needed (a dead replica's node goes with its session)."""
+        members_dir = f"{self._election(name)}/members"
+        _check_segment(member.replica_id, "replica_id", "replica id")
+        path = f"{members_dir}/{member.replica_id}"
+        data = member.to_json().encode()
+        with self._errors("announce"):
+            deadline = self._begin()
+            self._ensure(members_dir, deadline)
+            try:
+                self._wait(
+                    self._client.create_async(path, data, acl=self._acl, ephemeral=True),
+                    deadline,
+                    "create",
+                )
+                return
+            except NodeExistsError:
+                pass
+            _, stat = self._wait(self._client.get_async(path), deadline, "get")
+            if stat.ephemeralOwner == self._session_id:
+                self._wait(self._client.set_async(path, data, stat.version), deadline, "set")
+                return
+            # Left by an earlier session of the same replica id: it would vanish with that
+            # session while we live on, so take it over.
+            with contextlib.suppress(NoNodeError, BadVersionError):
+                self._wait(self._client.delete_async(path, stat.version), deadline, "delete")
+            with contextlib.suppress(NodeExistsError):
+                self._wait(
+                    self._client.create_async(path, data, acl=self._acl, ephemeral=True),
+                    deadline,
+                    "create",
+                )
+
+    def withdraw(self, name: str, replica_id: str) -> None:
+        """Delete ``replica_id``'s presence node."""
+        path = f"{self._election(name)}/members/{replica_id}"
+        with self._errors("withdraw"):
+            deadline = self._begin()
+            with contextlib.suppress(NoNodeError):
+                self._wait(self._client.delete_async(path), deadline, "delete")
+
+    def members(self, name: str) -> list[Member]:
+        """Presence nodes of live sessions, by replica id."""
+        members_dir = f"{self._election(name)}/members"
+        with self._errors("members"):
+            deadline = self._begin()
+            names = sorted(self._children(members_dir, deadline))
+            pending = [self._client.get_async(f"{members_dir}/{n}") for n in names]
+            out = []
+            for result in pending:
+                try:
+                    raw, _ = self._wait(result, deadline, "get")
+                except NoNodeError:
+                    continue  # its session ended meanwhile
+                out.append(Member.from_json(raw))
+        return out
+
+    def set_control(self, name: str, key: str, value: str | None) -> None:
+        """Set or delete the persistent control node of ``key``."""
+        controls_dir = f"{self._election(name)}/controls"
+        path = f"{controls_dir}/{quote(key, safe='')}"
+        with self._errors("set control"):
+            deadline = self._begin()
+            if value is None:
+                with contextlib.suppress(NoNodeError):
+                    self._wait(self._client.delete_async(path), deadline, "delete")
+                return
+            self._ensure(controls_dir, deadline)
+            try:
+                self._wait(
+                    self._client.create_async(path, value.encode(), acl=self._acl),
+                    deadline,
+                    "create",
+                )
+            except NodeExistsError:
+                self._wait(self._client.set_async(path, value.encode()), deadline, "set")
+
+    def controls(self, name: str) -> dict[str, str]:
+        """Every control node of cluster ``name``."""
+        controls_dir = f"{self._election(name)}/controls"
+        with self._errors("controls"):
+            deadline = self._begin()
+            keys = self._children(controls_dir, deadline)
+            pending = [(k, self._client.get_async(f"{controls_dir}/{k}")) for k in keys]
+            out = {}
+            for key, result in pending:
+                try:
+                    raw, _ = self._wait(result, deadline, "get")
+                except NoNodeError:
+                    continue
+                out[unquote(key)] = raw.decode()
+        return out
 
     def check(self) -> None:
         """Connect and probe the chroot node with our credentials.

@@ -1,0 +1,55 @@
+"""Presence records: which replicas are alive in a cluster (``baton status``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One live replica as it announced itself.
+
+    Attributes:
+        replica_id: its replica id.
+        host: its host name.
+        version: the Baton version it runs.
+        started: wall-clock time the replica started.
+        last_seen: wall-clock time of its latest announcement.
+    """
+
+    replica_id: str
+    host: str
+    version: str
+    started: datetime
+    last_seen: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "replica_id": self.replica_id,
+            "host": self.host,
+            "version": self.version,
+            "started": self.started.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Member:
+        data = json.loads(raw)
+        return cls(
+            replica_id=data["replica_id"],
+            host=data["host"],
+            version=data["version"],
+            started=datetime.fromisoformat(data["started"]),
+            last_seen=datetime.fromisoformat(data["last_seen"]),
+        )
+
+
+#: Control keys (see LeaseBackend.set_control).
+RESIGN = "resign"
+PAUSE_PREFIX = "pause:"
