@@ -25,6 +25,7 @@ from kazoo.exceptions import NoAuthError
 
 from scheduler.backends.zookeeper import (
     DELETED,
+    EXPIRED,
     SUSPENDED,
     ZooKeeperBackend,
     ZooKeeperOptions,
@@ -325,7 +326,8 @@ def test_server_kill9_and_restart_while_leading(
 ) -> None:
     """ZooKeeper itself is killed (-9) and restarted under a leader: no tick runs twice, no job
     starts while it is down, and one replica leads afterwards. With ``lose`` the leader
-    steps down at once; with ``wait`` it rides out the short outage with the same token."""
+    steps down at once; with ``wait`` it rides out the short outage with the same token
+    whenever its session survives the restart."""
     # wait: the outage (JVM restart and reconnect) must fit within renew_deadline.
     ttl = TTL if policy == "lose" else 6.0
     cluster = cluster_factory(own_zk.url(), election).start(
@@ -342,8 +344,30 @@ def test_server_kill9_and_restart_while_leading(
     own_zk.restart()
     restarted_at = time.time()
 
-    # lose: the old node stays readable until its owner reconnects and deletes it.
-    second = cluster.wait_leader(timeout=15, not_token=first.token if policy == "lose" else None)
+    # ZooKeeper 3.8.0 leaves a connection that reaches it in the first milliseconds of its
+    # start-up open and unanswered ("ZooKeeperServer not running", never closed); a client
+    # caught by it waits out its whole handshake timeout and its session expires.
+    session_kept = (
+        policy == "wait"
+        and wait_for(
+            lambda: (
+                next(
+                    (
+                        e["event"] == "zookeeper_reconnected"
+                        for e in leader.events()
+                        if e["event"] in ("zookeeper_reconnected", "zookeeper_session_lost")
+                    ),
+                    None,
+                )
+                is not None
+            ),
+            15,
+            "the leader to reconnect or lose its session",
+        )
+        and not leader.events("zookeeper_session_lost")
+    )
+    # Otherwise the old node stays readable until its owner deletes it or its session ends.
+    second = cluster.wait_leader(timeout=15, not_token=None if session_kept else first.token)
     assert wait_for(lambda: current_leaders(cluster) == [second.replica_id], 15, "one leader")
     wait_for(lambda: [w for w in starts(cluster) if w.at > restarted_at][1:], 15, "2 ticks after")
     losses = leader.events("leadership_lost")
@@ -355,9 +379,13 @@ def test_server_kill9_and_restart_while_leading(
     if policy == "lose":
         assert losses[0]["reason"] == SUSPENDED
         assert second.token > first.token
-    else:
+    elif session_kept:
         assert not losses, "the leader gave up during a short outage"
         assert (second.replica_id, second.token) == (first.replica_id, first.token)
+    else:
+        report("wait: the leader's session did not survive the restart (server bug)", 0)
+        assert losses[0]["reason"] in ("renew_deadline", "session-expired")
+        assert second.token > first.token
 
 
 # --- connection states, one backend at a time ----------------------------------------------
@@ -396,19 +424,31 @@ def test_suspension_with_wait_policy_keeps_the_lease_and_reverifies_it(
     reconnected to the same session it renews with the same token, and its watch is re-armed
     (a deletion after the reconnect is noticed at once)."""
     backend = open_backend(own_zk.url(), session_timeout=6.0, on_suspended="wait")
-    lease = acquire(backend, election)
-    session = backend.session_id
-    lost: list[str] = []
-    backend.watch(lease, lost.append)
+    for _ in range(3):
+        lease = acquire(backend, election)
+        session = backend.session_id
+        lost: list[str] = []
+        backend.watch(lease, lost.append)
 
-    own_zk.kill()
-    assert wait_until(lambda: backend.session_id is None, 3), "never noticed the outage"
-    with pytest.raises(BackendUnavailable):
-        backend.claim(lease, run_for(lease), Retention())
-    with pytest.raises(BackendUnavailable):
-        backend.renew(lease)
-    own_zk.restart()
-    assert wait_until(lambda: backend.session_id == session, 5), "did not resume the session"
+        own_zk.kill()
+        assert wait_until(lambda: backend.session_id is None, 3), "never noticed the outage"
+        with pytest.raises(BackendUnavailable):
+            backend.claim(lease, run_for(lease), Retention())
+        with pytest.raises(BackendUnavailable):
+            backend.renew(lease)
+        assert lost == []
+        own_zk.restart()
+        assert wait_until(lambda: backend.session_id is not None, 10), "never reconnected"
+        if backend.session_id == session:
+            break
+        # ZooKeeper 3.8.0 can leave a connection made during its start-up open and
+        # unanswered; this one was, and the session expired meanwhile. The lease is lost,
+        # as it must be then; try the outage again.
+        assert wait_until(lambda: lost, 2) and lost == [EXPIRED]  # noqa: B023 (same turn)
+        with pytest.raises(LeaseLost):
+            backend.renew(lease)
+    else:
+        pytest.fail("the session never survived a ZooKeeper restart in 3 outages")
 
     assert backend.renew(lease).token == lease.token
     assert backend.claim(lease, run_for(lease), Retention()) is not None
