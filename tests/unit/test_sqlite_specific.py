@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from scheduler.backends import from_url
-from scheduler.backends.sqlite import SqliteBackend, path_from_url
+from scheduler.backends.sqlite import SCHEMA_VERSION, SqliteBackend, path_from_url
 from scheduler.clock import FakeClock
 from scheduler.errors import BackendUnavailable, ConfigError, LeaseLost
 from scheduler.lease import Holder, Lease
@@ -510,8 +510,30 @@ def test_schema_version_is_stored(url: str) -> None:
     with sqlite3.connect(path_from_url(url)) as raw:
         (version,) = raw.execute("PRAGMA user_version").fetchone()
         (mode,) = raw.execute("PRAGMA journal_mode").fetchone()
-    assert version == 1
+    assert version == SCHEMA_VERSION == 2
     assert mode == "wal"
+
+
+def test_version_1_file_is_upgraded_in_place(url: str) -> None:
+    """A file from before presence and controls gains their tables and keeps its runs."""
+    path = path_from_url(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "CREATE TABLE tokens (name TEXT PRIMARY KEY, last_token INTEGER NOT NULL, "
+            "releases INTEGER NOT NULL DEFAULT 0)"
+        )
+        raw.execute("INSERT INTO tokens VALUES ('c', 41, 0)")
+        raw.execute("PRAGMA user_version = 1")
+    b = backend(url)
+    b.set_control("c", "resign", "7")
+    assert b.controls("c") == {"resign": "7"}
+    lease = b.try_acquire("c", Holder.new("r1"), 5)
+    assert lease is not None and lease.token == 42
+    b.close()
+    with sqlite3.connect(path) as raw:
+        (version,) = raw.execute("PRAGMA user_version").fetchone()
+    assert version == SCHEMA_VERSION
 
 
 def test_newer_schema_is_refused(url: str) -> None:
