@@ -298,6 +298,13 @@ class Elector:
         self.metrics.lease_renewals.labels("ok").inc()
         self.metrics.lease_renew_latency.observe(now - sent)
         self.metrics.lease_time_left.set(renewed.deadline - now)
+        if renewed.sent_at >= term.leads_until():
+            # The request left after the deadline (the process stalled in between): the term
+            # is over even though the server agreed; give the lease back.
+            term.renewed(renewed)
+            self._end_term(term, "renew_deadline", release=True)
+            return
+        term.renewed(renewed)
         if self._revalidate_after is not None and renewed.sent_at >= self._revalidate_after:
             self._revalidate_after = None
             self.log.info("lease_revalidated", token=term.token)
@@ -312,13 +319,6 @@ class Elector:
             self.log.info("resign_requested", token=term.token)
             self._on_resign(term)
             self._on_resign_seen(term)
-        if renewed.sent_at >= term.leads_until():
-            # The request left after the deadline (the process stalled in between): the term
-            # is over even though the server agreed; give the lease back.
-            term.renewed(renewed)
-            self._end_term(term, "renew_deadline", release=True)
-            return
-        term.renewed(renewed)
 
     # -- transitions ------------------------------------------------------------------------
 
