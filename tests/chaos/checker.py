@@ -1,0 +1,549 @@
+"""The chaos checker: reads a run's ledger, fault log and replica logs; asserts invariants.
+
+Definitions (all times are the ledger server's real clock; ``seq`` is its apply order):
+
+* A **run** is one job invocation (its run id): the rows it wrote, accepted or not.
+* **Duplicated tick**: a (job, tick) with more than one run, whatever the fence said
+  (a deposed leader that ran a tick again is a duplicate even if its writes were refused).
+* **Expected ticks**: every tick instant of a job within the measurement window (after
+  start-up, before shut-down). **Run**: it has a run with an accepted start. **Fenced out**:
+  it has runs but every start was refused. **Missed**: no run at all.
+* **Window** of a fault: from its injection (minus one interval) to its recovery, or to its
+  heal plus its after-effect (a clock stepped back X s), plus one interval. A missed tick
+  must lie in a window (invariant). For ``catch_up="all"`` a missed tick must also be one a
+  new leader could not have caught up: due more than ``misfire_grace`` before the next term
+  began, or lost with the backend's data (Redis restart without persistence), or due while
+  the replicas' clocks disagreed (clock faults), or the one fire a deposed leader had
+  claimed when it was hit (claims are at most once) — anything else is reported as
+  "not caught up" (invariant).
+* **Overlap (invariant)**: two runs of the same job under different tokens whose *accepted*
+  writes interleave in ``seq`` order. **Raw overlap (reported)**: their writes, accepted or
+  refused, interleave in real time: a deposed leader's job still running.
+* **Stale write**: a write whose token is below the highest token the ledger had accepted
+  for that resource at that moment. Attempted ones are reported; accepted ones are a
+  violation (the checker replays the fence itself rather than trusting the ledger's flag).
+* **Lost update**: ``chaos.counter`` stores accepted minus the counter's final value, plus
+  any accepted store that did not write previous + 1.
+* **Failover time**: from the moment the old leader could no longer lead (the fault's
+  ``ref``) to the first ``leadership_acquired`` with a higher token (ledger-stamped hook).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.faults import FAULT_TYPES, NOT_APPLICABLE
+from tests.chaos.ledger import LedgerStore, Row
+from tests.chaos.workload import JOBS
+
+#: Fault types after which a new leadership term is expected.
+DEPOSING = ("kill_leader", "pause_leader", "backend_restart", "session_expiry", "foreign_delete")
+#: Replica log events counted in the report.
+LOG_EVENTS = (
+    "leadership_acquired",
+    "leadership_lost",
+    "stall_detected",
+    "lease_revalidated",
+    "claim_refused",
+    "claim_failed",
+    "fire_missed",
+    "fire_already_claimed",
+    "catch_up",
+    "run_orphaned",
+    "job_failed",
+    "elector_error",
+    "fire_failed",
+    "hook_failed",
+    "listener_failed",
+)
+EXAMPLES = 10
+
+
+@dataclass
+class Run:
+    """One job invocation as the ledger saw it."""
+
+    run: str
+    job: str
+    tick: str
+    token: int
+    replica: str
+    pid: int
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> list[Row]:
+        return [r for r in self.rows if r.accepted]
+
+    @property
+    def started(self) -> bool:
+        return any(r.phase == "start" and r.accepted for r in self.rows)
+
+    def brief(self) -> dict[str, Any]:
+        return {
+            "run": self.run[:8],
+            "tick": self.tick,
+            "token": self.token,
+            "replica": self.replica,
+            "pid": self.pid,
+            "first": round(self.rows[0].at, 3),
+            "last": round(self.rows[-1].at, 3),
+            "writes": [f"{r.seq}:{r.phase}:{'ok' if r.accepted else 'refused'}" for r in self.rows],
+        }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = max(0, math.ceil(q * len(ordered)) - 1)
+    return round(ordered[index], 3)
+
+
+def _tick_instants(start: float, end: float, interval: float) -> list[float]:
+    first = math.ceil(start / interval) * interval
+    out, t = [], first
+    while t <= end:
+        out.append(round(t, 6))
+        t += interval
+    return out
+
+
+def _instant(tick: str) -> float:
+    return round(datetime.fromisoformat(tick).timestamp(), 6)
+
+
+def _iso(instant: float) -> str:
+    return datetime.fromtimestamp(instant, UTC).isoformat()
+
+
+def _scan_logs(paths: list[str]) -> tuple[dict[str, int], dict[str, int], list[str]]:
+    events: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    tracebacks: list[str] = []
+    for path in paths:
+        try:
+            lines = Path(path).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("{"):
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                name = item.get("event", "")
+                if name in LOG_EVENTS:
+                    events[name] += 1
+                if name == "leadership_lost":
+                    reasons[str(item.get("reason"))] += 1
+                if "exception" in item and len(tracebacks) < EXAMPLES:
+                    tracebacks.append(f"{Path(path).name}: {name}: {item['exception'][-300:]}")
+            elif line.startswith("Traceback") and len(tracebacks) < EXAMPLES:
+                tracebacks.append(f"{Path(path).name}: {line}")
+    return dict(events), dict(reasons), tracebacks
+
+
+def check(workdir: Path) -> dict[str, Any]:
+    """Analyse the run in ``workdir``; writes ``report.json`` and ``report.md`` there."""
+    meta = json.loads((workdir / "run.json").read_text())
+    faults = [
+        json.loads(line)
+        for line in (workdir / "faults.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    store = LedgerStore(workdir / "ledger.db")
+    try:
+        rows = store.rows()
+        counters = store.counters()
+    finally:
+        store.close()
+    report = analyse(meta, faults, rows, counters)
+    events, reasons, tracebacks = _scan_logs(meta.get("logs", []))
+    report["replica_logs"] = {
+        "events": events,
+        "leadership_lost_reasons": reasons,
+        "exceptions": tracebacks,
+        "unexpected_exits": meta.get("unexpected_exits", []),
+    }
+    (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    (workdir / "report.md").write_text(markdown(report))
+    return report
+
+
+def analyse(
+    meta: dict[str, Any],
+    faults: list[dict[str, Any]],
+    rows: list[Row],
+    counters: dict[str, int],
+) -> dict[str, Any]:
+    """The report for one run (pure: the inputs are what the run recorded)."""
+    backend = meta["backend"]
+    acquired = [r for r in rows if r.op == "event" and r.phase == "acquired"]
+    runs: dict[str, Run] = {}
+    for row in rows:
+        if row.op == "event":
+            continue
+        run = runs.get(row.run)
+        if run is None:
+            run = runs[row.run] = Run(row.run, row.job, row.tick, row.token, row.replica, row.pid)
+        run.rows.append(row)
+
+    violations: list[str] = []
+    measure = (meta.get("measure_start", 0.0), meta.get("measure_end", 0.0))
+
+    # -- fault windows ---------------------------------------------------------------------
+    def windows_for(interval: float) -> list[tuple[float, float, dict[str, Any]]]:
+        out = []
+        for f in faults:
+            end = max(f["recovered"], f["heal"] + f.get("after", 0.0))
+            out.append((f["inject"] - interval, end + interval, f))
+        return out
+
+    # -- ticks -----------------------------------------------------------------------------
+    by_tick: dict[tuple[str, float], list[Run]] = defaultdict(list)
+    for run in runs.values():
+        by_tick[(run.job, _instant(run.tick))].append(run)
+    ticks_report: dict[str, Any] = {}
+    duplicates: list[dict[str, Any]] = []
+    for (job, instant), group in sorted(by_tick.items()):
+        if len(group) > 1:
+            duplicates.append(
+                {"job": job, "tick": _iso(instant), "runs": [r.brief() for r in group]}
+            )
+    for job, (interval, policy, grace) in JOBS.items():
+        expected = _tick_instants(measure[0], measure[1], interval)
+        windows = windows_for(interval)
+        ran = fenced = caught_up = early = 0
+        missed: list[dict[str, Any]] = []
+        for instant in expected:
+            group = by_tick.get((job, instant), [])
+            started = [r for r in group if r.started]
+            if started:
+                ran += 1
+                first = min(r.rows[0].at for r in started)
+                if first - instant > 1.0:
+                    caught_up += 1
+                if first < instant - 0.05:
+                    early += 1
+                continue
+            if group:
+                fenced += 1
+                continue
+            inside = [w for w in windows if w[0] <= instant <= w[1]]
+            entry: dict[str, Any] = {"tick": _iso(instant), "faults": [w[2]["id"] for w in inside]}
+            if not inside:
+                entry["verdict"] = "outside any fault window"
+            elif policy == "all":
+                entry["verdict"] = _all_policy_verdict(instant, grace, inside, acquired, backend)
+            else:
+                entry["verdict"] = f"in window (catch_up={policy})"
+            missed.append(entry)
+        outside = [m for m in missed if m["verdict"] == "outside any fault window"]
+        not_caught = [m for m in missed if m["verdict"].startswith("not caught up")]
+        ticks_report[job] = {
+            "interval": interval,
+            "catch_up": policy,
+            "misfire_grace": grace,
+            "expected": len(expected),
+            "run": ran,
+            "ran_late_caught_up": caught_up,
+            "ran_early": early,
+            "fenced_out": fenced,
+            "missed": len(missed),
+            "missed_in_window": len(missed) - len(outside),
+            "missed_outside_window": len(outside),
+            "missed_not_caught_up": len(not_caught),
+            "missed_by_verdict": dict(Counter(m["verdict"] for m in missed)),
+            "missed_examples": missed[:EXAMPLES],
+        }
+        if outside:
+            violations.append(f"{job}: {len(outside)} ticks missed outside any fault window")
+        if not_caught:
+            violations.append(
+                f"{job}: {len(not_caught)} ticks missed that catch_up={policy} should have run"
+            )
+    if duplicates:
+        violations.append(f"{len(duplicates)} ticks ran more than once")
+
+    # -- overlaps --------------------------------------------------------------------------
+    overlaps: list[dict[str, Any]] = []
+    raw_overlaps: list[dict[str, Any]] = []
+    by_job: dict[str, list[Run]] = defaultdict(list)
+    for run in runs.values():
+        by_job[run.job].append(run)
+    for job, group in by_job.items():
+        accepted = sorted((r for r in group if r.accepted), key=lambda r: r.accepted[0].seq)
+        for a, b in _interleaved(accepted, lambda r: (r.accepted[0].seq, r.accepted[-1].seq)):
+            if a.token != b.token or a.replica != b.replica:
+                overlaps.append({"job": job, "runs": [a.brief(), b.brief()]})
+        everything = sorted(group, key=lambda r: r.rows[0].at)
+        for a, b in _interleaved(everything, lambda r: (r.rows[0].at, r.rows[-1].at)):
+            if a.token != b.token:
+                older, newer = (a, b) if a.token < b.token else (b, a)
+                refused = [r for r in older.rows if not r.accepted]
+                raw_overlaps.append(
+                    {
+                        "job": job,
+                        "kind": "deposed leader still running" if refused else "unfenced",
+                        "seconds": round(
+                            min(a.rows[-1].at, b.rows[-1].at) - max(a.rows[0].at, b.rows[0].at), 3
+                        ),
+                        "runs": [older.brief(), newer.brief()],
+                    }
+                )
+    if overlaps:
+        violations.append(f"{len(overlaps)} overlaps of accepted work")
+
+    # -- stale writes ----------------------------------------------------------------------
+    marks: dict[str, int] = {}
+    stale_attempted = stale_accepted = fence_disagreements = 0
+    stale_examples: list[dict[str, Any]] = []
+    superseded_accepted = 0
+    terms = sorted((r.at, r.token) for r in acquired)
+    for row in rows:
+        if row.op == "event":
+            continue
+        mark = marks.get(row.resource)
+        stale = mark is not None and row.token < mark
+        if stale:
+            stale_attempted += 1
+            if row.accepted:
+                stale_accepted += 1
+                if len(stale_examples) < EXAMPLES:
+                    stale_examples.append({"seq": row.seq, "token": row.token, "mark": mark})
+        if row.accepted != (not stale):
+            fence_disagreements += 1
+        if row.accepted:
+            marks[row.resource] = max(mark or 0, row.token)
+            if any(at < row.at and token > row.token for at, token in terms):
+                superseded_accepted += 1
+    if stale_accepted:
+        violations.append(f"{stale_accepted} stale writes accepted")
+    if fence_disagreements:
+        violations.append(f"{fence_disagreements} ledger fence decisions disagree with a replay")
+
+    # -- lost updates ----------------------------------------------------------------------
+    stores = [r for r in rows if r.op == "store" and r.accepted]
+    anomalies: list[dict[str, Any]] = []
+    previous = 0
+    for row in stores:
+        if row.value != previous + 1:
+            anomalies.append({"seq": row.seq, "stored": row.value, "previous": previous})
+        previous = row.value if row.value is not None else previous
+    final = counters.get("chaos.counter", 0)
+    lost_updates = max(len(stores) - final, len(anomalies))
+    if lost_updates:
+        violations.append(f"{lost_updates} lost updates of chaos.counter")
+
+    # -- failovers -------------------------------------------------------------------------
+    per_type: dict[str, list[float]] = defaultdict(list)
+    no_failover: list[int] = []
+    for f in faults:
+        later = (
+            [r for r in acquired if r.token > f["old_token"] and r.at >= f["ref"] - 0.05]
+            if f["old_token"]
+            else []
+        )
+        changed = [r for r in later if r.at <= f["recovered"] + 1.0]
+        if changed:
+            f["failover"] = round(changed[0].at - f["ref"], 3)
+            f["new_replica"], f["new_token"] = changed[0].replica, changed[0].token
+            per_type[f["type"]].append(f["failover"])
+        elif f["type"] in DEPOSING and f["old_token"]:
+            no_failover.append(f["id"])
+    deposing = [
+        f["failover"]
+        for f in faults
+        if "failover" in f
+        and (
+            f["type"] in DEPOSING
+            or (f["type"] == "partition_blackhole" and f["victim"] == f["old_replica"])
+        )
+    ]
+
+    faults_by_type = Counter(f["type"] for f in faults)
+    report: dict[str, Any] = {
+        "backend": backend,
+        "seed": meta["seed"],
+        "duration": meta["duration"],
+        "command": meta.get("command", ""),
+        "lease_ttl": meta.get("lease_ttl"),
+        "replicas": meta.get("replicas"),
+        "measured_seconds": round(measure[1] - measure[0], 1),
+        "faults_total": len(faults),
+        "faults_by_type": {
+            t: faults_by_type.get(t, 0) for t in FAULT_TYPES if t in meta["fault_types"]
+        },
+        "faults_skipped": {
+            t: NOT_APPLICABLE.get((backend, t), "not selected") for t in meta["skipped_fault_types"]
+        },
+        "recovery_timeouts": [f["id"] for f in faults if f.get("recovery_timed_out")],
+        "ticks": ticks_report,
+        "duplicated": len(duplicates),
+        "duplicated_examples": duplicates[:EXAMPLES],
+        "overlaps": len(overlaps),
+        "overlap_examples": overlaps[:EXAMPLES],
+        "raw_overlaps": len(raw_overlaps),
+        "raw_overlaps_by_kind": dict(Counter(o["kind"] for o in raw_overlaps)),
+        "raw_overlap_examples": raw_overlaps[:EXAMPLES],
+        "stale_attempted": stale_attempted,
+        "stale_accepted": stale_accepted,
+        "stale_examples": stale_examples,
+        "accepted_after_newer_term_began": superseded_accepted,
+        "counter": {
+            "accepted_stores": len(stores),
+            "final": final,
+            "anomalies": anomalies[:EXAMPLES],
+        },
+        "lost_updates": lost_updates,
+        "failover": {
+            "leader_deposing_faults": len(deposing),
+            "p50": _pct(deposing, 0.5),
+            "p99": _pct(deposing, 0.99),
+            "max": max(deposing) if deposing else None,
+            "mean": round(statistics.fmean(deposing), 3) if deposing else None,
+            "by_type": {
+                t: {"n": len(v), "p50": _pct(v, 0.5), "p99": _pct(v, 0.99), "max": max(v)}
+                for t, v in sorted(per_type.items())
+            },
+            "deposing_faults_without_new_term": no_failover,
+        },
+        "faults": faults,
+        "violations": violations,
+        "ok": not violations,
+    }
+    return report
+
+
+def _all_policy_verdict(
+    instant: float,
+    grace: float,
+    inside: list[tuple[float, float, dict[str, Any]]],
+    acquired: list[Row],
+    backend: str,
+) -> str:
+    """Why a catch_up="all" tick in a fault window was not run (or that it should have been)."""
+    kinds = {w[2]["type"] for w in inside}
+    if backend == "redis" and "backend_restart" in kinds:
+        return "history lost with Redis data (cold start)"
+    if kinds & {"clock_jump", "clock_skew"}:
+        return "clocks disagreed"
+    nxt = [r for r in acquired if r.at > instant]
+    if not nxt or nxt[0].at - instant > grace - 1.0:
+        return "no new term within misfire_grace"
+    for _, _, f in inside:
+        # The deposed leader may have claimed this very fire just before it was hit.
+        if f["type"] in (*DEPOSING, "partition_blackhole", "partition_delay") and (
+            f["inject"] - 1.5 <= instant <= f["inject"] + 0.5
+        ):
+            return "claimed by the deposed leader (at most once)"
+    return "not caught up although a new term began within misfire_grace"
+
+
+def _interleaved(runs: list[Run], span: Any) -> list[tuple[Run, Run]]:
+    """Pairs of runs whose ``span`` intervals intersect (runs sorted by span start)."""
+    pairs: list[tuple[Run, Run]] = []
+    active: list[Run] = []
+    for run in runs:
+        start, _ = span(run)
+        active = [a for a in active if span(a)[1] > start]
+        pairs.extend((a, run) for a in active if a.run != run.run)
+        active.append(run)
+    return pairs
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The human-readable report."""
+    r = report
+    lines = [
+        f"### Chaos run: {r['backend']}, seed {r['seed']}, {r['duration']:g} s of faults",
+        "",
+        f"Reproduce: `{r['command']}`" if r.get("command") else "",
+        "",
+        f"Verdict: **{'all invariants hold' if r['ok'] else 'VIOLATED'}**"
+        + ("" if r["ok"] else ": " + "; ".join(r["violations"])),
+        "",
+        f"{r['replicas']} replicas, lease TTL {r['lease_ttl']} s; ticks measured over "
+        f"{r['measured_seconds']} s.",
+        "",
+        f"**Faults** ({r['faults_total']} in all):",
+        "",
+        "| fault | count |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {t} | {n} |" for t, n in r["faults_by_type"].items()]
+    for t, why in r["faults_skipped"].items():
+        lines.append(f"| {t} | skipped: {why} |")
+    if r["recovery_timeouts"]:
+        lines += ["", f"Recovery timed out after faults {r['recovery_timeouts']}."]
+    lines += [
+        "",
+        "**Ticks**:",
+        "",
+        "| job | catch_up | expected | run | ran late (caught up) | ran early | fenced out "
+        "| missed (in window / outside) | not caught up |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for job, t in r["ticks"].items():
+        lines.append(
+            f"| {job} | {t['catch_up']} | {t['expected']} | {t['run']} | "
+            f"{t['ran_late_caught_up']} | {t['ran_early']} | {t['fenced_out']} | "
+            f"{t['missed']} ({t['missed_in_window']} / {t['missed_outside_window']}) | "
+            f"{t['missed_not_caught_up']} |"
+        )
+    verdicts = {
+        job: t["missed_by_verdict"] for job, t in r["ticks"].items() if t["missed_by_verdict"]
+    }
+    if verdicts:
+        lines += ["", "Missed ticks by reason: " + json.dumps(verdicts)]
+    fo = r["failover"]
+    lines += [
+        "",
+        "**Invariants**:",
+        "",
+        "| invariant | value |",
+        "| --- | ---: |",
+        f"| duplicated ticks | {r['duplicated']} |",
+        f"| overlaps of accepted work | {r['overlaps']} |",
+        f"| stale writes accepted | {r['stale_accepted']} |",
+        f"| lost updates (counter: {r['counter']['accepted_stores']} stores, final "
+        f"{r['counter']['final']}) | {r['lost_updates']} |",
+        "",
+        "**Also measured**: stale writes attempted (refused by the fence) "
+        f"{r['stale_attempted']}; raw overlaps (a deposed leader's job still running, its "
+        f"writes refused) {r['raw_overlaps']} {r['raw_overlaps_by_kind'] or ''}; writes "
+        "accepted from a leader after a newer term had begun (before the new leader's first "
+        f"write raised the fence) {r['accepted_after_newer_term_began']}.",
+        "",
+        f"**Failover** (leader-deposing faults, n={fo['leader_deposing_faults']}): "
+        f"p50 {fo['p50']} s, p99 {fo['p99']} s, max {fo['max']} s.",
+        "",
+        "| fault | n | p50 s | p99 s | max s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {t} | {v['n']} | {v['p50']} | {v['p99']} | {v['max']} |"
+        for t, v in fo["by_type"].items()
+    ]
+    logs = r.get("replica_logs")
+    if logs:
+        lines += [
+            "",
+            "**Replica logs**: " + json.dumps(logs["events"], sort_keys=True),
+            "",
+            "Terms ended by: " + json.dumps(logs["leadership_lost_reasons"], sort_keys=True),
+        ]
+        if logs["unexpected_exits"]:
+            lines += ["", f"Unexpected replica exits: {logs['unexpected_exits']}"]
+        if logs["exceptions"]:
+            lines += ["", "Exceptions logged (first few):", ""]
+            lines += [f"- `{e[:200]}`" for e in logs["exceptions"]]
+    return "\n".join(line for line in lines) + "\n"

@@ -1,0 +1,262 @@
+"""Fault injectors and the seeded schedule that picks them.
+
+Every injector touches only what the suite started (replica and server processes by PID,
+the replicas' own proxies and fake clocks, the backend's store through a foreign client on
+127.0.0.1) and returns a :class:`FaultRecord` with real (unfaked) wall-clock times:
+
+* ``inject``: when the fault began; ``heal``: when the suite undid it (restart, SIGCONT,
+  heal, clock reset); ``ref``: the instant the old leader could no longer lead, from which a
+  failover is timed (``inject``, except after a backend restart: the restart);
+* ``after``: seconds the fault's effects may outlast ``heal`` (a clock stepped back by X s
+  keeps the schedule of that replica X s behind), added to its window.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tests.chaos.cluster import Replicas
+from tests.chaos.faketime import FakeClocks
+from tests.chaos.targets import Holder, Target
+
+#: Every fault type, in report order.
+FAULT_TYPES = (
+    "kill_leader",
+    "pause_leader",
+    "backend_restart",
+    "session_expiry",
+    "partition_blackhole",
+    "partition_delay",
+    "foreign_delete",
+    "clock_jump",
+    "clock_skew",
+)
+#: Why a fault type does not apply to a backend.
+NOT_APPLICABLE = {
+    ("sqlite", "backend_restart"): "embedded: there is no server to kill",
+    ("sqlite", "partition_blackhole"): "embedded: no network between replica and store",
+    ("sqlite", "partition_delay"): "embedded: no network between replica and store",
+    ("sqlite", "session_expiry"): "ZooKeeper only",
+    ("redis", "session_expiry"): "ZooKeeper only",
+}
+
+
+@dataclass
+class FaultRecord:
+    """One injected fault, for the checker."""
+
+    id: int
+    type: str
+    victim: str = ""
+    old_replica: str = ""
+    old_token: int = 0
+    inject: float = 0.0
+    heal: float = 0.0
+    ref: float = 0.0
+    after: float = 0.0
+    recovered: float = 0.0
+    recovery_timed_out: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Chaos:
+    """What the injectors act on."""
+
+    target: Target
+    replicas: Replicas
+    clocks: FakeClocks
+    rng: random.Random
+    ttl: float
+    sleep: Callable[[float], None] = time.sleep
+
+
+def _leader(chaos: Chaos) -> Holder | None:
+    """The lease holder if it is one of our live, running replicas."""
+    holder = chaos.target.holder()
+    if holder is None or not chaos.replicas.alive(holder.replica):
+        return None
+    if holder.replica in chaos.replicas.paused:
+        return None
+    return holder
+
+
+def _record(kind: str, fault_id: int, holder: Holder | None, victim: str) -> FaultRecord:
+    now = time.time()
+    return FaultRecord(
+        id=fault_id,
+        type=kind,
+        victim=victim,
+        old_replica=holder.replica if holder else "",
+        old_token=holder.token if holder else 0,
+        inject=now,
+        ref=now,
+    )
+
+
+def kill_leader(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """kill -9 the leader; restart that replica 0.5-2 s later."""
+    holder = _leader(chaos)
+    if holder is None:
+        return None
+    record = _record("kill_leader", fault_id, holder, holder.replica)
+    record.params["pid"] = chaos.replicas.kill(holder.replica)
+    record.inject = record.ref = time.time()
+    down = chaos.rng.uniform(0.5, 2.0)
+    record.params["down"] = round(down, 3)
+    chaos.sleep(down)
+    chaos.replicas.start(holder.replica)
+    record.heal = time.time()
+    return record
+
+
+def pause_leader(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """SIGSTOP the leader for longer than the lease TTL, then SIGCONT."""
+    holder = _leader(chaos)
+    if holder is None:
+        return None
+    record = _record("pause_leader", fault_id, holder, holder.replica)
+    pause = chaos.ttl + chaos.rng.uniform(0.5, 2.0)
+    record.params.update(pid=chaos.replicas.pid(holder.replica), seconds=round(pause, 3))
+    chaos.replicas.pause(holder.replica)
+    record.inject = record.ref = time.time()
+    chaos.sleep(pause)
+    chaos.replicas.resume(holder.replica)
+    record.heal = time.time()
+    return record
+
+
+def backend_restart(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """kill -9 the backend server; restart it 0.5-3 s later (same port)."""
+    holder = chaos.target.holder()
+    record = _record("backend_restart", fault_id, holder, "server")
+    record.params["pid"] = chaos.target.server_pid
+    chaos.target.kill_server()
+    record.inject = time.time()
+    down = chaos.rng.uniform(0.5, 3.0)
+    record.params["down"] = round(down, 3)
+    chaos.sleep(down)
+    chaos.target.restart_server()
+    record.heal = record.ref = time.time()
+    return record
+
+
+def session_expiry(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Make ZooKeeper expire the leader's session (its latch node goes with it)."""
+    holder = _leader(chaos)
+    if holder is None or not holder.session:
+        return None
+    record = _record("session_expiry", fault_id, holder, holder.replica)
+    record.params["session"] = f"{holder.session:#x}"
+    chaos.target.expire_session(holder.session)
+    record.heal = time.time()
+    return record
+
+
+def _victim(chaos: Chaos, leader_bias: float) -> tuple[str, Holder | None]:
+    holder = _leader(chaos)
+    names = [n for n in chaos.replicas.names if chaos.replicas.alive(n)]
+    if holder is not None and chaos.rng.random() < leader_bias:
+        return holder.replica, holder
+    return chaos.rng.choice(names), holder
+
+
+def partition_blackhole(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Cut one replica (the leader, 70%) from the backend for TTL+0.5 to TTL+3 s."""
+    victim, holder = _victim(chaos, 0.7)
+    record = _record("partition_blackhole", fault_id, holder, victim)
+    seconds = chaos.ttl + chaos.rng.uniform(0.5, 3.0)
+    record.params["seconds"] = round(seconds, 3)
+    proxy = chaos.target.proxies[victim]
+    proxy.blackhole()
+    record.inject = record.ref = time.time()
+    chaos.sleep(seconds)
+    proxy.heal()
+    record.heal = time.time()
+    return record
+
+
+def partition_delay(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Delay every byte between one replica (the leader, 70%) and the backend."""
+    victim, holder = _victim(chaos, 0.7)
+    record = _record("partition_delay", fault_id, holder, victim)
+    latency = chaos.rng.uniform(0.05, 1.0)
+    seconds = chaos.rng.uniform(3.0, 6.0)
+    record.params.update(latency=round(latency, 3), seconds=round(seconds, 3))
+    proxy = chaos.target.proxies[victim]
+    proxy.delay(latency)
+    record.inject = record.ref = time.time()
+    chaos.sleep(seconds)
+    proxy.heal()
+    record.heal = time.time()
+    return record
+
+
+def foreign_delete(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """A foreign client deletes the lease key / latch node / lease row."""
+    holder = _leader(chaos)
+    if holder is None:
+        return None
+    record = _record("foreign_delete", fault_id, holder, holder.replica)
+    record.params["deleted"] = chaos.target.delete_lease()
+    record.inject = record.ref = record.heal = time.time()
+    return record
+
+
+def clock_jump(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Step one replica's clocks (the leader, 60%) by +-2..45 s for 3-6 s, then back."""
+    victim, holder = _victim(chaos, 0.6)
+    record = _record("clock_jump", fault_id, holder, victim)
+    offset = chaos.rng.randint(2, 45) * chaos.rng.choice((-1, 1))
+    seconds = chaos.rng.uniform(3.0, 6.0)
+    record.params.update(offset=offset, seconds=round(seconds, 3))
+    chaos.clocks.set(victim, offset)
+    record.inject = record.ref = time.time()
+    chaos.sleep(seconds)
+    chaos.clocks.set(victim, 0)
+    record.heal = time.time()
+    record.after = abs(offset)
+    return record
+
+
+def clock_skew(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Give every replica its own clock offset (-15..+15 s) for 4-7 s, then reset."""
+    holder = _leader(chaos)
+    record = _record("clock_skew", fault_id, holder, "all")
+    offsets = {name: chaos.rng.randint(-15, 15) for name in chaos.replicas.names}
+    seconds = chaos.rng.uniform(4.0, 7.0)
+    record.params.update(offsets=offsets, seconds=round(seconds, 3))
+    for name, offset in offsets.items():
+        chaos.clocks.set(name, offset)
+    record.inject = record.ref = time.time()
+    chaos.sleep(seconds)
+    chaos.clocks.reset()
+    record.heal = time.time()
+    record.after = max(abs(o) for o in offsets.values())
+    return record
+
+
+INJECTORS: dict[str, Callable[[Chaos, int], FaultRecord | None]] = {
+    "kill_leader": kill_leader,
+    "pause_leader": pause_leader,
+    "backend_restart": backend_restart,
+    "session_expiry": session_expiry,
+    "partition_blackhole": partition_blackhole,
+    "partition_delay": partition_delay,
+    "foreign_delete": foreign_delete,
+    "clock_jump": clock_jump,
+    "clock_skew": clock_skew,
+}
+
+
+def applicable(kind: str, backend: str) -> bool:
+    """Whether fault ``kind`` applies to ``backend``."""
+    return (backend, kind) not in NOT_APPLICABLE

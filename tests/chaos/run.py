@@ -1,0 +1,271 @@
+"""Run the chaos suite: 5 replicas, a seeded fault schedule, then the checker's verdict.
+
+``python -m tests.chaos.run --backend redis --duration 600 --seed 7 --report CHAOS-redis.md``
+
+The run starts the ledger server, the backend (and one proxy per replica), five replicas
+under libfaketime, waits for the first ticks, then injects faults one at a time until
+``--duration`` seconds have passed: pick a fault type (seeded), inject, hold, heal, wait
+until a leader runs ticks again (bounded), pause 0.3-1 s. Then everything is healed, the
+cluster runs quietly for ``--cooldown`` seconds, stops, and the checker reads the ledger.
+Exit status: 0 if every invariant holds, 1 if one is violated, 2 on a setup error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.chaos import checker
+from tests.chaos.cluster import Replicas
+from tests.chaos.faketime import FakeClocks, probe
+from tests.chaos.faults import FAULT_TYPES, INJECTORS, Chaos, FaultRecord, applicable
+from tests.chaos.proxy import ProxyLoop
+from tests.chaos.targets import KINDS, make_target
+from tests.harness.replicas import ROOT
+
+REPLICAS = 5
+LEASE_TTL = 2.0
+#: Seconds to wait for a leader to run ticks again after a fault is healed.
+RECOVERY_TIMEOUT = 30.0
+#: Seconds to wait for the first tick after start-up.
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass
+class Options:
+    """One chaos run's parameters."""
+
+    backend: str
+    duration: float
+    seed: int
+    workdir: Path
+    cooldown: float = 10.0
+    faults: tuple[str, ...] = FAULT_TYPES
+    gap: tuple[float, float] = (0.3, 1.0)
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LedgerProcess:
+    """The ledger server as a child process (not under libfaketime)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.db = workdir / "ledger.db"
+        # Unix socket paths are limited to ~100 bytes: keep it short.
+        self.socket = tempfile.mktemp(prefix="baton-ledger-", suffix=".sock", dir="/tmp")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.chaos.ledger",
+                "--db",
+                str(self.db),
+                "--socket",
+                self.socket,
+            ],
+            cwd=ROOT,
+            stdout=(workdir / "ledger.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while not Path(self.socket).exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the ledger server did not start (see {workdir}/ledger.log)")
+            time.sleep(0.02)
+
+    def latest_tick(self) -> float:
+        """Real time of the newest accepted chaos.tick start, 0 if none."""
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as db:
+                row = db.execute(
+                    "SELECT max(at) FROM writes WHERE job = 'chaos.tick' AND phase = 'start' "
+                    "AND accepted = 1"
+                ).fetchone()
+        except sqlite3.Error:
+            return 0.0
+        return float(row[0] or 0.0)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.socket).unlink()
+
+
+def _wait(condition: Any, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``condition`` until true or ``timeout`` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def log(message: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(options: Options) -> dict[str, Any]:
+    """Run the suite; returns the checker's report (also written to the workdir)."""
+    workdir = options.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(options.seed)
+    cluster = f"chaos-{options.backend}-{options.seed}"
+    kinds = [f for f in options.faults if applicable(f, options.backend)]
+    skipped = [f for f in options.faults if f not in kinds]
+    clocks = FakeClocks(workdir)
+    probe(clocks)
+    loop = ProxyLoop()
+    target = make_target(options.backend, workdir, cluster, loop)
+    ledger = LedgerProcess(workdir)
+    replicas: Replicas | None = None
+    records: list[FaultRecord] = []
+    meta: dict[str, Any] = {
+        "backend": options.backend,
+        "seed": options.seed,
+        "duration": options.duration,
+        "replicas": REPLICAS,
+        "lease_ttl": LEASE_TTL,
+        "fault_types": kinds,
+        "skipped_fault_types": skipped,
+        "command": options.command,
+        "cluster": cluster,
+    }
+    try:
+        target.start()
+        replicas = Replicas(
+            workdir,
+            target,
+            clocks,
+            cluster,
+            ledger.socket,
+            {"lease_ttl": LEASE_TTL, "shutdown_grace": 5, **options.extra},
+        )
+        for n in range(1, REPLICAS + 1):
+            replicas.start(f"r{n}")
+        started = time.time()
+        if not _wait(lambda: ledger.latest_tick() > 0, STARTUP_TIMEOUT):
+            raise RuntimeError(
+                f"no tick within {STARTUP_TIMEOUT:.0f} s of start-up (see {workdir}/logs)"
+            )
+        meta["started"] = started
+        meta["measure_start"] = time.time() + 1.0
+        log(f"{options.backend}: up; faults for {options.duration:.0f} s, seed {options.seed}")
+        chaos = Chaos(target, replicas, clocks, rng, LEASE_TTL)
+        end = time.monotonic() + options.duration
+        fault_id = 0
+        while time.monotonic() < end:
+            replicas.reap()
+            kind = rng.choice(kinds)
+            record = INJECTORS[kind](chaos, fault_id + 1)
+            if record is None:
+                time.sleep(0.2)  # no leader to hit right now; pick again
+                continue
+            fault_id += 1
+            healed = record.heal or time.time()
+            recovered = _wait(
+                lambda h=healed: ledger.latest_tick() > h and target.holder() is not None,
+                RECOVERY_TIMEOUT,
+            )
+            record.recovered = time.time()
+            record.recovery_timed_out = not recovered
+            records.append(record)
+            log(
+                f"#{record.id} {record.type} victim={record.victim} {record.params} "
+                f"recovered in {record.recovered - healed:.1f} s"
+                + ("" if recovered else " (TIMED OUT)")
+            )
+            time.sleep(rng.uniform(*options.gap))
+        # Quiesce: undo everything, bring every replica back, let it run in peace.
+        clocks.reset()
+        target.heal_all()
+        for name in replicas.names:
+            replicas.resume(name)
+        replicas.reap()
+        quiet = time.time()
+        _wait(lambda: ledger.latest_tick() > quiet, RECOVERY_TIMEOUT)
+        time.sleep(options.cooldown)
+        meta["measure_end"] = time.time() - 2.0
+        replicas.stop_all()
+        meta["stopped"] = time.time()
+    finally:
+        if replicas is not None:
+            replicas.stop_all(timeout=15)
+            meta["unexpected_exits"] = replicas.unexpected_exits
+            meta["logs"] = [str(r.log_path) for r in replicas.history]
+        ledger.stop()
+        target.close()
+        loop.close()
+        (workdir / "faults.jsonl").write_text(
+            "".join(json.dumps(r.to_dict()) + "\n" for r in records)
+        )
+        (workdir / "run.json").write_text(json.dumps(meta, indent=2))
+    return checker.check(workdir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos.run", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--backend", choices=KINDS, required=True)
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of faults")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, help="default: a new directory under /tmp")
+    parser.add_argument("--report", type=Path, help="also write the markdown report here")
+    parser.add_argument("--cooldown", type=float, default=10.0, help="quiet seconds at the end")
+    parser.add_argument(
+        "--faults", default=",".join(FAULT_TYPES), help="comma-separated fault types to draw from"
+    )
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(
+        tempfile.mkdtemp(prefix=f"baton-chaos-{args.backend}-{args.seed}-")
+    )
+    command = "python -m tests.chaos.run " + shlex.join(
+        ["--backend", args.backend, "--duration", f"{args.duration:g}", "--seed", str(args.seed)]
+    )
+    options = Options(
+        backend=args.backend,
+        duration=args.duration,
+        seed=args.seed,
+        workdir=workdir,
+        cooldown=args.cooldown,
+        faults=tuple(f for f in args.faults.split(",") if f),
+        command=command,
+    )
+    unknown = [f for f in options.faults if f not in FAULT_TYPES]
+    if unknown:
+        parser.error(f"unknown fault types {unknown}; choose from {', '.join(FAULT_TYPES)}")
+    try:
+        report = run(options)
+    except RuntimeError as exc:
+        print(f"chaos: setup failed: {exc}", file=sys.stderr)
+        return 2
+    markdown = checker.markdown(report)
+    print(markdown)
+    if args.report is not None:
+        args.report.write_text(markdown)
+    print(f"workdir: {workdir}", file=sys.stderr)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
