@@ -6,7 +6,7 @@ DURATION ?= 120
 BACKEND  ?= sqlite
 SEED     ?= 1
 
-.PHONY: demo test lint typecheck servers bench clean
+.PHONY: demo test lint typecheck servers bench chaos clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ typecheck: $(VENV)/.installed
 ## Benchmarks: numbers go to BENCHMARKS.md.
 bench: $(VENV)/.installed servers
 	$(BIN)/python -m benchmarks.run --write BENCHMARKS.md
+
+## Chaos: 5 replicas, seeded faults, checker verdict (exit 1 on a violated invariant).
+## make chaos DURATION=600 BACKEND=redis|zookeeper|sqlite SEED=7
+chaos: $(VENV)/.installed servers
+	mkdir -p .baton
+	$(BIN)/python -m tests.chaos.run --backend $(BACKEND) --duration $(DURATION) --seed $(SEED) \
+		--report .baton/chaos-$(BACKEND)-$(SEED).md
 
 clean:
 	rm -rf $(VENV) demo-run .baton .pytest_cache .mypy_cache .ruff_cache
