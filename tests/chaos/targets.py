@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,8 @@ class ZooKeeperTarget(Target):
     def _connect(self) -> None:
         from kazoo.client import KazooClient
 
+        # The observer's reconnection chatter during server restarts is expected noise.
+        logging.getLogger("kazoo.client").setLevel(logging.CRITICAL)
         client = KazooClient(
             hosts=self.server.hosts,
             timeout=5.0,
