@@ -292,6 +292,7 @@ def analyse(
                 raw_overlaps.append(
                     {
                         "job": job,
+                        "start": max(a.rows[0].at, b.rows[0].at),
                         "kind": "deposed leader still running" if refused else "unfenced",
                         "seconds": round(
                             min(a.rows[-1].at, b.rows[-1].at) - max(a.rows[0].at, b.rows[0].at), 3
@@ -307,6 +308,7 @@ def analyse(
     stale_attempted = stale_accepted = fence_disagreements = 0
     stale_examples: list[dict[str, Any]] = []
     superseded_accepted = 0
+    superseded_at: list[float] = []
     terms = sorted((r.at, r.token) for r in acquired)
     for row in rows:
         if row.op == "event":
@@ -325,6 +327,7 @@ def analyse(
             marks[row.resource] = max(mark or 0, row.token)
             if any(at < row.at and token > row.token for at, token in terms):
                 superseded_accepted += 1
+                superseded_at.append(row.at)
     if stale_accepted:
         violations.append(f"{stale_accepted} stale writes accepted")
     if fence_disagreements:
@@ -416,11 +419,30 @@ def analyse(
             },
             "deposing_faults_without_new_term": no_failover,
         },
+        "by_fault_window": {
+            "terms_begun": _attribute([r.at for r in acquired], faults),
+            "raw_overlaps": _attribute([o["start"] for o in raw_overlaps], faults),
+            "accepted_after_newer_term_began": _attribute(superseded_at, faults),
+        },
         "faults": faults,
         "violations": violations,
         "ok": not violations,
     }
     return report
+
+
+def _attribute(instants: list[float], faults: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of ``instants`` fall in the window of each fault type ('none' if in none)."""
+    out: Counter[str] = Counter()
+    for instant in instants:
+        kinds = {
+            f["type"]
+            for f in faults
+            if f["inject"] - 1.0 <= instant <= max(f["recovered"], f["heal"] + f["after"]) + 1.0
+        }
+        for kind in kinds or {"none"}:
+            out[kind] += 1
+    return dict(out)
 
 
 def _all_policy_verdict(
@@ -533,6 +555,22 @@ def markdown(report: dict[str, Any]) -> str:
         f"| {t} | {v['n']} | {v['p50']} | {v['p99']} | {v['max']} |"
         for t, v in fo["by_type"].items()
     ]
+    by_window = r.get("by_fault_window")
+    if by_window:
+        kinds = sorted({k for v in by_window.values() for k in v})
+        lines += [
+            "",
+            "**Where it happened** (counts inside each fault type's windows; 'none' = outside):",
+            "",
+            "| | " + " | ".join(kinds) + " |",
+            "| --- |" + " ---: |" * len(kinds),
+        ]
+        for name, counts in by_window.items():
+            lines.append(
+                f"| {name.replace('_', ' ')} | "
+                + " | ".join(str(counts.get(k, 0)) for k in kinds)
+                + " |"
+            )
     logs = r.get("replica_logs")
     if logs:
         lines += [

@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.chaos.proxy import Proxy, ProxyLoop
 
@@ -135,7 +136,7 @@ class RedisTarget(Target):
 
         self.server = RedisServer()
         self._loop = loop
-        self._client = None
+        self._client: Any = None
 
     def start(self) -> None:
         self.server.start()
@@ -209,7 +210,7 @@ class ZooKeeperTarget(Target):
 
         self.server = ZooKeeperServer()
         self._loop = loop
-        self._client = None
+        self._client: Any = None
 
     def start(self) -> None:
         self.server.start()

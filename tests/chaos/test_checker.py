@@ -1,0 +1,248 @@
+"""The chaos suite's own parts: the checker catches each violation, the ledger fences, the
+proxy holds and delays bytes. A checker that always says "ok" would prove nothing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.checker import analyse
+from tests.chaos.ledger import LedgerStore, Row
+from tests.chaos.proxy import Proxy, ProxyLoop
+
+T0 = 1_800_000_000.0  # a whole second: tick instants are multiples of 1 s
+
+
+class Rows:
+    """Builds ledger rows the way the workload writes them."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.marks: dict[str, int] = {}
+
+    def add(
+        self,
+        job: str,
+        tick: float,
+        run: str,
+        token: int,
+        phase: str,
+        at: float,
+        *,
+        op: str = "write",
+        value: int | None = None,
+        accepted: bool | None = None,
+        replica: str = "r1",
+    ) -> None:
+        mark = self.marks.get(job, 0)
+        ok = token >= mark if accepted is None else accepted
+        if ok:
+            self.marks[job] = max(mark, token)
+        self.rows.append(
+            Row(
+                seq=len(self.rows) + 1,
+                resource=job,
+                op=op,
+                job=job,
+                tick=_iso(tick),
+                run=run,
+                replica=replica,
+                token=token,
+                pid=1,
+                phase=phase,
+                accepted=ok,
+                value=value,
+                at=at,
+                mono=at,
+                local=at,
+                note="",
+            )
+        )
+
+    def clean(self, seconds: int, token: int = 5) -> None:
+        """Every job's every tick, once, by one leader; the counter incremented each time."""
+        for i in range(seconds):
+            t = T0 + i
+            self.add("chaos.tick", t, f"t{i}", token, "start", t + 0.01)
+            self.add("chaos.tick", t, f"t{i}", token, "end", t + 0.06)
+            self.add("chaos.counter", t, f"c{i}", token, "start", t + 0.01)
+            self.add("chaos.counter", t, f"c{i}", token, "read", t + 0.02, op="read", value=i)
+            self.add("chaos.counter", t, f"c{i}", token, "store", t + 0.4, op="store", value=i + 1)
+            if i % 5 == 0:
+                self.add("chaos.long", t, f"l{i}", token, "start", t + 0.2)
+                self.add("chaos.long", t, f"l{i}", token, "end", t + 3.2)
+
+
+def _iso(instant: float) -> str:
+    return datetime.fromtimestamp(instant, UTC).isoformat()
+
+
+def _meta(seconds: int) -> dict[str, Any]:
+    return {
+        "backend": "redis",
+        "seed": 1,
+        "duration": seconds,
+        "fault_types": ["kill_leader"],
+        "skipped_fault_types": [],
+        "measure_start": T0,
+        "measure_end": T0 + seconds - 1,
+        "lease_ttl": 2.0,
+        "replicas": 5,
+    }
+
+
+def _report(rows: Rows, seconds: int = 20, faults: list[dict[str, Any]] | None = None) -> Any:
+    final = sum(1 for r in rows.rows if r.op == "store" and r.accepted)
+    return analyse(_meta(seconds), faults or [], rows.rows, {"chaos.counter": final})
+
+
+def test_clean_history_passes() -> None:
+    """Every tick once, one token: no violation."""
+    rows = Rows()
+    rows.clean(20)
+    report = _report(rows)
+    assert report["ok"], report["violations"]
+    assert report["ticks"]["chaos.tick"]["run"] == 20
+
+
+def test_duplicate_tick_is_a_violation() -> None:
+    """A second run of a tick, even one the fence refused, counts as a duplicate."""
+    rows = Rows()
+    rows.clean(20)
+    rows.add("chaos.tick", T0 + 3, "again", 4, "start", T0 + 3.5)
+    report = _report(rows)
+    assert report["duplicated"] == 1 and not report["ok"]
+
+
+def test_stale_write_accepted_is_a_violation() -> None:
+    """A write below the mark that the ledger accepted is caught by the replay."""
+    rows = Rows()
+    rows.clean(20)
+    rows.add("chaos.tick", T0 + 19, "t19", 1, "end", T0 + 19.5, accepted=True)
+    report = _report(rows)
+    assert report["stale_accepted"] == 1 and not report["ok"]
+
+
+def test_lost_update_is_a_violation() -> None:
+    """Two runs that read the same value and both store it: one update lost."""
+    rows = Rows()
+    rows.clean(5)
+    t = T0 + 5
+    rows.add("chaos.counter", t, "a", 5, "read", t + 0.1, op="read", value=5)
+    rows.add("chaos.counter", t, "b", 5, "read", t + 0.2, op="read", value=5, replica="r2")
+    rows.add("chaos.counter", t, "a", 5, "store", t + 0.5, op="store", value=6)
+    rows.add("chaos.counter", t, "b", 5, "store", t + 0.6, op="store", value=6, replica="r2")
+    report = _report(rows, seconds=5)
+    assert report["lost_updates"] == 1 and not report["ok"]
+
+
+def test_interleaved_accepted_work_is_an_overlap() -> None:
+    """Two replicas' accepted writes of one job interleaving: an overlap."""
+    rows = Rows()
+    rows.clean(10)
+    t = T0 + 10
+    rows.add("chaos.long", t, "x", 5, "start", t + 0.1)
+    rows.add("chaos.long", t + 1, "y", 5, "start", t + 0.2, replica="r2")
+    rows.add("chaos.long", t, "x", 5, "end", t + 0.3)
+    report = _report(rows, seconds=10)
+    assert report["overlaps"] == 1 and not report["ok"]
+
+
+def test_missed_tick_needs_a_fault_window() -> None:
+    """A tick nobody ran is a violation unless it fell inside a fault's window."""
+    rows = Rows()
+    rows.clean(20)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t7")]
+    assert not _report(rows)["ok"]
+    fault = {
+        "id": 1,
+        "type": "kill_leader",
+        "victim": "r1",
+        "old_replica": "r1",
+        "old_token": 5,
+        "inject": T0 + 6.5,
+        "heal": T0 + 7.5,
+        "ref": T0 + 6.5,
+        "after": 0.0,
+        "recovered": T0 + 8.0,
+    }
+    report = _report(rows, faults=[fault])
+    assert report["ticks"]["chaos.tick"]["missed_in_window"] == 1
+    assert report["ok"], report["violations"]
+
+
+def test_ledger_fences_reads_and_stores(tmp_path: Path) -> None:
+    """A read raises the mark: an older token can then neither read nor store."""
+    store = LedgerStore(tmp_path / "ledger.db")
+    try:
+        base = {"resource": "c", "job": "c"}
+        assert store.apply({"op": "read", "token": 2, **base}) == {"accepted": True, "value": 0}
+        assert store.apply({"op": "store", "token": 1, "value": 9, **base}) == {"accepted": False}
+        assert store.apply({"op": "store", "token": 2, "value": 1, **base})["accepted"]
+        assert store.counters() == {"c": 1}
+        assert [r.accepted for r in store.rows()] == [True, False, True]
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[int]:
+    """A loopback echo server; yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield port
+    listener.close()
+
+
+def _echo(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(1024):
+            conn.sendall(data)
+
+
+def test_proxy_blackhole_holds_bytes_until_heal_and_delay_delays(echo_server: int) -> None:
+    """Blackhole: nothing arrives, then everything in order after heal; delay: late."""
+    loop = ProxyLoop()
+    proxy = Proxy(loop, echo_server)
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+            client.sendall(b"a")
+            assert client.recv(1) == b"a"
+            proxy.blackhole()
+            time.sleep(0.05)  # let the mode change reach the proxy loop
+            client.sendall(b"bc")
+            client.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                client.recv(2)
+            proxy.heal()
+            client.settimeout(5)
+            got = b""
+            while len(got) < 2:
+                got += client.recv(2)
+            assert got == b"bc"
+            proxy.delay(0.3)
+            time.sleep(0.05)
+            sent = time.monotonic()
+            client.sendall(b"d")
+            assert client.recv(1) == b"d"
+            assert time.monotonic() - sent >= 0.5  # delayed both ways
+    finally:
+        proxy.close()
+        loop.close()
