@@ -86,3 +86,22 @@ def test_op_timeout_leaves_room_for_two_attempts() -> None:
     t = LeaseTimings.of(3)
     assert t.op_timeout == pytest.approx((2 - 1) / 2)
     assert LeaseTimings.of(60).op_timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("zookeeper://u:pw@h1:2181,h2:2181/baton", "zookeeper://u:***@h1:2181,h2:2181/baton"),
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        (
+            "rediss://me:pw@host:1/0?ssl_ca_certs=/ca.pem",
+            "rediss://me:***@host:1/0?ssl_ca_certs=/ca.pem",
+        ),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
+def test_redact_hides_passwords_in_every_url_form(url: str, shown: str) -> None:
+    """Passwords never reach messages, also in multi-host ZooKeeper URLs."""
+    from scheduler.backends import redact
+
+    assert redact(url) == shown
