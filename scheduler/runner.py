@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,10 +36,15 @@ from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
 from scheduler.members import PAUSE_PREFIX
 from scheduler.runs import Retention, RunRecord
-from scheduler.schedules import fires_between
+from scheduler.schedules import Ahead, fires_between
 
 #: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader.
 ORPHAN_SCAN = 10
+
+#: How long before a fire instant the leader claims it, so the claim's round trip to the
+#: backend is not part of the job's lateness. The job still starts at the instant, after a
+#: local (no network) re-check of leadership.
+CLAIM_AHEAD = timedelta(milliseconds=25)
 
 #: Exit status of a replica that exits because it lost leadership (``exit_on_lost``).
 EXIT_ON_LOST = 3
@@ -107,7 +114,8 @@ class LaneExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
         try:
-            self._runner.lanes[job.id].submit(run_times)
+            # APScheduler fires CLAIM_AHEAD early (see Runner.start): add it back.
+            self._runner.lanes[job.id].submit([t + CLAIM_AHEAD for t in run_times])
         finally:
             # The lane owns overlap control; APScheduler's instance count goes straight back.
             self._run_job_success(job.id, [])
@@ -168,7 +176,7 @@ class Runner:
         for spec in self.specs:
             self._scheduler.add_job(
                 _run_by_lane,
-                trigger=spec.trigger,
+                trigger=Ahead(spec.trigger, CLAIM_AHEAD),
                 id=spec.name,
                 name=spec.name,
                 executor="baton",
@@ -263,7 +271,16 @@ class Runner:
             log.info("fire_already_claimed")
             return
         claims.labels("claimed").inc()
-        self._run(lane, claimed, term, log)
+        early = (fire - self.clock.now()).total_seconds()
+        if early > 0:
+            time.sleep(early)  # at most CLAIM_AHEAD: the claim was made ahead of the instant
+        if self.elector.current_term() is not term:
+            # Lost (or stalled) between the claim and the instant: the fire stays claimed and
+            # is not run (at most once); say so in the history.
+            log.warning("fire_abandoned", reason="leadership lost before the start")
+            self._save(claimed.finished("lost", self.clock.now(), "leadership lost before start"))
+            return
+        self._run(lane, replace(claimed, started=self.clock.now()), term, log)
 
     def _run(self, lane: Lane, run: RunRecord, term: Term, log: Any) -> None:
         ctx = JobContext(
@@ -368,7 +385,10 @@ class Runner:
             if spec.catch_up == "none" or not recent:
                 continue
             start = max(now - timedelta(seconds=spec.misfire_grace), recent[0].scheduled_time)
-            missed = [f for f in fires_between(spec.trigger, start, now) if f > start]
+            # Up to CLAIM_AHEAD past now: APScheduler handed this replica those fires early,
+            # while it did not lead yet, so it dropped them; the lane waits for their instant.
+            horizon = now + CLAIM_AHEAD
+            missed = [f for f in fires_between(spec.trigger, start, horizon) if f > start]
             if not missed:
                 continue
             self.log.info(
