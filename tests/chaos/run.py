@@ -56,6 +56,9 @@ class Options:
     gap: tuple[float, float] = (0.3, 1.0)
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Pairs of fault types kept at least ``apart`` seconds from each other (empty: none).
+    keep_apart: tuple[tuple[str, str], ...] = ()
+    apart: float = 0.0
 
 
 class LedgerProcess:
@@ -119,6 +122,16 @@ def _wait(condition: Any, timeout: float, interval: float = 0.1) -> bool:
     return True
 
 
+def _too_close(kind: str, records: list[FaultRecord], options: Options) -> bool:
+    """Whether ``kind`` must wait: a fault it is kept apart from ended < ``apart`` s ago."""
+    now = time.time()
+    for a, b in options.keep_apart:
+        other = b if kind == a else a if kind == b else None
+        if other and any(r.type == other and now - r.recovered < options.apart for r in records):
+            return True
+    return False
+
+
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -175,6 +188,8 @@ def run(options: Options) -> dict[str, Any]:
         while time.monotonic() < end:
             replicas.reap()
             kind = rng.choice(kinds)
+            if _too_close(kind, records, options):
+                continue
             record = INJECTORS[kind](chaos, fault_id + 1)
             if record is None:
                 time.sleep(0.2)  # no leader to hit right now; pick again
