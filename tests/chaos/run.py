@@ -38,7 +38,7 @@ from tests.harness.replicas import ROOT
 REPLICAS = 5
 LEASE_TTL = 2.0
 #: Seconds to wait for a leader to run ticks again after a fault is healed.
-RECOVERY_TIMEOUT = 30.0
+RECOVERY_TIMEOUT = 15.0
 #: Seconds to wait for the first tick after start-up.
 STARTUP_TIMEOUT = 60.0
 
