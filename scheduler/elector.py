@@ -207,11 +207,14 @@ class Elector:
         """
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout if timeout is not None else self.timings.op_timeout * 3)
+        # Release first, then wait for the loop: the loop may be inside a bounded backend
+        # call, and a follower should not wait for it. A renewal landing after the release
+        # finds the term already ended.
         term = self._term
         if term is not None:
             self._end_term(term, "shutdown", release=release)
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self.timings.op_timeout * 3)
 
     def resign(self, holdoff: float | None = None) -> None:
         """Step down now (release) and go on as a follower, not competing for ``holdoff``
@@ -240,7 +243,8 @@ class Elector:
         holdoff = self._holdoff_until - self.clock.monotonic()
         if holdoff > 0:
             # Just resigned: let another replica take the lease.
-            self._announce()
+            if self._due():
+                self._announce()
             self.backend.wait_for_change(self.name, min(holdoff, self.timings.renew_interval))
             return
         try:
@@ -250,11 +254,15 @@ class Elector:
             self._unavailable(exc)
             return
         self._available()
-        self._announce()
         if lease is not None:
-            self._refresh_controls()
+            # Nothing else before the term begins: a handover is measured in milliseconds.
             self._begin_term(lease)
             return
+        if self._due():
+            # Followers keep presence and controls fresh too, so that a new leader already
+            # knows which jobs are paused.
+            self._announce()
+            self._refresh_controls()
         # Wait for a release (instant wake-up) or for the holder's lease to run out on the
         # server (we know when from its remaining TTL), whichever comes first.
         wait = self.timings.renew_interval
@@ -312,7 +320,7 @@ class Elector:
         # calls still leave a whole renewal attempt before the renew deadline: the lease
         # comes first.
         spare = renewed.sent_at + self.timings.renew_deadline - self.clock.monotonic()
-        if spare > 3 * self.timings.op_timeout:
+        if spare > 3 * self.timings.op_timeout and self._due():
             self._announce()
             self._refresh_controls()
         if self.controls.get(RESIGN) == str(term.token) and self._on_resign is not None:
@@ -330,14 +338,14 @@ class Elector:
             self.log.warning("control_update_failed", error=str(exc))
         self.controls.pop(RESIGN, None)
 
+    def _due(self) -> bool:
+        """True when presence and controls were last refreshed a renew interval ago."""
+        last = self._announced_at
+        return last is None or self.clock.monotonic() - last >= self.timings.renew_interval
+
     def _announce(self) -> None:
-        """Refresh this replica's presence record, at most once per renew interval."""
+        """Refresh this replica's presence record."""
         now = self.clock.monotonic()
-        if (
-            self._announced_at is not None
-            and now - self._announced_at < self.timings.renew_interval
-        ):
-            return
         member = Member(
             replica_id=self.holder.replica_id,
             host=self.holder.host,
@@ -357,6 +365,10 @@ class Elector:
             self.backend.withdraw(self.name, self.holder.replica_id)
         except BackendError as exc:
             self.log.warning("withdraw_failed", error=str(exc))
+
+    def refresh_controls(self) -> None:
+        """Re-read the operator controls now (a new leader does before its catch-up)."""
+        self._refresh_controls()
 
     def _refresh_controls(self) -> None:
         try:

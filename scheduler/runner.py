@@ -372,6 +372,7 @@ class Runner:
         the previous leaders' business, and a job with no history at all has missed
         nothing (a cold start does not replay the past).
         """
+        self.elector.refresh_controls()  # pauses set while this replica followed
         now = self.clock.now()
         for spec in self.specs:
             if not term.valid():

@@ -648,13 +648,18 @@ class ZooKeeperBackend:
                 if not children:
                     return None
                 lowest = min(children, key=_seq)
+                note = self._client.get_async(f"{self._election(name)}/leader")
                 try:
                     raw, stat = self._wait(
                         self._client.get_async(f"{latch}/{lowest}"), deadline, "get"
                     )
                 except NoNodeError:
                     continue
-                return self._record(name, raw, stat)
+                try:
+                    noted, _ = self._wait(note, deadline, "get")
+                except NoNodeError:
+                    noted = b""
+                return self._record(name, raw, stat, noted)
         raise BackendUnavailable(self.url, f"the latch of {name!r} kept changing under a read")
 
     def wait_for_change(self, name: str, timeout: float) -> None:
@@ -1043,30 +1048,42 @@ class ZooKeeperBackend:
         return node
 
     def _stamp(self, node: _Node, holder: Holder, deadline: float) -> _Node | None:
-        """Mark ``node`` as leading since now (the ``since`` observers see); None if gone."""
-        data = self._node_data(holder, since=self._clock.now())
-        try:
-            stat = self._wait(
-                self._client.set_async(node.path, data, node.version), deadline, "set"
-            )
-        except NoNodeError:
-            self._forget(node, DELETED)
-            return None
-        except BadVersionError:
-            # Rewritten by someone else: it may never lead for us, and must not block others.
-            self._retire(node, deadline)
-            return None
+        """Issue ``node`` as a lease, and note when it began leading, for observers.
+
+        The note goes to ``<election>/leader`` without waiting for it: it is a write ZooKeeper
+        syncs to disk, which would delay every handover by an fsync, and nothing but
+        ``read()`` looks at it (claims check the latch node only).
+        """
         with self._lock:
             if node.lost:
                 return None
-            node.version = int(stat.version)
             node.issued = True
             if not self._connected and self.options.on_suspended == "lose":
-                # Suspended while the stamp was on its way: the policy applies to this lease
-                # too (the state listener only saw the nodes issued before it).
+                # Suspended while winning: the policy applies to this lease too (the state
+                # listener only saw the nodes issued before it).
                 self._lose_locked(node, SUSPENDED)
                 self._doomed.add(node.path)
                 return None
+        note = json.dumps(
+            {
+                "token": node.token,
+                "replica": holder.replica_id,
+                "host": holder.host,
+                "since": self._clock.now().isoformat(),
+            },
+            separators=(",", ":"),
+        ).encode()
+        path = f"{node.path.rsplit('/', 2)[0]}/leader"
+
+        def written(result: Any) -> None:
+            try:
+                result.get()
+            except NoNodeError:
+                self._client.create_async(path, note, acl=self._acl)
+            except KazooException:
+                pass  # cosmetic: read() falls back to the latch node's creation time
+
+        self._client.set_async(path, note).rawlink(written)
         return node
 
     def _retire(self, node: _Node, deadline: float) -> None:
@@ -1116,7 +1133,8 @@ class ZooKeeperBackend:
         """Verify on the server a lease this instance did not create; one read.
 
         The node must exist, be the one acquired (its czxid is the token), carry the digest
-        of the lease's holder id and have been stamped as leading.
+        of the lease's holder id and be the lowest of the latch (a node that ever was lowest
+        stays lowest until it is deleted, so that is what "was issued" means).
 
         Raises:
             LeaseLost: any of that is not so.
@@ -1134,9 +1152,11 @@ class ZooKeeperBackend:
         if (
             not isinstance(data, dict)
             or data.get("holder") != _holder_digest(lease.holder.id)
-            or data.get("since") is None
             or stat.czxid != lease.token
         ):
+            raise LeaseLost(lease.name, NOT_HOLDER)
+        children = self._children(self._latch(lease.name), deadline)
+        if not children or min(children, key=_seq) != lease.handle.rsplit("/", 1)[1]:
             raise LeaseLost(lease.name, NOT_HOLDER)
         return _Node(
             election=lease.name,
@@ -1398,13 +1418,16 @@ class ZooKeeperBackend:
                 )
             self._known.add(current)
 
-    def _record(self, name: str, raw: bytes, stat: Any) -> LeaseRecord:
+    def _record(self, name: str, raw: bytes, stat: Any, noted: bytes = b"") -> LeaseRecord:
         try:
             data = json.loads(raw)
+            note = json.loads(noted) if noted else {}
         except ValueError:
-            data = {}
+            data, note = {}, {}
         if not isinstance(data, dict):
             data = {}
+        if isinstance(note, dict) and note.get("token") == int(stat.czxid):
+            data["since"] = note.get("since")  # the leader's own note of when it began
         since_text = data.get("since")
         since = (
             datetime.fromisoformat(since_text)
