@@ -451,6 +451,9 @@ class ZooKeeperBackend:
         self._nodes: dict[str, _Node] = {}
         self._mine: dict[tuple[str, str], _Node] = {}
         self._pending: dict[tuple[str, str], str] = {}
+        # GUIDs of creates given up on without finding their node: the create may still land
+        # later, and such a node must be deleted, or once lowest it blocks the election.
+        self._strays: set[str] = set()
         self._doomed: set[str] = set()
         self._gone: OrderedDict[str, str] = OrderedDict()
         self._known: set[str] = set()
@@ -534,6 +537,7 @@ class ZooKeeperBackend:
                 node = self._join(name, holder, deadline)
             children = self._children(latch, deadline)
             mine = node.path.rsplit("/", 1)[1]
+            children = self._sweep_strays(latch, children, mine, deadline)
             if mine not in children:
                 # Deleted by someone else (or by an expiry we have not heard of yet): forget
                 # it; the next attempt queues again.
@@ -1023,14 +1027,37 @@ class ZooKeeperBackend:
         latch = self._latch(name)
         with self._lock:
             self._pending.pop((name, holder.id), None)
+            # A stray until found: this look-up may fail too, and the create may land later.
+            self._strays.add(guid)
             session = self._session_id
         for child in self._children(latch, deadline):
             if child.startswith(guid):
                 path = f"{latch}/{child}"
                 stat = self._wait(self._client.exists_async(path), deadline, "exists")
                 if stat is not None and stat.ephemeralOwner == session:
+                    with self._lock:
+                        self._strays.discard(guid)
                     return self._track(name, holder, path, stat)
         return None
+
+    def _sweep_strays(
+        self, latch: str, children: list[str], mine: str, deadline: float
+    ) -> list[str]:
+        """Delete latch nodes of our own creates that landed after we gave up on them;
+        return ``children`` without them."""
+        with self._lock:
+            if not self._strays:
+                return children
+            found = [
+                c for c in children if c != mine and c.split(_LATCH_MARK, 1)[0] in self._strays
+            ]
+        for child in found:
+            self._log.warning("zookeeper_stray_latch_node_deleted", node=f"{latch}/{child}")
+            with contextlib.suppress(NoNodeError):
+                self._wait(self._client.delete_async(f"{latch}/{child}"), deadline, "delete")
+            with self._lock:
+                self._strays.discard(child.split(_LATCH_MARK, 1)[0])
+        return [c for c in children if c not in found]
 
     def _track(self, name: str, holder: Holder, path: str, stat: Any) -> _Node:
         node = _Node(
@@ -1274,6 +1301,7 @@ class ZooKeeperBackend:
             self._lose_locked(node, EXPIRED)
             self._drop_locked(node, EXPIRED)
         self._pending.clear()
+        self._strays.clear()  # their nodes, if any, ended with the session
         self._doomed.clear()
         self._session_id = None
 
