@@ -80,6 +80,20 @@ class LeaseLost(BatonError):
         super().__init__(f"lease {name!r} lost: {reason}")
 
 
+class FireNotDue(BatonError):
+    """The backend's clock says a fire is not due yet: this replica's clock runs ahead.
+
+    Args:
+        name: the lease (election) name.
+        wait: seconds until the backend's clock reaches the fire (minus its allowance).
+    """
+
+    def __init__(self, name: str, wait: float) -> None:
+        self.name = name
+        self.wait = wait
+        super().__init__(f"lease {name!r}: fire not due for {wait:.3f} s by the backend's clock")
+
+
 class LeadershipLost(BatonError):
     """Raised by :meth:`JobContext.check` once this replica may no longer act as leader."""
 

@@ -29,7 +29,7 @@ from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.context import JobContext
 from scheduler.elector import Elector, LeadershipAcquired, LeadershipLost, Term
-from scheduler.errors import BackendError, LeaseLost
+from scheduler.errors import BackendError, FireNotDue, LeaseLost
 from scheduler.errors import LeadershipLost as JobLeadershipLost
 from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
@@ -256,7 +256,7 @@ class Runner:
         retention = Retention(limit=self.history_limit, protect=spec.misfire_grace * 2)
         claims = self.elector.metrics.claims
         try:
-            claimed = self.backend.claim(term.lease, run, retention)
+            claimed = self._claim(term, run, retention, spec.misfire_grace, log)
         except LeaseLost as exc:
             claims.labels("lease_lost").inc()
             log.warning("claim_refused", reason=exc.reason)
@@ -281,6 +281,23 @@ class Runner:
             self._save(claimed.finished("lost", self.clock.now(), "leadership lost before start"))
             return
         self._run(lane, replace(claimed, started=self.clock.now()), term, log)
+
+    def _claim(
+        self, term: Term, run: RunRecord, retention: Retention, grace: float, log: Any
+    ) -> RunRecord | None:
+        """Claim ``run``; if the backend's clock says it is not due yet (this replica's clock
+        runs ahead), wait by the backend's clock and try again, within ``grace``."""
+        waited = 0.0
+        while True:
+            try:
+                return self.backend.claim(term.lease, run, retention)
+            except FireNotDue as exc:
+                if waited + exc.wait > grace or self.elector.current_term() is not term:
+                    log.warning("fire_not_due_given_up", waited=round(waited, 3))
+                    return None
+                log.warning("fire_not_due", wait=round(exc.wait, 3), detail="clock ahead")
+                time.sleep(exc.wait)
+                waited += exc.wait
 
     def _run(self, lane: Lane, run: RunRecord, term: Term, log: Any) -> None:
         ctx = JobContext(

@@ -94,6 +94,8 @@ class LeaseBackend(Protocol):
 
         Raises:
             LeaseLost: ``lease`` is not held (checked before the duplicate check).
+            FireNotDue: (backends that can lose claims, i.e. Redis) the fire lies further
+                ahead of the backend's clock than its allowance; retry after ``wait``.
         """
         ...
 

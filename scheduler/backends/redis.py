@@ -62,6 +62,7 @@ from scheduler.errors import (
     BackendError,
     BackendUnavailable,
     ConfigError,
+    FireNotDue,
     LeaseLost,
 )
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
@@ -71,6 +72,8 @@ from scheduler.runs import Retention, RunRecord, fire_key, from_fire_key
 # KEYS[1] lease key, KEYS[2] info hash, KEYS[3] token counter
 # ARGV[1] holder id, ARGV[2] TTL in ms, ARGV[3] floor (highest token the caller has seen),
 # ARGV[4] replica id, ARGV[5] host, ARGV[6] since (ISO wall time)
+# KEYS[4] claim epoch "low:high": fires in [low, high) may have been claimed in lost data
+# ARGV[7] claim allowance in ms (how far ahead of the server clock a fire may be claimed)
 # returns {1, new token} when acquired; {0, current holder's token or '0'} when held
 ACQUIRE_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -80,6 +83,19 @@ local stored = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 local floor = tonumber(ARGV[3]) or 0
 local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local now_ms = math.floor(now_us / 1000)
+local allowance = tonumber(ARGV[7])
+if stored < floor then
+    -- The caller saw a token this store no longer knows: it lost data (a restart without
+    -- persistence, a rollback to an old snapshot), and with it any claim of a fire up to
+    -- now + allowance.
+    redis.call('SET', KEYS[4], '0:' .. string.format('%.0f', now_ms + allowance))
+elseif stored == 0 and not redis.call('GET', KEYS[4]) then
+    -- Looks fresh, but may have lost data no caller here saw: claims made early (up to the
+    -- allowance ahead) just before such a loss are the ones a new leader could repeat.
+    redis.call('SET', KEYS[4], string.format('%.0f', now_ms - allowance) .. ':' ..
+               string.format('%.0f', now_ms + allowance))
+end
 local token = string.format('%.0f', math.max(stored + 1, floor + 1, now_us))
 redis.call('SET', KEYS[3], token)
 redis.call('DEL', KEYS[2])
@@ -125,12 +141,26 @@ return {info[1] or '', info[2] or '', info[3] or '0', info[4] or '', pttl}
 # KEYS[1] lease key, KEYS[2] info hash, KEYS[3] runs hash, KEYS[4] run index zset
 # ARGV[1] holder id, ARGV[2] token, ARGV[3] fire key, ARGV[4] run record JSON,
 # ARGV[5] retention limit, ARGV[6] trim cutoff: only fire keys below it may be trimmed
-# returns {'lost', reason} | {'duplicate', ''} | {'claimed', number of records trimmed}
+# KEYS[5] claim epoch ("low:high", see ACQUIRE_LUA); ARGV[7] claim allowance in ms
+# returns {'lost', reason} | {'early', ms to wait} | {'duplicate', ''} (also for a fire
+# in the epoch: it may have been claimed in lost data) | {'claimed', records trimmed}
 CLAIM_LUA = """
 local holder = redis.call('GET', KEYS[1])
 if not holder then return {'lost', 'expired'} end
 if holder ~= ARGV[1] then return {'lost', 'not-holder'} end
 if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return {'lost', 'stale-token'} end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fire = tonumber(ARGV[3])
+if fire > now_ms + tonumber(ARGV[7]) then
+    return {'early', string.format('%.0f', fire - now_ms - tonumber(ARGV[7]))}
+end
+local epoch = redis.call('GET', KEYS[5])
+if epoch then
+    local sep = string.find(epoch, ':', 1, true)
+    local low, high = tonumber(string.sub(epoch, 1, sep - 1)), tonumber(string.sub(epoch, sep + 1))
+    if fire >= low and fire < high then return {'duplicate', 'may-have-been-claimed'} end
+end
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return {'duplicate', ''} end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
@@ -209,6 +239,12 @@ return out
 
 RELEASED = "released"
 
+#: Seconds a fire may be claimed ahead of the Redis server's clock: the runner claims 25 ms
+#: ahead, plus room for ordinary clock offsets. Fires further ahead are refused until due
+#: (FireNotDue), so a replica whose clock runs fast cannot claim ticks early, and claims
+#: forgotten in a data loss are all older than the epoch the next acquire records.
+CLAIM_ALLOWANCE = 1.0
+
 # Query options that would undo the bounded, non-retrying calls; op_timeout sets them.
 _MANAGED_OPTIONS = (
     "socket_timeout",
@@ -244,6 +280,11 @@ def _run_keys(name: str, job: str) -> tuple[str, str]:
     """The runs hash and run index keys of ``job`` in election ``name``."""
     _keys(name)
     return f"baton:{{{name}}}:runs:{job}", f"baton:{{{name}}}:runidx:{job}"
+
+
+def _epoch_key(name: str) -> str:
+    _keys(name)
+    return f"baton:{{{name}}}:epoch"
 
 
 def _members_key(name: str) -> str:
@@ -362,7 +403,7 @@ class RedisBackend:
         sent_at = self._clock.monotonic()
         with self._errors():
             reply = self._acquire(
-                keys=[lease_key, info_key, token_key],
+                keys=[lease_key, info_key, token_key, _epoch_key(name)],
                 args=[
                     holder.id,
                     ttl_ms,
@@ -370,6 +411,7 @@ class RedisBackend:
                     holder.replica_id,
                     holder.host,
                     since,
+                    round(CLAIM_ALLOWANCE * 1000),
                 ],
             )
         acquired, token = int(reply[0]), int(reply[1])
@@ -466,7 +508,7 @@ class RedisBackend:
         cutoff = run.key - round(retention.protect * 1000)
         with self._errors():
             status, detail = self._claim(
-                keys=[lease_key, info_key, runs_key, index_key],
+                keys=[lease_key, info_key, runs_key, index_key, _epoch_key(lease.name)],
                 args=[
                     lease.holder.id,
                     str(lease.token),
@@ -474,10 +516,13 @@ class RedisBackend:
                     run.to_json(),
                     max(retention.limit, 0),
                     str(cutoff),
+                    round(CLAIM_ALLOWANCE * 1000),
                 ],
             )
         if status == "lost":
             raise LeaseLost(lease.name, str(detail))
+        if status == "early":
+            raise FireNotDue(lease.name, max(int(detail), 1) / 1000)
         self._observe(lease.name, max(lease.token, run.token))
         return run if status == "claimed" else None
 

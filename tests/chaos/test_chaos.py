@@ -18,13 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 #: Seconds of faults in CI; with start-up, cool-down and shut-down a run takes ~2 minutes.
 SHORT = 90.0
 SEEDS = {"sqlite": 11, "redis": 12, "zookeeper": 13}
-#: Known finding F1 (tests/chaos/test_findings.py, an xfail until fixed): Redis losing its
-#: data while replicas' clocks disagree re-runs ticks. The short CI run keeps those two
-#: fault families 50 s apart (longer than any clock offset it injects) so that it guards
-#: everything else; the long runs in CHAOS.md mix them freely and show the violation.
-KEEP_APART = {
-    "redis": (("backend_restart", "clock_jump"), ("backend_restart", "clock_skew")),
-}
+#: Fault families the short CI run keeps apart, per backend (none since F1 was fixed).
+KEEP_APART: dict[str, tuple[tuple[str, str], ...]] = {}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "zookeeper"])

@@ -8,8 +8,9 @@ server has no persistence, so a kill -9 forgets them. A leader whose clock runs 
 already claimed and run the next ticks; after the data loss a leader with a correct clock
 finds no claim for them and runs them again, under a newer token that the fence accepts.
 Found by ``python -m tests.chaos.run --backend redis --duration 780 --seed 7`` (45
-duplicated ticks). Marked ``xfail(strict=True)``: it flips to a failure the day it is fixed,
-so the mark must go then.
+duplicated ticks). Fixed: the Redis server's clock decides when a fire may be claimed (at
+most 1 s ahead of it: FireNotDue otherwise), and after a data loss fires that could have
+been claimed before it are refused (the claim epoch set by the next acquire).
 """
 
 from __future__ import annotations
@@ -78,10 +79,6 @@ def rig(tmp_path: Path) -> Iterator[tuple[Replicas, RedisTarget, LedgerProcess, 
         loop.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F1: Redis data loss + a clock running ahead re-runs ticks (CHAOS.md, Findings)",
-)
 def test_redis_data_loss_does_not_rerun_ticks_a_fast_clock_claimed(
     rig: tuple[Replicas, RedisTarget, LedgerProcess, FakeClocks],
 ) -> None:

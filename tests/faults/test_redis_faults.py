@@ -10,13 +10,20 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from scheduler.backends import LeaseBackend, from_url
-from scheduler.errors import BackendAuthError, BackendUnavailable, ConfigError, LeaseLost
+from scheduler.errors import (
+    BackendAuthError,
+    BackendUnavailable,
+    ConfigError,
+    FireNotDue,
+    LeaseLost,
+)
 from scheduler.lease import Holder, Lease
 from scheduler.runs import Retention, RunRecord
 from tests.harness.redis_server import HOST, RedisServer, free_port, make_tls_files
@@ -286,7 +293,9 @@ def test_stopped_redis_is_unavailable_then_recovers(
     backend.check()
     new_lease = backend.try_acquire(election, Holder.new("r2"), 30.0)
     assert new_lease is not None and new_lease.token > lease.token
-    assert backend.claim(new_lease, run, Retention()) == run
+    # Redis lost its data (no persistence): a fire from before may have been claimed then.
+    assert backend.claim(new_lease, run, Retention()) is None
+    assert claim_when_due(backend, new_lease, due_now(new_lease)) is not None
 
     woke = threading.Event()
     waiter = threading.Thread(
@@ -408,3 +417,52 @@ def test_rediss_checks_host_name(
     )
     with pytest.raises(BackendUnavailable, match="certificate verify failed"):
         backend.check()
+
+
+def due_now(lease: Lease) -> RunRecord:
+    """A run of a fire at the edge of what may be claimed now (1 s ahead)."""
+    fire = datetime.now(UTC) + timedelta(seconds=1)
+    return RunRecord("job", fire, lease.holder.replica_id, lease.token, datetime.now(UTC))
+
+
+def claim_when_due(backend: LeaseBackend, lease: Lease, run: RunRecord) -> RunRecord | None:
+    """Claim ``run``, waiting as the runner does while the backend says it is not due."""
+    for _ in range(20):
+        try:
+            return backend.claim(lease, run, Retention())
+        except FireNotDue as exc:
+            time.sleep(exc.wait)
+    raise AssertionError("the fire never became due")
+
+
+def test_fire_far_ahead_of_the_server_clock_is_not_due(
+    redis_server: RedisServer, election: str, open_backend: Callable[[str], LeaseBackend]
+) -> None:
+    """A replica whose clock runs ahead cannot claim a fire early: FireNotDue, with the wait."""
+    backend = open_backend(redis_server.url)
+    lease = acquire(backend, election)
+    fire = datetime.now(UTC) + timedelta(seconds=10)
+    run = RunRecord("job", fire, "r1", lease.token, datetime.now(UTC))
+    with pytest.raises(FireNotDue) as info:
+        backend.claim(lease, run, Retention())
+    assert 8.0 < info.value.wait <= 9.0  # 10 s ahead minus the 1 s allowance
+    assert backend.claimed(election, "job", fire, fire) == set()
+
+
+def test_data_loss_refuses_fires_claimable_before_it(
+    own_redis: RedisServer, election: str, open_backend: Callable[[str], LeaseBackend]
+) -> None:
+    """kill -9 without persistence: fires up to the loss (plus the allowance) are never
+    claimed again; later fires are (finding F1 of the chaos suite)."""
+    backend = open_backend(own_redis.url)
+    lease = acquire(backend, election)
+    early = due_now(lease)  # claimed 1 s ahead, e.g. by a replica whose clock runs fast
+    assert claim_when_due(backend, lease, early) == early
+    own_redis.kill()
+    own_redis.restart()
+    again = acquire(backend, election)  # this backend saw a higher token: loss detected
+    assert backend.claim(again, replace(early, token=again.token), Retention()) is None
+    later = RunRecord(
+        "job", early.scheduled_time + timedelta(seconds=1), "r1", again.token, datetime.now(UTC)
+    )
+    assert claim_when_due(backend, again, later) == later
