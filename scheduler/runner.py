@@ -35,7 +35,7 @@ from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
 from scheduler.members import PAUSE_PREFIX
-from scheduler.runs import Retention, RunRecord
+from scheduler.runs import Retention, RunRecord, fire_key
 from scheduler.schedules import Ahead, fires_between
 
 #: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader.
@@ -385,9 +385,11 @@ class Runner:
     def _catch_up(self, term: Term) -> None:
         """Queue fires that fell due within ``misfire_grace`` and that nobody claimed.
 
-        Only fires after the newest claimed fire count as missed: those before it were
-        the previous leaders' business, and a job with no history at all has missed
-        nothing (a cold start does not replay the past).
+        ``all``: every unclaimed fire of the look-back window, oldest first (also holes
+        before a newer claim: a previous leader may have lost its term part-way through its
+        own backlog). ``latest``: the newest unclaimed fire after the newest claim, if any
+        (an older hole is superseded by the later run). A job with no history at all has
+        missed nothing: a cold start does not replay the past.
         """
         self.elector.refresh_controls()  # pauses set while this replica followed
         now = self.clock.now()
@@ -396,17 +398,13 @@ class Runner:
                 return
             try:
                 recent = self.backend.history(self.cluster, spec.name, ORPHAN_SCAN)
+                self._close_orphans(recent, term, now)
+                if spec.catch_up == "none" or not recent:
+                    continue
+                missed = self._missed(spec, recent[0].scheduled_time, now)
             except BackendError as exc:
                 self.log.warning("catch_up_failed", job=spec.name, error=str(exc))
                 continue
-            self._close_orphans(recent, term, now)
-            if spec.catch_up == "none" or not recent:
-                continue
-            start = max(now - timedelta(seconds=spec.misfire_grace), recent[0].scheduled_time)
-            # Up to CLAIM_AHEAD past now: APScheduler handed this replica those fires early,
-            # while it did not lead yet, so it dropped them; the lane waits for their instant.
-            horizon = now + CLAIM_AHEAD
-            missed = [f for f in fires_between(spec.trigger, start, horizon) if f > start]
             if not missed:
                 continue
             self.log.info(
@@ -417,6 +415,19 @@ class Runner:
                 fires=[f.isoformat() for f in missed][-10:],
             )
             self.lanes[spec.name].submit(missed)
+
+    def _missed(self, spec: JobSpec, newest_claim: datetime, now: datetime) -> list[datetime]:
+        """Unclaimed fires of ``spec`` to run now, per its ``catch_up`` policy."""
+        start = now - timedelta(seconds=spec.misfire_grace)
+        # Up to CLAIM_AHEAD past now: APScheduler handed this replica those fires early,
+        # while it did not lead yet, so it dropped them; the lane waits for their instant.
+        due = fires_between(spec.trigger, start, now + CLAIM_AHEAD)
+        if spec.catch_up == "latest":
+            return [f for f in due if f > newest_claim][-1:]
+        if not due:
+            return []
+        claimed = self.backend.claimed(self.cluster, spec.name, due[0], due[-1])
+        return [f for f in due if fire_key(f) not in claimed]
 
     def _close_orphans(self, recent: list[RunRecord], term: Term, now: datetime) -> None:
         """Mark runs still ``running`` under an older token as ``lost``.

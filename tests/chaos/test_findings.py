@@ -210,11 +210,9 @@ def _lowest(target: ZooKeeperTarget, latch: str) -> str:
 # claim, and the older unclaimed fires, still within misfire_grace, are lost although
 # catch_up="all". Found by ``python -m tests.chaos.run --backend zookeeper --duration 780
 # --seed 7`` (27 such ticks, e.g. 03:47:06-03:47:18: term 220 lasted 0.45 s).
+# Fixed: catch_up="all" queues every unclaimed fire of the look-back window.
 
 
-@pytest.mark.xfail(
-    strict=True, reason="F3: catch-up skips unclaimed fires older than the newest claim"
-)
 def test_catch_up_fills_holes_before_the_newest_claim(tmp_path: Path) -> None:
     """Claims at :00-:10 and :29, now :30, grace 30 s: a new leader queues :11-:28."""
     clock = FakeClock(start=1000.0, wall=datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
