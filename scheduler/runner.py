@@ -385,9 +385,9 @@ class Runner:
     def _catch_up(self, term: Term) -> None:
         """Queue fires that fell due within ``misfire_grace`` and that nobody claimed.
 
-        ``all``: every unclaimed fire of the look-back window, oldest first (also holes
-        before a newer claim: a previous leader may have lost its term part-way through its
-        own backlog). ``latest``: the newest unclaimed fire after the newest claim, if any
+        ``all``: every unclaimed fire of the look-back window after its earliest claim, oldest
+        first (also holes before a newer claim: a previous leader may have lost its term
+        part-way through its own backlog). ``latest``: the newest unclaimed fire after the newest claim, if any
         (an older hole is superseded by the later run). A job with no history at all has
         missed nothing: a cold start does not replay the past.
         """
@@ -427,7 +427,10 @@ class Runner:
         if not due:
             return []
         claimed = self.backend.claimed(self.cluster, spec.name, due[0], due[-1])
-        return [f for f in due if fire_key(f) not in claimed]
+        # Holes count from the earliest claim seen: fires before any claim are the time
+        # before this job ever ran, which a cold start does not replay.
+        anchor = min(claimed) if claimed else fire_key(newest_claim)
+        return [f for f in due if fire_key(f) > anchor and fire_key(f) not in claimed]
 
     def _close_orphans(self, recent: list[RunRecord], term: Term, now: datetime) -> None:
         """Mark runs still ``running`` under an older token as ``lost``.
