@@ -181,6 +181,8 @@ def run(options: Options) -> dict[str, Any]:
             )
         meta["started"] = started
         meta["measure_start"] = time.time() + 1.0
+        (workdir / "faults.jsonl").write_text("")
+        (workdir / "run.json").write_text(json.dumps(meta, indent=2))
         log(f"{options.backend}: up; faults for {options.duration:.0f} s, seed {options.seed}")
         chaos = Chaos(target, replicas, clocks, rng, LEASE_TTL)
         end = time.monotonic() + options.duration
@@ -203,6 +205,8 @@ def run(options: Options) -> dict[str, Any]:
             record.recovered = time.time()
             record.recovery_timed_out = not recovered
             records.append(record)
+            with (workdir / "faults.jsonl").open("a") as out:  # kept if the run is killed
+                out.write(json.dumps(record.to_dict()) + "\n")
             log(
                 f"#{record.id} {record.type} victim={record.victim} {record.params} "
                 f"recovered in {record.recovered - healed:.1f} s"
@@ -232,6 +236,7 @@ def run(options: Options) -> dict[str, Any]:
         (workdir / "faults.jsonl").write_text(
             "".join(json.dumps(r.to_dict()) + "\n" for r in records)
         )
+        meta.setdefault("measure_end", time.time() - 2.0)  # an interrupted run: up to now
         (workdir / "run.json").write_text(json.dumps(meta, indent=2))
     return checker.check(workdir)
 
@@ -269,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in options.faults if f not in FAULT_TYPES]
     if unknown:
         parser.error(f"unknown fault types {unknown}; choose from {', '.join(FAULT_TYPES)}")
+    # SIGTERM unwinds like Ctrl-C, so the replicas, servers and ledger this run started are
+    # stopped, and what was recorded so far is kept and checked.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         report = run(options)
     except RuntimeError as exc:

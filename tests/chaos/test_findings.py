@@ -199,10 +199,6 @@ def test_zookeeper_late_create_does_not_leave_an_orphan_that_blocks_the_latch(
     assert time.monotonic() - killed < 15  # r2's 6 s session, then r1 at once
 
 
-def _lowest(target: ZooKeeperTarget, latch: str) -> str:
-    return min(target._client.get_children(latch), key=lambda c: c[-10:])
-
-
 # F3 (all backends, seen on ZooKeeper): catch-up anchors on the newest claimed fire, so holes
 # *before* it are never filled. A new leader runs the current tick first and then its
 # catch-up backlog oldest first; if its term ends part-way (a short ZooKeeper term ended by
@@ -231,7 +227,7 @@ def test_catch_up_fills_holes_before_the_newest_claim(tmp_path: Path) -> None:
             run = RunRecord("finding.f3", fire, "r0", lease.token, started=fire)
             backend.claim(lease, run.finished("ok", fire), Retention())
         queued: list[datetime] = []
-        runner.lanes["finding.f3"].submit = queued.extend  # type: ignore[method-assign]
+        runner.lanes["finding.f3"].submit = queued.extend  # type: ignore[method-assign, assignment]
         runner._catch_up(Term(lease, timings, clock))
         holes = [base + timedelta(seconds=s) for s in range(11, 29)]
         assert set(holes) <= set(queued), f"queued only {[f.isoformat() for f in queued]}"
