@@ -9,7 +9,6 @@ The long runs behind CHAOS.md use the same code: ``make chaos``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
