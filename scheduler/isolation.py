@@ -14,6 +14,7 @@ module by name), so a job in process isolation must be a module-level function.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import os
@@ -104,11 +105,13 @@ def _child_main(
     try:
         func(ctx)
     except LeadershipLost as exc:
-        results.send(("lost", str(exc)))
+        outcome = ("lost", str(exc))
     except BaseException as exc:  # report everything; the parent decides what it means
-        results.send(("error", f"{type(exc).__name__}: {exc}"))
+        outcome = ("error", f"{type(exc).__name__}: {exc}")
     else:
-        results.send(("ok", ""))
+        outcome = ("ok", "")
+    with contextlib.suppress(OSError):  # the replica is gone (kill -9): nobody to tell
+        results.send(outcome)
 
 
 def run_in_child(

@@ -243,6 +243,12 @@ class Runner:
         if PAUSE_PREFIX + spec.name in self.elector.controls:
             log.info("fire_paused")
             return
+        if not self.elector.backend_ok:
+            # A call went unanswered (a claim may even have landed unseen): claim nothing
+            # until a renewal confirms the backend again. Fires left unclaimed meanwhile are
+            # caught up by whoever leads next; a claim in the dark could only be lost.
+            log.warning("fire_skipped", reason="backend unconfirmed since a failed call")
+            return
         if late > spec.misfire_grace:
             log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
             return
@@ -264,6 +270,7 @@ class Runner:
         except BackendError as exc:
             # No claim, no run: a fire we cannot record as ours is not ours to run.
             claims.labels("error").inc()
+            self.elector.backend_ok = False
             log.warning("claim_failed", error=str(exc))
             return
         if claimed is None:
@@ -387,8 +394,8 @@ class Runner:
 
         ``all``: every unclaimed fire of the look-back window after its earliest claim, oldest
         first (also holes before a newer claim: a previous leader may have lost its term
-        part-way through its own backlog). ``latest``: the newest unclaimed fire after the newest claim, if any
-        (an older hole is superseded by the later run). A job with no history at all has
+        part-way through its own backlog). ``latest``: the newest unclaimed fire after the
+        newest claim, if any (an older hole is superseded by the later run). A job with no history at all has
         missed nothing: a cold start does not replay the past.
         """
         self.elector.refresh_controls()  # pauses set while this replica followed
