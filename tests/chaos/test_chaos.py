@@ -22,17 +22,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 SHORT = 90.0
 SEEDS = {"sqlite": 11, "redis": 12, "zookeeper": 13}
 BACKENDS = tuple(SEEDS)
-#: Known finding F1 (tests/chaos/test_findings.py, an xfail until fixed): Redis losing its
-#: data while replicas' clocks disagree re-runs ticks. The short CI run keeps those two
-#: fault families 50 s apart (longer than any clock offset it injects) so that it guards
-#: everything else; the long runs in CHAOS.md mix them freely and show the violation.
-KEEP_APART = {
-    "redis": (("backend_restart", "clock_jump"), ("backend_restart", "clock_skew")),
-}
-#: Known liveness findings per backend (CHAOS.md; regression tests in test_findings.py).
-#: F2: a late ZooKeeper latch create leaves an orphan node that blocks the election;
-#: F3: catch-up leaves holes when a term ends part-way (short ZooKeeper terms).
-KNOWN_LIVENESS = {"zookeeper": "F2/F3: ZooKeeper elections stall behind orphan latch nodes"}
+#: Fault families the short CI run keeps apart, per backend (none since F1 was fixed; the
+#: mechanism stays for the next finding that needs it).
+KEEP_APART: dict[str, tuple[tuple[str, str], ...]] = {}
 
 _reports: dict[str, dict[str, Any]] = {}
 
@@ -70,15 +62,7 @@ def test_short_chaos_run_keeps_the_safety_invariants(backend: str, report: dict[
     assert report["lost_updates"] == 0, summary
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(b, marks=pytest.mark.xfail(reason=KNOWN_LIVENESS[b], strict=False))
-        if b in KNOWN_LIVENESS
-        else b
-        for b in BACKENDS
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_short_chaos_run_misses_ticks_only_inside_fault_windows(
     backend: str, report: dict[str, Any]
 ) -> None:
