@@ -395,8 +395,8 @@ class Runner:
         ``all``: every unclaimed fire of the look-back window after its earliest claim, oldest
         first (also holes before a newer claim: a previous leader may have lost its term
         part-way through its own backlog). ``latest``: the newest unclaimed fire after the
-        newest claim, if any (an older hole is superseded by the later run). A job with no history at all has
-        missed nothing: a cold start does not replay the past.
+        newest claim, if any (an older hole is superseded by the later run). A job with no
+        history at all has missed nothing: a cold start does not replay the past.
         """
         self.elector.refresh_controls()  # pauses set while this replica followed
         now = self.clock.now()

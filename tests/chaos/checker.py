@@ -244,7 +244,9 @@ def analyse(
             if not inside:
                 entry["verdict"] = "outside any fault window"
             elif policy == "all":
-                entry["verdict"] = _all_policy_verdict(instant, grace, inside, acquired, backend)
+                entry["verdict"] = _all_policy_verdict(
+                    instant, interval, grace, inside, acquired, backend
+                )
             else:
                 entry["verdict"] = f"in window (catch_up={policy})"
             missed.append(entry)
@@ -477,6 +479,7 @@ def _attribute(instants: list[float], faults: list[dict[str, Any]]) -> dict[str,
 
 def _all_policy_verdict(
     instant: float,
+    interval: float,
     grace: float,
     inside: list[tuple[float, float, dict[str, Any]]],
     acquired: list[Row],
@@ -492,9 +495,12 @@ def _all_policy_verdict(
     if not nxt or nxt[0].at - instant > grace - 1.0:
         return "no new term within misfire_grace"
     for _, _, f in inside:
-        # The deposed leader may have claimed this very fire just before it was hit.
+        # The deposed leader may have claimed this very fire just before it was hit, or (a
+        # partition) sent its claim into the fault and never heard back: the fire in flight
+        # is the first one due after the fault began. Claims are at most once, and Baton
+        # claims nothing more until the backend answers again: one fire at most.
         if f["type"] in (*DEPOSING, "partition_blackhole", "partition_delay") and (
-            f["inject"] - 1.5 <= instant <= f["inject"] + 0.5
+            f["inject"] - 1.5 <= instant <= f["inject"] + interval + 0.5
         ):
             return "claimed by the deposed leader (at most once)"
     return "not caught up although a new term began within misfire_grace"
