@@ -227,10 +227,6 @@ class JobRegistry:
         with self._lock:
             return sorted(self._specs.values(), key=lambda s: s.name)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._specs.clear()
-
 
 def _origin(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}"

@@ -484,7 +484,3 @@ class Runner:
             self._flush_wake.clear()
             if self._unsaved:
                 self._flush()
-
-    def next_fire(self, spec: JobSpec) -> datetime | None:
-        """Next fire instant of ``spec`` from now."""
-        return spec.next_fire(self.clock.now())
