@@ -108,6 +108,26 @@ class LeaseBackend(Protocol):
         """
         ...
 
+    def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
+        """The run record of (``job``, ``scheduled_time``); ``None`` if unclaimed or trimmed.
+
+        How a claimant learns the fate of a claim whose answer never reached it.
+        """
+        ...
+
+    def unclaim(self, name: str, run: RunRecord) -> bool:
+        """Delete the record of ``run``'s fire if it was claimed with ``run.token``.
+
+        The fire counts as unclaimed again, so a leader's catch-up may claim and run it. Only
+        the claimant calls this, and only for a claim it never started and never will (an
+        answer that came too late, leadership lost before the instant). Needs no lease: the
+        claimant has usually lost it.
+
+        Returns:
+            ``True`` if the record was deleted; ``False`` if it is gone or another token's.
+        """
+        ...
+
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
         """The newest ``limit`` run records of ``job``, newest fire first."""
         ...

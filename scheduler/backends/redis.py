@@ -194,6 +194,21 @@ return 1
 """
 
 # KEYS[1] runs hash, KEYS[2] run index zset
+# ARGV[1] fire key, ARGV[2] token the record was claimed with
+# returns 1 when deleted, 0 when the record is gone or belongs to another token
+UNCLAIM_LUA = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local ok, record = pcall(cjson.decode, current)
+if not ok or type(record) ~= 'table' or record['token'] ~= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS[1] runs hash, KEYS[2] run index zset
 # ARGV[1] limit (>= 1)
 # returns the run record JSONs of the newest ARGV[1] fires, newest first
 HISTORY_LUA = """
@@ -325,6 +340,7 @@ class RedisBackend:
         self._read = client.register_script(READ_LUA)
         self._claim = client.register_script(CLAIM_LUA)
         self._finish = client.register_script(FINISH_LUA)
+        self._unclaim = client.register_script(UNCLAIM_LUA)
         self._history = client.register_script(HISTORY_LUA)
         self._announce = client.register_script(ANNOUNCE_LUA)
         self._members = client.register_script(MEMBERS_LUA)
@@ -532,6 +548,24 @@ class RedisBackend:
         with self._errors():
             self._finish(keys=[runs_key], args=[str(run.key), str(run.token), run.to_json()])
         self._observe(name, run.token)
+
+    def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
+        """The record of (``job``, ``scheduled_time``) from the runs hash, or ``None``."""
+        runs_key, _ = _run_keys(name, job)
+        with self._errors():
+            raw = self._client.hget(runs_key, str(fire_key(scheduled_time)))
+        if raw is None:
+            return None
+        record = RunRecord.from_json(cast(str, raw))
+        self._observe(name, record.token)
+        return record
+
+    def unclaim(self, name: str, run: RunRecord) -> bool:
+        """Delete the record of ``run``'s fire (hash and index) if claimed with its token."""
+        runs_key, index_key = _run_keys(name, run.job)
+        with self._errors():
+            deleted = self._unclaim(keys=[runs_key, index_key], args=[str(run.key), str(run.token)])
+        return bool(deleted)
 
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
         """The newest ``limit`` records of ``job``, newest fire first."""

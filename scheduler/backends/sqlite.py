@@ -432,6 +432,24 @@ class SqliteBackend:
                 (run.outcome, run.to_json(), name, run.job, run.key, run.token),
             )
 
+    def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
+        """The run record of (``job``, ``scheduled_time``), or ``None``."""
+        with self._session() as conn:
+            row = conn.execute(
+                "SELECT record FROM runs WHERE name = ? AND job = ? AND fire_key = ?",
+                (name, job, fire_key(scheduled_time)),
+            ).fetchone()
+        return None if row is None else self._parse(job, [row])[0]
+
+    def unclaim(self, name: str, run: RunRecord) -> bool:
+        """Delete the record of ``run``'s fire if it was claimed with ``run.token``."""
+        with self._write() as conn:
+            deleted = conn.execute(
+                "DELETE FROM runs WHERE name = ? AND job = ? AND fire_key = ? AND token = ?",
+                (name, run.job, run.key, run.token),
+            ).rowcount
+        return deleted > 0
+
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
         """The newest ``limit`` run records of ``job``, newest fire first."""
         if limit <= 0:
@@ -441,6 +459,9 @@ class SqliteBackend:
                 "SELECT record FROM runs WHERE name = ? AND job = ? ORDER BY fire_key DESC LIMIT ?",
                 (name, job, limit),
             ).fetchall()
+        return self._parse(job, rows)
+
+    def _parse(self, job: str, rows: list[tuple[str]]) -> list[RunRecord]:
         try:
             return [RunRecord.from_json(record) for (record,) in rows]
         except (ValueError, KeyError, TypeError) as exc:

@@ -734,7 +734,7 @@ class ZooKeeperBackend:
             LeaseLost: the lease is not this holder's, or its node is gone or rewritten.
         """
         local = self._owned(lease)
-        job_dir = f"{self._election(lease.name)}/runs/{_job_segment(run.job)}"
+        job_dir = self._run_dir(lease.name, run.job)
         run_path = f"{job_dir}/{self._key_name(run.key)}"
         with self._errors(f"claim {run.job!r}"):
             if local is None:
@@ -786,7 +786,7 @@ class ZooKeeperBackend:
 
     def finish(self, name: str, run: RunRecord) -> None:
         """Overwrite the run node of ``run`` if it was claimed with ``run.token``."""
-        path = f"{self._election(name)}/runs/{_job_segment(run.job)}/{self._key_name(run.key)}"
+        path = f"{self._run_dir(name, run.job)}/{self._key_name(run.key)}"
         with self._errors(f"finish {run.job!r}"):
             deadline = self._begin()
             try:
@@ -806,11 +806,47 @@ class ZooKeeperBackend:
                     "set",
                 )
 
+    def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
+        """The run node of (``job``, ``scheduled_time``), or ``None``."""
+        path = f"{self._run_dir(name, job)}/{self._key_name(fire_key(scheduled_time))}"
+        with self._errors(f"lookup {job!r}"):
+            deadline = self._begin()
+            try:
+                raw, _ = self._wait(self._client.get_async(path), deadline, "get")
+            except NoNodeError:
+                return None
+        return RunRecord.from_json(raw)
+
+    def unclaim(self, name: str, run: RunRecord) -> bool:
+        """Delete the run node of ``run``'s fire at the version read with ``run.token`` in it."""
+        path = f"{self._run_dir(name, run.job)}/{self._key_name(run.key)}"
+        with self._errors(f"unclaim {run.job!r}"):
+            deadline = self._begin()
+            for _ in range(3):
+                try:
+                    raw, stat = self._wait(self._client.get_async(path), deadline, "get")
+                except NoNodeError:
+                    return False
+                try:
+                    stored = json.loads(raw)
+                except ValueError:
+                    return False
+                if not isinstance(stored, dict) or stored.get("token") != run.token:
+                    return False
+                try:
+                    self._wait(self._client.delete_async(path, stat.version), deadline, "delete")
+                except NoNodeError:
+                    return False
+                except BadVersionError:
+                    continue  # an outcome was written meanwhile (same token): read it again
+                return True
+            raise BackendUnavailable(self.url, f"unclaim {run.job!r}: the record kept changing")
+
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
         """The newest ``limit`` run nodes of ``job``, newest fire first."""
         if limit <= 0:
             return []
-        job_dir = f"{self._election(name)}/runs/{_job_segment(job)}"
+        job_dir = self._run_dir(name, job)
         with self._errors(f"history {job!r}"):
             deadline = self._begin()
             keys = sorted(self._run_keys(job_dir, deadline), reverse=True)[:limit]
@@ -827,7 +863,7 @@ class ZooKeeperBackend:
 
     def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
         """Fire keys of ``job`` with a run node in ``[since, until]``."""
-        job_dir = f"{self._election(name)}/runs/{_job_segment(job)}"
+        job_dir = self._run_dir(name, job)
         low, high = fire_key(since), fire_key(until)
         with self._errors(f"claimed {job!r}"):
             deadline = self._begin()
@@ -1525,6 +1561,9 @@ class ZooKeeperBackend:
             },
             separators=(",", ":"),
         ).encode()
+
+    def _run_dir(self, name: str, job: str) -> str:
+        return f"{self._election(name)}/runs/{_job_segment(job)}"
 
     def _election(self, name: str) -> str:
         _check_segment(name, "cluster", "election name")

@@ -355,6 +355,49 @@ def test_finish_records_outcome_for_matching_token_only(
     assert [r.key for r in backend.history(election, "job", 10)] == [run.key]
 
 
+def test_lookup_returns_the_record_of_one_fire(make_backend: MakeBackend, election: str) -> None:
+    """lookup() finds the record of exactly that (job, fire), with its latest outcome."""
+    backend, reader = make_backend(), make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    run = backend.claim(lease, run_for(lease, at(0)), Retention())
+    assert run is not None
+
+    assert reader.lookup(election, "job", at(0)) == run
+    assert reader.lookup(election, "job", at(1)) is None
+    assert reader.lookup(election, "other", at(0)) is None
+    done = run.finished("ok", datetime.now(UTC))
+    backend.finish(election, done)
+    assert reader.lookup(election, "job", at(0)) == done
+
+
+def test_unclaim_frees_the_fire_for_its_own_token_only(
+    make_backend: MakeBackend, election: str
+) -> None:
+    """unclaim() needs no lease, deletes only its token's record, and the fire can be
+    claimed again (by the next leader) afterwards."""
+    first, second = make_backend(), make_backend()
+    lease = acquire(first, election, holder("r1"))
+    run = first.claim(lease, run_for(lease, at(0)), Retention())
+    assert run is not None
+    assert first.claim(lease, run_for(lease, at(10)), Retention()) is not None
+    first.release(lease)
+    successor = acquire(second, election, holder("r2"))
+
+    # Another leader marked it lost meanwhile (same token): still the claimant's to free.
+    second.finish(election, run.finished("lost", datetime.now(UTC), "orphaned"))
+    assert not first.unclaim(election, replace(run, token=run.token + 1))
+    assert first.unclaim(election, run)
+    assert not first.unclaim(election, run)  # gone: safe twice
+    assert first.lookup(election, "job", at(0)) is None
+    assert second.claimed(election, "job", at(-1), at(20)) == {fire_key(at(10))}
+    assert [r.key for r in second.history(election, "job", 10)] == [fire_key(at(10))]
+
+    again = run_for(successor, at(0))
+    assert second.claim(successor, again, Retention()) == again
+    assert not first.unclaim(election, run)  # now the successor's record
+    assert second.lookup(election, "job", at(0)) == again
+
+
 def test_history_is_newest_first_and_limited(make_backend: MakeBackend, election: str) -> None:
     """history() returns the newest fires first, at most ``limit``, for that job only."""
     backend = make_backend()
