@@ -146,8 +146,8 @@ class Elector:
         self._backoff = 0.0
         self._unavailable_since: float | None = None
         self._last_tick = clock.monotonic()
-        #: True once a backend call succeeded and until one fails (readiness).
-        self.backend_ok = False
+        self._backend_ok = False
+        self._on_backend_ok: list[Callable[[], None]] = []
         # After a stall, only a renewal *sent* after this instant re-validates the lease.
         self._revalidate_after: float | None = None
         #: Operator controls (resign, pause:<job>) as last read from the backend.
@@ -165,6 +165,24 @@ class Elector:
         Listeners run on the elector thread and must not block; exceptions are logged.
         """
         self._listeners.append(listener)
+
+    @property
+    def backend_ok(self) -> bool:
+        """True once a backend call succeeded and until one fails (readiness; claims wait
+        for it after a failed call)."""
+        return self._backend_ok
+
+    @backend_ok.setter
+    def backend_ok(self, ok: bool) -> None:
+        was, self._backend_ok = self._backend_ok, ok
+        if ok and not was:
+            for callback in self._on_backend_ok:
+                callback()
+
+    def on_backend_ok(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (it must not block) each time the backend answers again after a
+        failed call (or answers for the first time)."""
+        self._on_backend_ok.append(callback)
 
     def current_term(self) -> Term | None:
         """The term this replica leads in right now, or ``None`` (computed, no network).

@@ -35,6 +35,7 @@ from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
 from scheduler.members import PAUSE_PREFIX
+from scheduler.recovery import ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
 from scheduler.runs import Retention, RunRecord, fire_key
 from scheduler.schedules import Ahead, fires_between
 
@@ -67,18 +68,26 @@ class Lane:
         self._runner = runner
         self._lock = threading.Lock()
         self._pending: list[datetime] = []
+        self._kept: set[datetime] = set()  # claims already made: never coalesced away
         self._busy = False
         self.idle = threading.Event()
         self.idle.set()
         self.active: RunRecord | None = None
         self.active_ctx: JobContext | None = None
 
-    def submit(self, fires: Sequence[datetime]) -> None:
-        """Queue ``fires`` (deduplicated, in order); start draining if idle."""
+    def submit(self, fires: Sequence[datetime], keep: bool = False) -> None:
+        """Queue ``fires`` (deduplicated, in order); start draining if idle.
+
+        ``keep``: the fires are claims already made (see :mod:`scheduler.recovery`), run even
+        where the job's policy coalesces a backlog to its newest fire.
+        """
         with self._lock:
-            merged = sorted(set(self._pending) | {f.astimezone(UTC) for f in fires})
+            incoming = {f.astimezone(UTC) for f in fires}
+            if keep:
+                self._kept |= incoming
+            merged = sorted(set(self._pending) | incoming)
             if self.spec.catch_up != "all":
-                merged = merged[-1:]
+                merged = sorted({*merged[-1:], *(f for f in merged if f in self._kept)})
             self._pending = merged
             if self._busy or not merged:
                 return
@@ -89,16 +98,19 @@ class Lane:
     def drop_pending(self) -> None:
         with self._lock:
             self._pending = []
+            self._kept.clear()
 
     def _drain(self) -> None:
         while True:
             with self._lock:
                 if not self._pending or not self._runner.accepting:
                     self._pending = []
+                    self._kept.clear()
                     self._busy = False
                     self.idle.set()
                     return
                 fire = self._pending.pop(0)
+                self._kept.discard(fire)
             try:
                 self._runner.run_fire(self, fire)
             except Exception:
@@ -165,11 +177,23 @@ class Runner:
         self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
         self._unsaved: list[RunRecord] = []
         self._unsaved_lock = threading.Lock()
-        self._flush_wake = threading.Event()
+        # Wakes the maintenance loop: outcomes to store, claims to settle (scheduler.recovery).
+        self._maintenance_wake = threading.Event()
         self._stopped = threading.Event()
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_executor(LaneExecutor(self), alias="baton")
         elector.add_listener(self._on_leadership)
+        self.recovery = Recovery(
+            {spec.name: spec for spec in self.specs},
+            elector,
+            backend,
+            cluster,
+            clock,
+            lambda job, fire, keep: self.lanes[job].submit([fire], keep),
+            self.log,
+            self._maintenance_wake,
+        )
+        elector.on_backend_ok(self._maintenance_wake.set)
 
     def start(self) -> None:
         """Start the fire loop (on every replica, leader or not)."""
@@ -187,7 +211,9 @@ class Runner:
                 replace_existing=True,
             )
         self._scheduler.start()
-        threading.Thread(target=self._flush_loop, name="baton-history", daemon=True).start()
+        threading.Thread(
+            target=self._maintenance_loop, name="baton-maintenance", daemon=True
+        ).start()
 
     def loop_problem(self) -> str | None:
         """Why the fire loop is not running, or ``None``."""
@@ -224,9 +250,10 @@ class Runner:
             if run is not None:
                 lane.active = None
                 self._save(run.finished("lost", now, "replica shut down before the run ended"))
+        self.recovery.withdraw_all()
         self._flush()
         self._stopped.set()
-        self._flush_wake.set()
+        self._maintenance_wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.hook_pool.shutdown(wait=False)
 
@@ -236,22 +263,49 @@ class Runner:
         """Claim ``fire`` if this replica leads, and run the job if the claim succeeds."""
         spec = lane.spec
         term = self.elector.current_term()
+        # A claim confirmed late (scheduler.recovery) runs without being claimed again.
+        claimed = self.recovery.take_adopted(spec.name, fire, term)
         if term is None or self._held:
             return  # followers see every fire too; only the leader acts
         late = (self.clock.now() - fire).total_seconds()
         log = self.log.bind(job=spec.name, scheduled_time=fire.isoformat(), token=term.token)
+        if claimed is None:
+            claimed = self._claim_fire(spec, fire, term, late, log)
+            if claimed is None:
+                return
+        elif late > spec.misfire_grace:
+            log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
+            self._save(claimed.finished("lost", self.clock.now(), "claim confirmed too late"))
+            return
+        early = (fire - self.clock.now()).total_seconds()
+        if early > 0:
+            time.sleep(early)  # at most CLAIM_AHEAD: the claim was made ahead of the instant
+        if self.elector.current_term() is not term:
+            # Lost (or stalled) between the claim and the instant: not run (at most once).
+            # The claim goes back once the backend confirms it is ours, so that whoever leads
+            # can still run the fire.
+            log.warning("fire_abandoned", reason="leadership lost before the start")
+            self.recovery.doubt(claimed)
+            return
+        self._run(lane, replace(claimed, started=self.clock.now()), term, log)
+
+    def _claim_fire(
+        self, spec: JobSpec, fire: datetime, term: Term, late: float, log: Any
+    ) -> RunRecord | None:
+        """The claim of ``fire`` under ``term``, or ``None`` (not ours to run)."""
         if PAUSE_PREFIX + spec.name in self.elector.controls:
             log.info("fire_paused")
-            return
+            return None
         if not self.elector.backend_ok:
-            # A call went unanswered (a claim may even have landed unseen): claim nothing
-            # until a renewal confirms the backend again. Fires left unclaimed meanwhile are
-            # caught up by whoever leads next; a claim in the dark could only be lost.
+            # A call went unanswered: claim nothing until a renewal confirms the backend
+            # (a claim in the dark could only be lost). Skipped fires are caught up once it
+            # answers, by this term or whoever leads next.
             log.warning("fire_skipped", reason="backend unconfirmed since a failed call")
-            return
+            self.recovery.skipped(term)
+            return None
         if late > spec.misfire_grace:
             log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
-            return
+            return None
         run = RunRecord(
             job=spec.name,
             scheduled_time=fire,
@@ -266,28 +320,23 @@ class Runner:
         except LeaseLost as exc:
             claims.labels("lease_lost").inc()
             log.warning("claim_refused", reason=exc.reason)
-            return
+            return None
         except BackendError as exc:
-            # No claim, no run: a fire we cannot record as ours is not ours to run.
+            # No answer: the claim may have landed all the same. Not run now; settled once
+            # the backend answers (run late, or given back).
             claims.labels("error").inc()
             self.elector.backend_ok = False
             log.warning("claim_failed", error=str(exc))
-            return
+            self.recovery.doubt(run)
+            self.recovery.skipped(term)
+            return None
         if claimed is None:
             claims.labels("duplicate").inc()
             log.info("fire_already_claimed")
-            return
+            return None
         claims.labels("claimed").inc()
-        early = (fire - self.clock.now()).total_seconds()
-        if early > 0:
-            time.sleep(early)  # at most CLAIM_AHEAD: the claim was made ahead of the instant
-        if self.elector.current_term() is not term:
-            # Lost (or stalled) between the claim and the instant: the fire stays claimed and
-            # is not run (at most once); say so in the history.
-            log.warning("fire_abandoned", reason="leadership lost before the start")
-            self._save(claimed.finished("lost", self.clock.now(), "leadership lost before start"))
-            return
-        self._run(lane, replace(claimed, started=self.clock.now()), term, log)
+        self.recovery.claimed(claimed)
+        return claimed
 
     def _claim(
         self, term: Term, run: RunRecord, retention: Retention, grace: float, log: Any
@@ -446,7 +495,12 @@ class Runner:
         only paused and does finish, its own ``finish`` overwrites this with the real outcome.
         """
         for run in recent:
-            if run.outcome == "running" and run.token < term.token:
+            if run.token >= term.token:
+                continue
+            if run.outcome == "running" or run.message == ORPHAN_MESSAGE:
+                # Maybe a claim whose answer never reached its claimant: run it if given back.
+                self.recovery.suspect(run, term)
+            if run.outcome == "running":
                 self.log.warning(
                     "run_orphaned",
                     job=run.job,
@@ -454,7 +508,7 @@ class Runner:
                     token=run.token,
                     replica_of_run=run.replica_id,
                 )
-                self._save(run.finished("lost", now, "its replica stopped before the run ended"))
+                self._save(run.finished("lost", now, ORPHAN_MESSAGE))
 
     # -- history that must not be lost --------------------------------------------------------
 
@@ -465,7 +519,7 @@ class Runner:
             self.log.warning("history_write_deferred", job=run.job, error=str(exc))
             with self._unsaved_lock:
                 self._unsaved.append(run)
-            self._flush_wake.set()
+            self._maintenance_wake.set()
 
     def _flush(self) -> None:
         with self._unsaved_lock:
@@ -478,9 +532,15 @@ class Runner:
                     self._unsaved[:0] = pending[index:]
                 return
 
-    def _flush_loop(self) -> None:
+    def _maintenance_loop(self) -> None:
+        """Store deferred outcomes and settle claims in doubt, whenever the backend answers."""
         while not self._stopped.is_set():
-            self._flush_wake.wait(FLUSH_RETRY)
-            self._flush_wake.clear()
+            pending = self.recovery.pending()
+            self._maintenance_wake.wait(SETTLE_INTERVAL if pending else FLUSH_RETRY)
+            self._maintenance_wake.clear()
             if self._unsaved:
                 self._flush()
+            if self.recovery.pending() and self.elector.backend_ok and self.accepting:
+                term = self.recovery.settle()
+                if term is not None:
+                    self._catch_up(term)

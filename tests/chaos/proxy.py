@@ -8,6 +8,9 @@ port in front of the backend server, and partitions are made there:
   after ``heal()`` (so a request a client gave up on may still reach the server late: the
   nastier, realistic case). A side that closed meanwhile is closed after its data.
 * ``delay(seconds)``: every chunk is forwarded ``seconds`` after it arrived, order kept.
+* ``delay_after(trigger, seconds)``: forward at once until a chunk from the client matches
+  ``trigger``; that chunk still goes out at once, everything after it (its answer first)
+  ``seconds`` late. Makes "the request landed, its answer did not come in time" exact.
 * ``heal()``: back to forwarding at once.
 
 All proxies of a run share one asyncio loop in a daemon thread; the control methods may be
@@ -22,7 +25,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -111,6 +114,7 @@ class Proxy:
         self.upstream = upstream
         self.latency = 0.0
         self.holding = False
+        self._trigger: tuple[Callable[[bytes], bool], float] | None = None
         self._pipes: set[_Pipe] = set()
         self._server: asyncio.Server = loop.run(
             asyncio.start_server(self._accept, HOST, 0, reuse_address=True)
@@ -131,6 +135,15 @@ class Proxy:
         """Forward every chunk ``seconds`` after it arrives, until :meth:`heal`."""
         self._loop.loop.call_soon_threadsafe(self._set, False, seconds)
 
+    def delay_after(self, trigger: Callable[[bytes], bool], seconds: float) -> None:
+        """Delay by ``seconds`` everything after the first client chunk matching ``trigger``
+        (called on the proxy thread with each chunk the client sends)."""
+
+        def arm() -> None:
+            self._trigger = (trigger, seconds)
+
+        self._loop.loop.call_soon_threadsafe(arm)
+
     def heal(self) -> None:
         """Forward at once again; held data goes out now, in order."""
         self._loop.loop.call_soon_threadsafe(self._set, False, 0.0)
@@ -148,6 +161,7 @@ class Proxy:
 
     def _set(self, holding: bool, latency: float) -> None:
         self.holding, self.latency = holding, latency
+        self._trigger = None
         for pipe in self._pipes:
             if not holding and latency == 0:
                 # Healing releases what was delayed too.
@@ -164,18 +178,20 @@ class Proxy:
         self._pipes |= {to_server, to_client}
         try:
             await asyncio.gather(
-                self._pump(reader, to_server),
-                self._pump(up_reader, to_client),
+                self._pump(reader, to_server, from_client=True),
+                self._pump(up_reader, to_client, from_client=False),
                 to_server.drain(),
                 to_client.drain(),
             )
         finally:
             self._pipes -= {to_server, to_client}
 
-    async def _pump(self, reader: asyncio.StreamReader, pipe: _Pipe) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, pipe: _Pipe, from_client: bool) -> None:
         try:
             while data := await reader.read(CHUNK):
                 pipe.push(data)
+                if from_client and self._trigger is not None and self._trigger[0](data):
+                    self.latency, self._trigger = self._trigger[1], None
         except (ConnectionError, OSError):
             pass
         finally:
