@@ -1,0 +1,263 @@
+"""Settling claims in doubt (scheduler/recovery.py) on the embedded backend and a fake clock.
+
+The backend is the real SQLite one; only the elector is a stand-in that says which term
+this replica leads, so each branch can be driven without timing games. The end-to-end
+cases (a claim really answered too late, on ZooKeeper and Redis) are in
+tests/chaos/test_findings.py (F10).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from scheduler.backends.sqlite import SqliteBackend
+from scheduler.clock import FakeClock
+from scheduler.elector import Term
+from scheduler.jobs import build_spec
+from scheduler.lease import Holder
+from scheduler.logs import get_logger
+from scheduler.metrics import Metrics
+from scheduler.recovery import ORPHAN_MESSAGE, Recovery
+from scheduler.runner import Lane
+from scheduler.runs import Retention, RunRecord
+from scheduler.timings import LeaseTimings
+
+CLUSTER = "recovery"
+TIMINGS = LeaseTimings.of(30.0, None, None)
+START = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+FIRE = datetime(2026, 1, 1, 0, 0, 29, tzinfo=UTC)  # one second ago, within the grace
+
+
+def _noop(ctx: object) -> None:
+    """A job that does nothing."""
+
+
+class Leading:
+    """Stands in for the elector: the term this replica leads (or None), and metrics."""
+
+    def __init__(self) -> None:
+        self.term: Term | None = None
+        self.metrics = Metrics()
+
+    def current_term(self) -> Term | None:
+        return self.term
+
+    def count(self, result: str) -> float:
+        return self.metrics.claims.labels(result)._value.get()  # type: ignore[no-any-return]
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock(wall=START)
+        self.backend = SqliteBackend.from_url(f"sqlite:///{tmp_path}/b.db", clock=self.clock)
+        self.elector = Leading()
+        self.specs = {
+            name: build_spec(_noop, every="1s", name=name, catch_up=policy, misfire_grace=10.0)
+            for name, policy in (("all", "all"), ("latest", "latest"), ("none", "none"))
+        }
+        self.submitted: list[tuple[str, datetime, bool]] = []
+        self.recovery = Recovery(
+            self.specs,
+            self.elector,  # type: ignore[arg-type]
+            self.backend,
+            CLUSTER,
+            self.clock,
+            lambda job, fire, keep: self.submitted.append((job, fire, keep)),
+            get_logger(replica="r1"),
+            threading.Event(),
+        )
+
+    def lead(self, replica: str) -> Term:
+        """Take the lease as ``replica`` (releasing any previous holder's) and lead."""
+        if self.elector.term is not None:
+            self.backend.release(self.elector.term.lease)
+        lease = self.backend.try_acquire(CLUSTER, Holder.new(replica), TIMINGS.lease_ttl)
+        assert lease is not None
+        term = Term(lease, TIMINGS, self.clock)
+        self.elector.term = term
+        return term
+
+    def claim(self, term: Term, job: str = "all", fire: datetime = FIRE) -> RunRecord:
+        run = RunRecord(job, fire, term.lease.holder.replica_id, term.token, started=fire)
+        assert self.backend.claim(term.lease, run, Retention()) == run
+        return run
+
+    def stored(self, job: str = "all", fire: datetime = FIRE) -> RunRecord | None:
+        return self.backend.lookup(CLUSTER, job, fire)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    try:
+        yield r
+    finally:
+        r.backend.close()
+
+
+def test_landed_claim_of_the_current_term_is_adopted_and_run_without_claiming(rig: Rig) -> None:
+    term = rig.lead("r1")
+    run = rig.claim(term)
+    rig.recovery.doubt(run)  # sent; the answer timed out
+
+    assert rig.recovery.settle() is None
+    assert rig.submitted == [("all", FIRE, True)]  # kept: never coalesced away
+    assert rig.recovery.take_adopted("all", FIRE, term) == run
+    assert rig.recovery.take_adopted("all", FIRE, term) is None  # handed out once
+    assert not rig.recovery.pending()
+    assert rig.elector.count("confirmed_late") == 1
+
+
+def test_landed_claim_of_a_term_no_longer_led_is_given_back(rig: Rig) -> None:
+    old = rig.lead("r1")
+    run = rig.claim(old)
+    rig.recovery.doubt(run)
+    rig.elector.term = None  # deposed meanwhile
+
+    rig.recovery.settle()
+    assert rig.stored() is None  # the fire is unclaimed again
+    assert rig.submitted == []  # a follower leaves it to the leader
+    assert not rig.recovery.pending()
+    assert rig.elector.count("withdrawn") == 1
+
+
+def test_claim_given_back_by_a_newer_term_of_ours_is_claimed_afresh(rig: Rig) -> None:
+    old = rig.lead("r1")
+    run = rig.claim(old)
+    rig.recovery.doubt(run)
+    rig.lead("r1")  # the same replica, a new term (new token)
+
+    rig.recovery.settle()
+    assert rig.stored() is None
+    assert rig.submitted == [("all", FIRE, False)]  # claim it again under the new token
+
+
+def test_unlanded_claim_is_claimed_again_by_the_leader_and_kept_until_confirmed(
+    rig: Rig,
+) -> None:
+    term = rig.lead("r1")
+    unsent = RunRecord("all", FIRE, "r1", term.token, started=FIRE)
+    rig.recovery.doubt(unsent)
+
+    rig.recovery.settle()
+    assert rig.submitted == [("all", FIRE, False)]
+    assert rig.recovery.pending()  # a delayed request may still land: keep watching
+    rig.recovery.claimed(unsent)  # the lane's new claim succeeded
+    assert not rig.recovery.pending()
+
+
+def test_someone_elses_claim_settles_the_doubt(rig: Rig) -> None:
+    mine = rig.lead("r1")
+    unsent = RunRecord("all", FIRE, "r1", mine.token, started=FIRE)
+    rig.recovery.doubt(unsent)
+    theirs = rig.lead("r2")
+    rig.claim(theirs)
+    rig.elector.term = None
+
+    rig.recovery.settle()
+    assert rig.stored() is not None and rig.stored().token == theirs.token  # type: ignore[union-attr]
+    assert rig.submitted == [] and not rig.recovery.pending()
+
+
+def test_doubt_past_misfire_grace_is_recorded_lost(rig: Rig) -> None:
+    term = rig.lead("r1")
+    run = rig.claim(term)
+    rig.recovery.doubt(run)
+    rig.clock.advance(11)  # past misfire_grace (10 s)
+
+    rig.recovery.settle()
+    stored = rig.stored()
+    assert stored is not None and stored.outcome == "lost"
+    assert stored.message == "claimed but never started"
+    assert rig.submitted == [] and not rig.recovery.pending()
+
+
+def test_adopted_claim_of_an_ended_term_goes_back_and_is_withdrawn(rig: Rig) -> None:
+    term = rig.lead("r1")
+    run = rig.claim(term)
+    rig.recovery.doubt(run)
+    rig.recovery.settle()  # adopted for this term
+    rig.elector.term = None
+
+    assert rig.recovery.take_adopted("all", FIRE, None) is None
+    assert rig.recovery.pending()
+    rig.recovery.settle()
+    assert rig.stored() is None
+
+
+def test_new_leader_runs_an_orphan_once_its_claimant_gives_it_back(rig: Rig) -> None:
+    old = rig.lead("r1")
+    orphan = rig.claim(old)
+    new = rig.lead("r2")
+    rig.recovery.suspect(orphan, new)
+
+    rig.recovery.settle()
+    assert rig.submitted == [] and rig.recovery.pending()  # maybe running: hands off
+    rig.backend.finish(CLUSTER, orphan.finished("lost", START, ORPHAN_MESSAGE))
+    rig.recovery.settle()
+    assert rig.submitted == [] and rig.recovery.pending()
+    assert rig.backend.unclaim(CLUSTER, orphan)  # the claimant: "never started"
+    rig.recovery.settle()
+    assert rig.submitted == [("all", FIRE, False)]
+    assert not rig.recovery.pending()
+
+
+def test_suspects_follow_the_job_policy_and_the_term(rig: Rig) -> None:
+    old = rig.lead("r1")
+    none_run = rig.claim(old, "none")
+    latest_run = rig.claim(old, "latest")
+    new = rig.lead("r2")
+    rig.recovery.suspect(none_run, new)  # catch_up="none": never watched
+    assert not rig.recovery.pending()
+    rig.recovery.suspect(latest_run, new)
+    rig.claim(new, "latest", FIRE + timedelta(seconds=1))  # a newer fire ran
+    rig.backend.unclaim(CLUSTER, latest_run)
+    rig.recovery.settle()
+    assert rig.submitted == []  # "latest" does not go back for an older fire
+
+    stale = rig.claim(new, "all", FIRE - timedelta(seconds=1))
+    rig.recovery.suspect(stale, new)
+    rig.lead("r3")  # the watching term ended
+    rig.recovery.settle()
+    assert rig.submitted == [] and not rig.recovery.pending()
+
+
+def test_skipped_fires_are_caught_up_in_the_same_term_only(rig: Rig) -> None:
+    term = rig.lead("r1")
+    rig.recovery.skipped(term)
+    assert rig.recovery.settle() is term
+    assert rig.recovery.settle() is None  # once
+
+    rig.recovery.skipped(term)
+    rig.lead("r2")
+    assert rig.recovery.settle() is None  # the new term did its own catch-up
+
+
+def test_shutdown_gives_back_every_claim_in_doubt(rig: Rig) -> None:
+    term = rig.lead("r1")
+    run = rig.claim(term)
+    rig.recovery.doubt(run)
+
+    rig.recovery.withdraw_all()
+    assert rig.stored() is None and not rig.recovery.pending()
+
+
+def test_lane_never_coalesces_away_a_claim_already_made() -> None:
+    """A "latest" lane keeps only its newest waiting fire, except fires handed over with
+    keep=True (claims confirmed late): those run whatever comes after them."""
+    spec = build_spec(_noop, every="1s", name="latest", catch_up="latest", misfire_grace=10.0)
+    idle_runner = SimpleNamespace(pool=SimpleNamespace(submit=lambda fn: None), accepting=True)
+    lane = Lane(spec, idle_runner)  # type: ignore[arg-type]
+    at = [FIRE + timedelta(seconds=s) for s in range(4)]
+
+    lane.submit([at[0]])
+    lane.submit([at[1]], keep=True)
+    lane.submit([at[2]])
+    lane.submit([at[3]])
+    assert lane._pending == [at[1], at[3]]
