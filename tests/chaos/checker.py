@@ -495,14 +495,15 @@ def _all_policy_verdict(
     if not nxt or nxt[0].at - instant > grace - 1.0:
         return "no new term within misfire_grace"
     for _, _, f in inside:
-        # The deposed leader may have claimed this very fire just before it was hit, or (a
-        # partition) sent its claim into the fault and never heard back: the fire in flight
-        # is the first one due after the fault began. Claims are at most once, and Baton
-        # claims nothing more until the backend answers again: one fire at most.
-        if f["type"] in (*DEPOSING, "partition_blackhole", "partition_delay") and (
+        # A killed leader may have claimed this very fire just before it died: the fire in
+        # flight is the first one due after the kill. Claims are at most once, and only the
+        # claimant could say it never started the job. A leader that survives its fault
+        # (paused, cut off, its session expired) gives back a claim it did not start once
+        # the backend answers (F10), so its fires must be caught up.
+        if f["type"] == "kill_leader" and (
             f["inject"] - 1.5 <= instant <= f["inject"] + interval + 0.5
         ):
-            return "claimed by the deposed leader (at most once)"
+            return "claimed by the killed leader (at most once)"
     return "not caught up although a new term began within misfire_grace"
 
 

@@ -26,12 +26,6 @@ BACKENDS = tuple(SEEDS)
 #: mechanism stays for the next finding that needs it).
 KEEP_APART: dict[str, tuple[tuple[str, str], ...]] = {}
 
-#: Open liveness findings per backend (CHAOS.md): F10, a leader on a flapping link loses
-#: one fire per claim answered too late; the long ZooKeeper runs after the fixes of F1-F3
-#: still showed 2-3 such ticks in 13-18 minutes, i.e. roughly one short run in ten. The
-#: safety test above stays strict everywhere.
-KNOWN_LIVENESS = {"zookeeper": "F10: claims answered too late on a flapping link are lost"}
-
 _reports: dict[str, dict[str, Any]] = {}
 
 
@@ -68,15 +62,7 @@ def test_short_chaos_run_keeps_the_safety_invariants(backend: str, report: dict[
     assert report["lost_updates"] == 0, summary
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(b, marks=pytest.mark.xfail(reason=KNOWN_LIVENESS[b], strict=False))
-        if b in KNOWN_LIVENESS
-        else b
-        for b in BACKENDS
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_short_chaos_run_misses_ticks_only_inside_fault_windows(
     backend: str, report: dict[str, Any]
 ) -> None:
