@@ -79,7 +79,8 @@ class Metrics:
         )
         self.claims = Counter(
             "baton_claims",
-            "Fire claims by result (claimed, duplicate, lease_lost, error).",
+            "Fire claims by result "
+            "(claimed, duplicate, lease_lost, error, confirmed_late, withdrawn).",
             ["result"],
             registry=r,
         )
