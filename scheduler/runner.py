@@ -266,6 +266,8 @@ class Runner:
         # A claim confirmed late (scheduler.recovery) runs without being claimed again.
         claimed = self.recovery.take_adopted(spec.name, fire, term)
         if term is None or self._held:
+            if claimed is not None:
+                self.recovery.doubt(claimed)  # not now: settled again (given back if resigned)
             return  # followers see every fire too; only the leader acts
         late = (self.clock.now() - fire).total_seconds()
         log = self.log.bind(job=spec.name, scheduled_time=fire.isoformat(), token=term.token)
@@ -489,10 +491,12 @@ class Runner:
         return [f for f in due if fire_key(f) > anchor and fire_key(f) not in claimed]
 
     def _close_orphans(self, recent: list[RunRecord], term: Term, now: datetime) -> None:
-        """Mark runs still ``running`` under an older token as ``lost``.
+        """Mark runs still ``running`` under an older token as ``lost``, and watch them.
 
         Their replica died (or was deposed) mid-run and will never record an end; if it was
         only paused and does finish, its own ``finish`` overwrites this with the real outcome.
+        If it never started the run (its claim's answer was lost) it gives the claim back,
+        and :class:`~scheduler.recovery.Recovery` runs the fire while within misfire_grace.
         """
         for run in recent:
             if run.token >= term.token:
