@@ -7,13 +7,8 @@ scheme must survive.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +16,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+# Re-exported: the tests import both from here, where they lived before ProcessServer.
+from tests.harness.process_server import HOST as HOST
+from tests.harness.process_server import ProcessServer
+from tests.harness.process_server import free_port as free_port
+
 REDIS_SERVER = "redis-server"
-HOST = "127.0.0.1"
 
 #: Seconds a server may take to answer PING after starting, and to exit after a signal.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def redis_server_binary() -> str:
@@ -85,8 +77,10 @@ def make_tls_files(directory: Path) -> TlsFiles:
     return TlsFiles(ca_cert=d / "ca.crt", cert=d / "server.crt", key=d / "server.key")
 
 
-class RedisServer:
+class RedisServer(ProcessServer):
     """One ``redis-server`` child process bound to ``127.0.0.1`` in its own temp dir.
+
+    Without persistence, :meth:`kill` loses all data and :meth:`restart` comes back empty.
 
     Args:
         password: if given, the server runs with ``requirepass``.
@@ -94,15 +88,17 @@ class RedisServer:
         tls: if given, the port speaks TLS only (no plain-text port), with these files.
     """
 
+    name = "redis-server"
+    start_timeout = START_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
+
     def __init__(
         self, password: str | None = None, port: int | None = None, tls: TlsFiles | None = None
     ) -> None:
+        self._binary = redis_server_binary()
+        super().__init__(port, dir_prefix="baton-redis-")
         self.password = password
         self.tls = tls
-        self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="baton-redis-"))
-        self._binary = redis_server_binary()
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -115,20 +111,10 @@ class RedisServer:
         return f"redis://{auth}{HOST}:{self.port}/0"
 
     @property
-    def pid(self) -> int:
-        """The server's process id (it must be running)."""
-        if self._process is None:
-            raise RuntimeError("redis-server is not running")
-        return self._process.pid
+    def log_path(self) -> Path:
+        return self.dir / "redis.log"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> RedisServer:
-        """Start the server and wait until it answers PING."""
-        if self.running:
-            raise RuntimeError(f"redis-server already running on port {self.port}")
+    def _launch(self) -> subprocess.Popen[bytes]:
         args = [
             self._binary,
             "--bind",
@@ -142,7 +128,7 @@ class RedisServer:
             "--dir",
             str(self.dir),
             "--logfile",
-            str(self.dir / "redis.log"),
+            str(self.log_path),
             "--daemonize",
             "no",
         ]
@@ -161,11 +147,9 @@ class RedisServer:
                 "--tls-auth-clients",
                 "no",
             ]
-        self._process = subprocess.Popen(
+        return subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        self._wait_until_up()
-        return self
 
     def client(self, timeout: float = 2.0, **options: object) -> redis.Redis:
         """A plain client for fault injection (reading or changing keys behind a backend)."""
@@ -181,80 +165,9 @@ class RedisServer:
             **options,  # type: ignore[arg-type]
         )
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``STOP_TIMEOUT``."""
-        self._signal(signal.SIGTERM)
-        if not self._wait_exit(STOP_TIMEOUT):
-            self._signal(signal.SIGKILL)
-            self._wait_exit(STOP_TIMEOUT)
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies at once and, without persistence, loses all data."""
-        self._signal(signal.SIGKILL)
-        self._wait_exit(STOP_TIMEOUT)
-        self._process = None
-
-    def restart(self) -> None:
-        """Start again on the same port (after :meth:`stop` or :meth:`kill`)."""
-        if self.running:
-            self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop the server if running and remove its directory."""
-        if self.running:
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.kill(self._process.pid, sig)
-
-    def _wait_exit(self, timeout: float) -> bool:
-        if self._process is None:
-            return True
-        try:
-            self._process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        if self._process.stderr is not None:
-            self._process.stderr.close()
-        return True
-
-    def _wait_until_up(self) -> None:
-        assert self._process is not None
+    def _wait_until_ready(self) -> None:
         probe = self.client(timeout=0.5, retry=Retry(NoBackoff(), 0))
-        deadline = time.monotonic() + START_TIMEOUT
         try:
-            while True:
-                if self._process.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with status {self._process.returncode} while "
-                        f"starting on port {self.port}: {self._log_tail()}"
-                    )
-                try:
-                    if probe.ping():
-                        return
-                except (redis.ConnectionError, redis.TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise RuntimeError(
-                        f"redis-server did not answer PING on port {self.port} within "
-                        f"{START_TIMEOUT} s: {self._log_tail()}"
-                    )
-                time.sleep(0.01)
+            self._wait_until(probe.ping, "answer PING", (redis.ConnectionError, redis.TimeoutError))
         finally:
             probe.close()
-
-    def _log_tail(self) -> str:
-        log = self.dir / "redis.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        if self._process is not None and self._process.stderr is not None:
-            try:
-                if self._process.poll() is not None:
-                    text += self._process.stderr.read().decode(errors="replace")
-            except OSError:
-                pass
-        return text[-2000:] or "(no log output)"

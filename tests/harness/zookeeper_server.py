@@ -15,16 +15,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from tests.harness.redis_server import HOST, TlsFiles, free_port
+from tests.harness.process_server import HOST, ProcessServer, free_port
+from tests.harness.redis_server import TlsFiles
 
 JAVA = "java"
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
@@ -96,8 +94,11 @@ def classpath(tls: bool = False) -> str:
     return ":".join(found)
 
 
-class ZooKeeperServer:
+class ZooKeeperServer(ProcessServer):
     """One standalone ZooKeeper child process bound to ``127.0.0.1`` in its own temp dir.
+
+    Its transaction log is on disk before it answers, so :meth:`kill` loses no answered
+    write and :meth:`restart` on the same data directory brings it all back.
 
     Args:
         port: the client port; a free one when ``None``.
@@ -109,6 +110,10 @@ class ZooKeeperServer:
             a second, plain port (``admin_port``) serves the probes and admin clients.
     """
 
+    name = "ZooKeeper"
+    start_timeout = START_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
+
     def __init__(
         self,
         port: int | None = None,
@@ -117,14 +122,12 @@ class ZooKeeperServer:
         force_sync: bool = True,
         tls: TlsFiles | None = None,
     ) -> None:
-        self.port = port or free_port()
+        self._classpath = classpath(tls=tls is not None)
+        super().__init__(port, dir_prefix="baton-zookeeper-")
         self.admin_port = free_port() if tls is not None else self.port
         self.max_session_timeout = max_session_timeout
         self.force_sync = force_sync
         self.tls = tls
-        self.dir = Path(tempfile.mkdtemp(prefix="baton-zookeeper-"))
-        self._classpath = classpath(tls=tls is not None)
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def hosts(self) -> str:
@@ -139,24 +142,10 @@ class ZooKeeperServer:
         return f"zookeeper://{auth}{self.hosts}{chroot}"
 
     @property
-    def pid(self) -> int:
-        """The server's process id (it must be running)."""
-        if self._process is None:
-            raise RuntimeError("ZooKeeper is not running")
-        return self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
     def log_path(self) -> Path:
         return self.dir / "zookeeper.log"
 
-    def start(self) -> ZooKeeperServer:
-        """Start the server and wait until it serves requests."""
-        if self.running:
-            raise RuntimeError(f"ZooKeeper already running on port {self.port}")
+    def _launch(self) -> subprocess.Popen[bytes]:
         data = self.dir / "data"
         data.mkdir(exist_ok=True)
         config = self.dir / "zoo.cfg"
@@ -202,15 +191,11 @@ class ZooKeeperServer:
             MAIN_CLASS,
             str(config),
         ]
-        log = self.log_path.open("ab")
-        try:
-            self._process = subprocess.Popen(
+        # Appended to, so a restart's failure shows what the server did before it.
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
-        finally:
-            log.close()
-        self._wait_until_serving()
-        return self
 
     def four_letter(self, command: str, timeout: float = 2.0) -> str:
         """Send a four-letter admin command (``srvr``, ``wchp``, ...) and return the answer."""
@@ -263,68 +248,10 @@ class ZooKeeperServer:
             intruder.stop()
             intruder.close()
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``STOP_TIMEOUT``."""
-        self._signal(signal.SIGTERM)
-        if not self._wait_exit(STOP_TIMEOUT):
-            self._signal(signal.SIGKILL)
-            self._wait_exit(STOP_TIMEOUT)
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies at once (its log on disk keeps every answered write)."""
-        self._signal(signal.SIGKILL)
-        self._wait_exit(STOP_TIMEOUT)
-        self._process = None
-
-    def restart(self) -> None:
-        """Start again on the same port and data directory (after :meth:`stop` or :meth:`kill`)."""
-        if self.running:
-            self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        """Stop the server if running and remove its directory."""
-        if self.running:
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.kill(self._process.pid, sig)
-
-    def _wait_exit(self, timeout: float) -> bool:
-        if self._process is None:
-            return True
-        try:
-            self._process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def _wait_until_serving(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"ZooKeeper exited with status {self._process.returncode} while starting "
-                    f"on port {self.port}: {self._log_tail()}"
-                )
-            try:
-                # "ruok" answers before the server loads its data; srvr says when it serves.
-                if self.four_letter("srvr", timeout=0.5).startswith("Zookeeper version"):
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(
-                    f"ZooKeeper did not serve on port {self.port} within {START_TIMEOUT} s: "
-                    f"{self._log_tail()}"
-                )
-            time.sleep(0.01)
-
-    def _log_tail(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-2000:] or "(no log output)"
+    def _wait_until_ready(self) -> None:
+        # "ruok" answers before the server loads its data; srvr says when it serves.
+        self._wait_until(
+            lambda: self.four_letter("srvr", timeout=0.5).startswith("Zookeeper version"),
+            "serve",
+            (OSError,),
+        )
