@@ -27,7 +27,7 @@ from scheduler.config import Settings, load_settings
 from scheduler.errors import BackendAuthError, BackendError, BatonError, UserError
 from scheduler.jobs import load_jobs
 from scheduler.logs import configure
-from scheduler.members import PAUSE_PREFIX, RESIGN
+from scheduler.members import PAUSE_PREFIX, RESIGN, RESUMED_PREFIX
 from scheduler.runs import RunRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -391,6 +391,15 @@ def resign(
         raise BatonError(f"no other replica took over within {wait_seconds:g} s")
 
 
+def _pause_start(value: str) -> str | None:
+    try:
+        at = json.loads(value)["at"]
+        datetime.fromisoformat(at)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(at)
+
+
 def _set_paused(
     config_path: str | None,
     backend: str | None,
@@ -401,16 +410,20 @@ def _set_paused(
 ) -> None:
     settings = _settings(config_path, backend=backend, cluster=cluster)
     store = _open_reader(settings)
+    by, now = f"{getpass.getuser()}@{socket.gethostname()}", datetime.now(UTC).isoformat()
     try:
-        value = None
         if paused:
-            value = json.dumps(
-                {
-                    "by": f"{getpass.getuser()}@{socket.gethostname()}",
-                    "at": datetime.now(UTC).isoformat(),
-                }
-            )
-        store.set_control(settings.cluster, PAUSE_PREFIX + job, value)
+            value = json.dumps({"by": by, "at": now})
+            store.set_control(settings.cluster, PAUSE_PREFIX + job, value)
+        else:
+            current = store.controls(settings.cluster).get(PAUSE_PREFIX + job)
+            if current is not None:
+                # Written before the pause is lifted, so a catch-up never sees the job
+                # resumed without knowing which fires the pause skipped.
+                since = _pause_start(current) or now
+                window = {"paused_at": since, "resumed_at": now, "by": by}
+                store.set_control(settings.cluster, RESUMED_PREFIX + job, json.dumps(window))
+            store.set_control(settings.cluster, PAUSE_PREFIX + job, None)
     finally:
         store.close()
     if as_json:

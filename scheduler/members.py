@@ -53,3 +53,18 @@ class Member:
 #: Control keys (see LeaseBackend.set_control).
 RESIGN = "resign"
 PAUSE_PREFIX = "pause:"
+#: ``resumed:<job>``: the last pause of a job, ``{"paused_at": ISO, "resumed_at": ISO}``
+#: (the operator's clock), so no leader's catch-up runs the fires that pause skipped.
+RESUMED_PREFIX = "resumed:"
+
+
+def paused_window(controls: dict[str, str], job: str) -> tuple[datetime, datetime] | None:
+    """The (start, end) of ``job``'s last finished pause, or ``None`` (none, or unreadable)."""
+    raw = controls.get(RESUMED_PREFIX + job)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return datetime.fromisoformat(data["paused_at"]), datetime.fromisoformat(data["resumed_at"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -26,19 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.backends.sqlite import SqliteBackend
-from scheduler.clock import FakeClock
-from scheduler.elector import Elector, Term
 from scheduler.jobs import build_spec
-from scheduler.lease import Holder as LeaseHolder
-from scheduler.runner import Runner
-from scheduler.runs import Retention, RunRecord
-from scheduler.timings import LeaseTimings
 from tests.chaos.cluster import Replicas
 from tests.chaos.faketime import FakeClocks, probe
 from tests.chaos.proxy import ProxyLoop
 from tests.chaos.run import LedgerProcess
 from tests.chaos.targets import Holder, RedisTarget, Target, ZooKeeperTarget, make_target
+from tests.harness.catch_up import queued_by_catch_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -318,29 +312,12 @@ def _claim_log(replicas: Replicas, name: str) -> list[str]:
 
 def test_catch_up_fills_holes_before_the_newest_claim(tmp_path: Path) -> None:
     """Claims at :00-:10 and :29, now :30, grace 30 s: a new leader queues :11-:28."""
-    clock = FakeClock(start=1000.0, wall=datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
-    backend = SqliteBackend.from_url(f"sqlite:///{tmp_path}/baton.db", clock=clock)
     spec = build_spec(_noop, every="1s", name="finding.f3", catch_up="all", misfire_grace=30.0)
-    timings = LeaseTimings.of(10.0, None, None)
-    holder = LeaseHolder.new("r1")
-    elector = Elector(backend, "f3", holder, timings, clock)
-    runner = Runner([spec], elector, backend, "f3", clock=clock)
-    try:
-        lease = backend.try_acquire("f3", holder, timings.lease_ttl)
-        assert lease is not None
-        base = datetime(2026, 1, 1, tzinfo=UTC)
-        for second in [*range(0, 11), 29]:
-            fire = base + timedelta(seconds=second)
-            run = RunRecord("finding.f3", fire, "r0", lease.token, started=fire)
-            backend.claim(lease, run.finished("ok", fire), Retention())
-        queued: list[datetime] = []
-        runner.lanes["finding.f3"].submit = queued.extend  # type: ignore[method-assign, assignment]
-        runner._catch_up(Term(lease, timings, clock))
-        holes = [base + timedelta(seconds=s) for s in range(11, 29)]
-        assert set(holes) <= set(queued), f"queued only {[f.isoformat() for f in queued]}"
-    finally:
-        runner.close()
-        backend.close()
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    ran = [base + timedelta(seconds=s) for s in [*range(0, 11), 29]]
+    queued = queued_by_catch_up(tmp_path, spec, ran, base + timedelta(seconds=30))
+    holes = [base + timedelta(seconds=s) for s in range(11, 29)]
+    assert set(holes) <= set(queued), f"queued only {[f.isoformat() for f in queued]}"
 
 
 def _noop(ctx: object) -> None:

@@ -78,6 +78,7 @@ def test_status_resign_pause_resume(cluster: Cluster) -> None:
     old = cluster.replicas[first.replica_id]
     assert old.alive and [e["reason"] for e in old.events("leadership_lost")] == ["resigned"]
 
+    pause_sent = datetime.now(UTC).timestamp()
     assert baton(cluster, "pause", "test.tick") == {
         "cluster": cluster.name,
         "job": "test.tick",
@@ -115,3 +116,27 @@ def test_status_resign_pause_resume(cluster: Cluster) -> None:
     baton(cluster, "resume", "test.tick")
     resumed_at = datetime.now(UTC).timestamp()
     wait_for(lambda: starts_after(cluster, resumed_at), 20, "a run after resume", 0.1)
+
+    # A new leader within misfire_grace (60 s) must not catch up the fires the pause skipped.
+    resign_sent = datetime.now(UTC).timestamp()
+    handover = baton(cluster, "resign", "--wait", "20")
+    moved_at = datetime.now(UTC).timestamp()
+    assert handover["new_leader"] not in (None, new_leader.name)
+    successor = cluster.replicas[str(handover["new_leader"])]
+    # Its catch-up backlog (older fires) runs before any fire due after the handover.
+    wait_for(
+        lambda: [
+            e
+            for e in successor.events("job_started")
+            if datetime.fromisoformat(e["scheduled_time"]).timestamp() > moved_at
+        ],
+        20,
+        "a fire after the handover run by the next leader",
+        0.1,
+    )
+    skipped = [
+        tick
+        for tick in starts_after(cluster, resign_sent)
+        if pause_sent <= datetime.fromisoformat(tick).timestamp() <= resumed_at
+    ]
+    assert skipped == [], f"fires skipped by the pause ran after it: {skipped}"
