@@ -87,6 +87,7 @@ class Recovery:
         self._log = log
         self._lock = threading.Lock()
         self._doubts: dict[Key, RunRecord] = {}  # ours, never started; fate unknown
+        self._doubted_at: dict[Key, float] = {}  # monotonic time each doubt arose
         self._adopted: dict[Key, RunRecord] = {}  # ours, landed in the term we lead
         self._suspects: dict[Key, _Suspect] = {}  # others', maybe given back
         self._recheck: Term | None = None  # a term that skipped fires: catch up
@@ -98,12 +99,14 @@ class Recovery:
         """``run`` was sent as a claim without an answer, or claimed and then not started."""
         with self._lock:
             self._doubts[(run.job, run.key)] = run
+            self._doubted_at[(run.job, run.key)] = self._clock.monotonic()
         self.wake.set()
 
     def claimed(self, run: RunRecord) -> None:
         """The lane claimed ``run``'s fire: nothing about it is in doubt any more."""
         with self._lock:
             self._doubts.pop((run.job, run.key), None)
+            self._doubted_at.pop((run.job, run.key), None)
 
     def take_adopted(self, job: str, fire: datetime, term: Term | None) -> RunRecord | None:
         """The confirmed claim of this fire, to run without claiming again, if it is of
@@ -114,6 +117,7 @@ class Recovery:
             if run is None or (term is not None and run.token == term.token):
                 return run
             self._doubts[key] = run
+            self._doubted_at[key] = self._clock.monotonic()
         self.wake.set()
         return None
 
@@ -168,6 +172,7 @@ class Recovery:
         with self._lock:
             doubts = [*self._doubts.values(), *self._adopted.values()]
             self._doubts.clear()
+            self._doubted_at.clear()
             self._adopted.clear()
         for run in doubts:
             try:
@@ -190,9 +195,13 @@ class Recovery:
         term = self._elector.current_term()
         if stored is None:
             # Not landed (yet: a delayed request may still arrive, so keep watching). A
-            # leader claims it again; a follower leaves it to the leader's catch-up.
+            # leader claims it again; a follower leaves it to the leader's catch-up, and
+            # stops watching once the lease the claim was sent under has expired on the
+            # server for sure: a claim arriving later fails its lease check.
             if term is not None:
                 self._submit(run.job, run.scheduled_time, False)
+            elif self._clock.monotonic() - self._doubted_at.get(key, 0.0) > self._landing_bound():
+                self._forget_doubt(key, run)
             return
         if stored.token != run.token:
             self._forget_doubt(key, run)  # someone else's claim: the fire is theirs
@@ -201,6 +210,7 @@ class Recovery:
             with self._lock:
                 if self._doubts.pop(key, None) is None:
                     return
+                self._doubted_at.pop(key, None)
                 self._adopted[key] = stored
             log.info("claim_confirmed", token=run.token)
             self._elector.metrics.claims.labels("confirmed_late").inc()
@@ -256,6 +266,12 @@ class Recovery:
         with self._lock:
             if self._doubts.get(key) is run:
                 del self._doubts[key]
+                self._doubted_at.pop(key, None)
+
+    def _landing_bound(self) -> float:
+        """Seconds after which a claim sent before a doubt arose can no longer land."""
+        timings = self._elector.timings
+        return timings.lease_ttl + timings.op_timeout
 
     def _forget_suspect(self, key: Key, suspect: _Suspect) -> None:
         with self._lock:

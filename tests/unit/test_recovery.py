@@ -44,6 +44,7 @@ class Leading:
     def __init__(self) -> None:
         self.term: Term | None = None
         self.metrics = Metrics()
+        self.timings = TIMINGS
 
     def current_term(self) -> Term | None:
         return self.term
@@ -58,8 +59,13 @@ class Rig:
         self.backend = SqliteBackend.from_url(f"sqlite:///{tmp_path}/b.db", clock=self.clock)
         self.elector = Leading()
         self.specs = {
-            name: build_spec(_noop, every="1s", name=name, catch_up=policy, misfire_grace=10.0)
-            for name, policy in (("all", "all"), ("latest", "latest"), ("none", "none"))
+            name: build_spec(_noop, every="1s", name=name, catch_up=policy, misfire_grace=grace)
+            for name, policy, grace in (
+                ("all", "all", 10.0),
+                ("latest", "latest", 10.0),
+                ("none", "none", 10.0),
+                ("slow", "all", 120.0),  # a grace longer than the lease TTL (30 s)
+            )
         }
         self.submitted: list[tuple[str, datetime, bool]] = []
         self.recovery = Recovery(
@@ -149,6 +155,22 @@ def test_unlanded_claim_is_claimed_again_by_the_leader_and_kept_until_confirmed(
     assert rig.submitted == [("all", FIRE, False)]
     assert rig.recovery.pending()  # a delayed request may still land: keep watching
     rig.recovery.claimed(unsent)  # the lane's new claim succeeded
+    assert not rig.recovery.pending()
+
+
+def test_follower_stops_watching_an_unlanded_claim_once_it_cannot_land(rig: Rig) -> None:
+    """Not found and not leading: watched until the lease it was sent under has surely
+    expired on the server (lease_ttl + op_timeout), then forgotten."""
+    term = rig.lead("r1")
+    unsent = RunRecord("slow", FIRE, "r1", term.token, started=FIRE)
+    rig.recovery.doubt(unsent)
+    rig.elector.term = None
+
+    rig.clock.advance(TIMINGS.lease_ttl / 2)
+    rig.recovery.settle()
+    assert rig.recovery.pending() and rig.submitted == []
+    rig.clock.advance(TIMINGS.lease_ttl / 2 + TIMINGS.op_timeout + 0.01)
+    rig.recovery.settle()
     assert not rig.recovery.pending()
 
 
