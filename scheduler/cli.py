@@ -27,7 +27,7 @@ from scheduler.config import Settings, load_settings
 from scheduler.errors import BackendAuthError, BackendError, BatonError, UserError
 from scheduler.jobs import load_jobs
 from scheduler.logs import configure
-from scheduler.members import PAUSE_PREFIX, RESIGN, RESUMED_PREFIX
+from scheduler.members import PAUSE_PREFIX, RESIGN, RESUMED_PREFIX, add_paused_window
 from scheduler.runs import RunRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -416,13 +416,14 @@ def _set_paused(
             value = json.dumps({"by": by, "at": now})
             store.set_control(settings.cluster, PAUSE_PREFIX + job, value)
         else:
-            current = store.controls(settings.cluster).get(PAUSE_PREFIX + job)
+            controls = store.controls(settings.cluster)
+            current = controls.get(PAUSE_PREFIX + job)
             if current is not None:
                 # Written before the pause is lifted, so a catch-up never sees the job
                 # resumed without knowing which fires the pause skipped.
                 since = _pause_start(current) or now
-                window = {"paused_at": since, "resumed_at": now, "by": by}
-                store.set_control(settings.cluster, RESUMED_PREFIX + job, json.dumps(window))
+                value = add_paused_window(controls, job, since, now, by)
+                store.set_control(settings.cluster, RESUMED_PREFIX + job, value)
             store.set_control(settings.cluster, PAUSE_PREFIX + job, None)
     finally:
         store.close()

@@ -53,18 +53,38 @@ class Member:
 #: Control keys (see LeaseBackend.set_control).
 RESIGN = "resign"
 PAUSE_PREFIX = "pause:"
-#: ``resumed:<job>``: the last pause of a job, ``{"paused_at": ISO, "resumed_at": ISO}``
-#: (the operator's clock), so no leader's catch-up runs the fires that pause skipped.
+#: ``resumed:<job>``: the job's last pauses, newest last, as a JSON list of
+#: ``{"paused_at": ISO, "resumed_at": ISO}`` (the operator's clock), so no leader's catch-up
+#: runs the fires those pauses skipped.
 RESUMED_PREFIX = "resumed:"
+#: Pauses remembered per job: more than fit in any sensible misfire_grace.
+PAUSES_KEPT = 20
 
 
-def paused_window(controls: dict[str, str], job: str) -> tuple[datetime, datetime] | None:
-    """The (start, end) of ``job``'s last finished pause, or ``None`` (none, or unreadable)."""
+def paused_windows(controls: dict[str, str], job: str) -> list[tuple[datetime, datetime]]:
+    """The (start, end) of ``job``'s last finished pauses (an unreadable record: none)."""
     raw = controls.get(RESUMED_PREFIX + job)
     if raw is None:
-        return None
+        return []
     try:
-        data = json.loads(raw)
-        return datetime.fromisoformat(data["paused_at"]), datetime.fromisoformat(data["resumed_at"])
+        items = json.loads(raw)
+        return [
+            (datetime.fromisoformat(i["paused_at"]), datetime.fromisoformat(i["resumed_at"]))
+            for i in items
+        ]
     except (ValueError, KeyError, TypeError):
-        return None
+        return []
+
+
+def add_paused_window(
+    controls: dict[str, str], job: str, paused_at: str, resumed_at: str, by: str
+) -> str:
+    """The ``resumed:<job>`` value with one more finished pause (the oldest dropped)."""
+    try:
+        items = json.loads(controls.get(RESUMED_PREFIX + job, "[]"))
+        if not isinstance(items, list):
+            items = []
+    except ValueError:
+        items = []
+    items.append({"paused_at": paused_at, "resumed_at": resumed_at, "by": by})
+    return json.dumps(items[-PAUSES_KEPT:])

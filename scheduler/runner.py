@@ -34,7 +34,7 @@ from scheduler.errors import LeadershipLost as JobLeadershipLost
 from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
-from scheduler.members import PAUSE_PREFIX, paused_window
+from scheduler.members import PAUSE_PREFIX, paused_windows
 from scheduler.recovery import ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
 from scheduler.runs import Retention, RunRecord, fire_key
 from scheduler.schedules import Ahead, fires_between
@@ -480,10 +480,9 @@ class Runner:
         # Up to CLAIM_AHEAD past now: APScheduler handed this replica those fires early,
         # while it did not lead yet, so it dropped them; the lane waits for their instant.
         due = fires_between(spec.trigger, start, now + CLAIM_AHEAD)
-        window = paused_window(self.elector.controls, spec.name)
-        if window is not None:
-            # Fires an operator's pause skipped are not missed ones: never run them later.
-            due = [f for f in due if not window[0] <= f <= window[1]]
+        # Fires an operator's pause skipped are not missed ones: never run them later.
+        for start, end in paused_windows(self.elector.controls, spec.name):
+            due = [f for f in due if not start <= f <= end]
         if spec.catch_up == "latest":
             return [f for f in due if f > newest_claim][-1:]
         if not due:

@@ -6,14 +6,13 @@ change after the resume) is in tests/scenarios/test_operator.py.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from scheduler.jobs import build_spec
-from scheduler.members import RESUMED_PREFIX, paused_window
+from scheduler.members import PAUSES_KEPT, RESUMED_PREFIX, add_paused_window, paused_windows
 from tests.harness.catch_up import queued_by_catch_up
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -37,15 +36,32 @@ def test_catch_up_skips_the_fires_of_a_finished_pause(
     """Ran :00-:10, paused from :11, resumed at ``resumed``, ran nothing since; now :30 and
     a new leader catches up: only fires after the resume, never one the pause skipped."""
     spec = build_spec(_noop, every="1s", name="job", catch_up=policy, misfire_grace=30.0)
-    window = {"paused_at": at(11).isoformat(), "resumed_at": at(resumed).isoformat()}
-    controls = {RESUMED_PREFIX + "job": json.dumps(window)}
+    value = add_paused_window({}, "job", at(5).isoformat(), at(6).isoformat(), "op")
+    value = add_paused_window(
+        {RESUMED_PREFIX + "job": value}, "job", at(11).isoformat(), at(resumed).isoformat(), "op"
+    )
+    controls = {RESUMED_PREFIX + "job": value}
     queued = queued_by_catch_up(tmp_path, spec, [at(s) for s in range(11)], at(30), controls)
     assert queued == [at(s) for s in expected]
 
 
-def test_paused_window_ignores_a_missing_or_unreadable_record() -> None:
-    good = json.dumps({"paused_at": at(1).isoformat(), "resumed_at": at(2).isoformat()})
-    assert paused_window({RESUMED_PREFIX + "j": good}, "j") == (at(1), at(2))
-    assert paused_window({}, "j") is None
-    assert paused_window({RESUMED_PREFIX + "j": "{not json"}, "j") is None
-    assert paused_window({RESUMED_PREFIX + "j": '{"paused_at": 1}'}, "j") is None
+def test_paused_windows_keep_the_newest_and_ignore_unreadable_records() -> None:
+    value = ""
+    for n in range(PAUSES_KEPT + 3):
+        value = add_paused_window(
+            {RESUMED_PREFIX + "j": value} if value else {},
+            "j",
+            at(2 * n).isoformat(),
+            at(2 * n + 1).isoformat(),
+            "op",
+        )
+    windows = paused_windows({RESUMED_PREFIX + "j": value}, "j")
+    newest = PAUSES_KEPT + 2
+    assert len(windows) == PAUSES_KEPT
+    assert windows[0] == (at(6), at(7)) and windows[-1] == (at(2 * newest), at(2 * newest + 1))
+    assert paused_windows({}, "j") == []
+    assert paused_windows({RESUMED_PREFIX + "j": "{not json"}, "j") == []
+    assert paused_windows({RESUMED_PREFIX + "j": '[{"paused_at": 1}]'}, "j") == []
+    assert add_paused_window({RESUMED_PREFIX + "j": "{not json"}, "j", "a", "b", "op") == (
+        '[{"paused_at": "a", "resumed_at": "b", "by": "op"}]'
+    )
