@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
@@ -44,6 +44,12 @@ SETTLE_INTERVAL = 0.25
 ORPHAN_MESSAGE = "its replica stopped before the run ended"
 
 Key = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Doubt:
+    run: RunRecord  # the claim as sent, ours and never started
+    since: float  # monotonic time the doubt arose
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +92,7 @@ class Recovery:
         self._submit = submit
         self._log = log
         self._lock = threading.Lock()
-        self._doubts: dict[Key, RunRecord] = {}  # ours, never started; fate unknown
-        self._doubted_at: dict[Key, float] = {}  # monotonic time each doubt arose
+        self._doubts: dict[Key, _Doubt] = {}  # ours, never started; fate unknown
         self._adopted: dict[Key, RunRecord] = {}  # ours, landed in the term we lead
         self._suspects: dict[Key, _Suspect] = {}  # others', maybe given back
         self._recheck: Term | None = None  # a term that skipped fires: catch up
@@ -98,15 +103,13 @@ class Recovery:
     def doubt(self, run: RunRecord) -> None:
         """``run`` was sent as a claim without an answer, or claimed and then not started."""
         with self._lock:
-            self._doubts[(run.job, run.key)] = run
-            self._doubted_at[(run.job, run.key)] = self._clock.monotonic()
+            self._doubts[(run.job, run.key)] = _Doubt(run, self._clock.monotonic())
         self.wake.set()
 
     def claimed(self, run: RunRecord) -> None:
         """The lane claimed ``run``'s fire: nothing about it is in doubt any more."""
         with self._lock:
             self._doubts.pop((run.job, run.key), None)
-            self._doubted_at.pop((run.job, run.key), None)
 
     def take_adopted(self, job: str, fire: datetime, term: Term | None) -> RunRecord | None:
         """The confirmed claim of this fire, to run without claiming again, if it is of
@@ -116,8 +119,7 @@ class Recovery:
             run = self._adopted.pop(key, None)
             if run is None or (term is not None and run.token == term.token):
                 return run
-            self._doubts[key] = run
-            self._doubted_at[key] = self._clock.monotonic()
+            self._doubts[key] = _Doubt(run, self._clock.monotonic())
         self.wake.set()
         return None
 
@@ -151,11 +153,11 @@ class Recovery:
         with self._lock:
             doubts = list(self._doubts.values())
             suspects = list(self._suspects.values())
-        for run in doubts:
+        for doubt in doubts:
             try:
-                self._settle_doubt(run)
+                self._settle_doubt(doubt)
             except BackendError as exc:
-                self._log.warning("claim_unsettled", job=run.job, error=str(exc))
+                self._log.warning("claim_unsettled", job=doubt.run.job, error=str(exc))
                 return None
         for suspect in suspects:
             try:
@@ -170,9 +172,8 @@ class Recovery:
     def withdraw_all(self) -> None:
         """On shutdown: give back every claim in doubt that is ours (one bounded pass)."""
         with self._lock:
-            doubts = [*self._doubts.values(), *self._adopted.values()]
+            doubts = [*(d.run for d in self._doubts.values()), *self._adopted.values()]
             self._doubts.clear()
-            self._doubted_at.clear()
             self._adopted.clear()
         for run in doubts:
             try:
@@ -180,13 +181,14 @@ class Recovery:
             except BackendError as exc:
                 self._log.warning("claim_unsettled", job=run.job, error=str(exc))
 
-    def _settle_doubt(self, run: RunRecord) -> None:
+    def _settle_doubt(self, doubt: _Doubt) -> None:
+        run = doubt.run
         key = (run.job, run.key)
         spec = self._specs[run.job]
         log = self._log.bind(job=run.job, scheduled_time=run.scheduled_time.isoformat())
         stored = self._backend.lookup(self._cluster, run.job, run.scheduled_time)
         if self._too_late(run, spec):
-            self._forget_doubt(key, run)
+            self._forget_doubt(key, doubt)
             if stored is not None and stored.token == run.token and stored.outcome == "running":
                 # Nobody can run it any more; say so rather than leave it "running".
                 lost = stored.finished("lost", self._clock.now(), "claimed but never started")
@@ -200,23 +202,23 @@ class Recovery:
             # server for sure: a claim arriving later fails its lease check.
             if term is not None:
                 self._submit(run.job, run.scheduled_time, False)
-            elif self._clock.monotonic() - self._doubted_at.get(key, 0.0) > self._landing_bound():
-                self._forget_doubt(key, run)
+            elif self._clock.monotonic() - doubt.since > self._landing_bound():
+                self._forget_doubt(key, doubt)
             return
         if stored.token != run.token:
-            self._forget_doubt(key, run)  # someone else's claim: the fire is theirs
+            self._forget_doubt(key, doubt)  # someone else's claim: the fire is theirs
             return
         if term is not None and term.token == run.token:
             with self._lock:
-                if self._doubts.pop(key, None) is None:
-                    return
-                self._doubted_at.pop(key, None)
+                if self._doubts.get(key) is not doubt:
+                    return  # replaced meanwhile (a newer claim of the fire went unanswered)
+                del self._doubts[key]
                 self._adopted[key] = stored
             log.info("claim_confirmed", token=run.token)
             self._elector.metrics.claims.labels("confirmed_late").inc()
             self._submit(run.job, run.scheduled_time, True)
             return
-        self._forget_doubt(key, run)
+        self._forget_doubt(key, doubt)
         self._withdraw(stored, "leadership lost before the start")
         if term is not None:
             self._submit(run.job, run.scheduled_time, False)  # a newer term of ours: claim afresh
@@ -236,10 +238,8 @@ class Recovery:
         if stored is not None:
             return  # claimed again meanwhile
         if spec.catch_up == "latest":
-            later = self._backend.claimed(
-                self._cluster, run.job, run.scheduled_time, self._clock.now() + timedelta(days=1)
-            )
-            if later - {run.key}:
+            newest = self._backend.history(self._cluster, run.job, 1)
+            if newest and newest[0].key > run.key:
                 return  # a newer fire ran: "latest" does not go back for this one
         self._log.info(
             "catch_up",
@@ -262,11 +262,10 @@ class Recovery:
                 reason=reason,
             )
 
-    def _forget_doubt(self, key: Key, run: RunRecord) -> None:
+    def _forget_doubt(self, key: Key, doubt: _Doubt) -> None:
         with self._lock:
-            if self._doubts.get(key) is run:
+            if self._doubts.get(key) is doubt:
                 del self._doubts[key]
-                self._doubted_at.pop(key, None)
 
     def _landing_bound(self) -> float:
         """Seconds after which a claim sent before a doubt arose can no longer land."""
