@@ -80,6 +80,24 @@ class LeaseLost(BatonError):
         super().__init__(f"lease {name!r} lost: {reason}")
 
 
+class ClaimLost(BatonError, LookupError):
+    """A claim attempt's record is not there to act on: gone, another attempt's, or no
+    longer ``claimed`` (already started, finished or given back).
+
+    Args:
+        job: the job name.
+        scheduled_time: the fire instant, ISO-8601.
+        reason: a short machine-friendly reason (``"gone"``, ``"other-attempt"``,
+            ``"not-claimed"``).
+    """
+
+    def __init__(self, job: str, scheduled_time: str, reason: str) -> None:
+        self.job = job
+        self.scheduled_time = scheduled_time
+        self.reason = reason
+        super().__init__(f"job {job!r} fire {scheduled_time}: claim lost ({reason})")
+
+
 class FireNotDue(BatonError):
     """The backend's clock says a fire is not due yet: this replica's clock runs ahead.
 

@@ -3,19 +3,29 @@
 A claim is one backend write. When its answer never arrives (a slow or broken link: the
 call times out) it may still have landed, and then the fire is claimed but nobody runs it —
 at most once, but lost. The same holds for a claim made just before leadership was lost
-(the job was never started). :class:`Recovery` settles both kinds once the backend answers:
+(the job was never started), and for a ``start`` that went unanswered. Each such *doubt* is
+one claim attempt (:attr:`~scheduler.runs.RunRecord.attempt`) this replica never started,
+and :class:`Recovery` settles it once the backend answers, by what the fire's record says:
 
-* the claim is found under this replica's current term: the lane runs it (late, within
-  ``misfire_grace``) without claiming again;
-* it is found under a term this replica no longer leads: the claim is withdrawn
-  (:meth:`~scheduler.backends.base.LeaseBackend.unclaim`), so whoever leads runs the fire
-  from its catch-up — only the claimant can know that the job never started;
-* it is not found: it never landed; a leader claims it again through its lane.
+* this attempt's record, under the term this replica still leads: the lane runs it (late,
+  within ``misfire_grace``) without claiming again;
+* this attempt's ``claimed`` record, under a term this replica no longer leads: the claim
+  is withdrawn (:meth:`~scheduler.backends.base.LeaseBackend.unclaim`), so whoever leads
+  runs the fire from its catch-up — only the claimant can know that the job never started;
+  the backend refuses if the record is no longer ``claimed`` (a started fire is never
+  given back), or is another attempt's;
+* this attempt's ``running`` record (a start that landed unanswered) under a term no longer
+  led, or any of its records past ``misfire_grace``: recorded ``lost``, never run;
+* no record: it never landed (yet). In the same term the *same* attempt is sent again
+  (idempotent: :mod:`scheduler.claims`); in a newer term of ours the fire is claimed
+  afresh (the old attempt's lease check can no longer pass); a follower waits until the
+  old attempt cannot land any more;
+* another attempt's record: the fire is theirs; nothing to do.
 
-The other side: a new leader finds runs left ``running`` under an older token (orphans).
-It cannot tell a started job from a claim whose answer was lost, so it never runs them, but
-it watches those within ``misfire_grace`` (*suspects*) and runs any whose claimant gives it
-back while there is still time.
+The other side: a new leader finds ``claimed`` records left under an older token (orphans).
+The claimant may still give them back, so the new leader watches those within
+``misfire_grace`` (*suspects*) and runs any whose claimant gives it back while there is still
+time; it cannot start them itself (``start`` is fenced by the lease it now holds).
 
 And fires skipped while the backend was unconfirmed are caught up in the same term once it
 answers again (a term that survives a short outage would otherwise just miss them).
@@ -42,14 +52,31 @@ SETTLE_INTERVAL = 0.25
 
 #: The message a new leader writes on a run it found ``running`` under an older token.
 ORPHAN_MESSAGE = "its replica stopped before the run ended"
+#: The message on a claim nobody started before misfire_grace ran out.
+NEVER_STARTED = "claimed but never started"
 
 Key = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
 class _Doubt:
-    run: RunRecord  # the claim as sent, ours and never started
+    run: RunRecord  # the claim attempt as sent (state claimed), ours, never started by us
     since: float  # monotonic time the doubt arose
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A claim attempt of this replica's current term that recovery gives to its lane.
+
+    Attributes:
+        run: the attempt: as sent (``resend``) or as found stored (adopted).
+        resend: ``True``: no record was found, send the same claim again; ``False``: the
+            record of this attempt was found (``claimed``, or ``running`` after a start
+            whose answer was lost), run it without claiming again.
+    """
+
+    run: RunRecord
+    resend: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +119,8 @@ class Recovery:
         self._submit = submit
         self._log = log
         self._lock = threading.Lock()
-        self._doubts: dict[Key, _Doubt] = {}  # ours, never started; fate unknown
-        self._adopted: dict[Key, RunRecord] = {}  # ours, landed in the term we lead
+        self._doubts: dict[str, _Doubt] = {}  # by attempt: ours, never started; fate unknown
+        self._handed: dict[Key, Handover] = {}  # ours, of the term we lead: for the lane
         self._suspects: dict[Key, _Suspect] = {}  # others', maybe given back
         self._recheck: Term | None = None  # a term that skipped fires: catch up
         self.wake = wake
@@ -101,36 +128,44 @@ class Recovery:
     # -- what the runner reports --------------------------------------------------------------
 
     def doubt(self, run: RunRecord) -> None:
-        """``run`` was sent as a claim without an answer, or claimed and then not started."""
+        """The attempt ``run`` (never started by us) was sent without an answer, or was
+        claimed and then not started."""
         with self._lock:
-            self._doubts[(run.job, run.key)] = _Doubt(run, self._clock.monotonic())
+            self._doubts[run.attempt] = _Doubt(run, self._clock.monotonic())
         self.wake.set()
 
     def claimed(self, run: RunRecord) -> None:
-        """The lane claimed ``run``'s fire: nothing about it is in doubt any more."""
+        """The attempt ``run`` is answered as claimed: nothing about it is in doubt."""
         with self._lock:
-            self._doubts.pop((run.job, run.key), None)
+            self._doubts.pop(run.attempt, None)
 
-    def take_adopted(self, job: str, fire: datetime, term: Term | None) -> RunRecord | None:
-        """The confirmed claim of this fire, to run without claiming again, if it is of
-        ``term``; a claim of a term no longer led goes back to be withdrawn."""
+    def take_handover(self, job: str, fire: datetime, term: Term | None) -> Handover | None:
+        """The attempt at this fire that recovery handed to the lane, if it is of ``term``;
+        one of a term no longer led goes back to be settled (withdrawn)."""
         key = (job, fire_key(fire))
         with self._lock:
-            run = self._adopted.pop(key, None)
-            if run is None or (term is not None and run.token == term.token):
-                return run
-            self._doubts[key] = _Doubt(run, self._clock.monotonic())
+            handover = self._handed.pop(key, None)
+            if handover is None or (term is not None and handover.run.token == term.token):
+                return handover
+            self._doubts[handover.run.attempt] = _Doubt(handover.run, self._clock.monotonic())
         self.wake.set()
         return None
 
-    def suspect(self, orphan: RunRecord, term: Term) -> None:
-        """A new leader found ``orphan``; run its fire if the claimant gives it back."""
+    def suspect(self, orphan: RunRecord, term: Term) -> bool:
+        """A new leader found ``orphan`` (``claimed`` under an older token); run its fire if
+        the claimant gives it back.
+
+        Returns:
+            ``True`` if it is watched; ``False`` if its job would not run it anyway
+            (``catch_up="none"``, or past ``misfire_grace``).
+        """
         spec = self._specs.get(orphan.job)
         if spec is None or spec.catch_up == "none" or self._too_late(orphan, spec):
-            return
+            return False
         with self._lock:
             self._suspects[(orphan.job, orphan.key)] = _Suspect(orphan, term.token)
         self.wake.set()
+        return True
 
     def skipped(self, term: Term) -> None:
         """``term`` skipped a fire (or lost a claim) because the backend did not answer."""
@@ -172,9 +207,12 @@ class Recovery:
     def withdraw_all(self) -> None:
         """On shutdown: give back every claim in doubt that is ours (one bounded pass)."""
         with self._lock:
-            doubts = [*(d.run for d in self._doubts.values()), *self._adopted.values()]
+            doubts = [
+                *(d.run for d in self._doubts.values()),
+                *(h.run for h in self._handed.values()),
+            ]
             self._doubts.clear()
-            self._adopted.clear()
+            self._handed.clear()
         for run in doubts:
             try:
                 self._withdraw(run, "replica shut down")
@@ -183,60 +221,88 @@ class Recovery:
 
     def _settle_doubt(self, doubt: _Doubt) -> None:
         run = doubt.run
-        key = (run.job, run.key)
         spec = self._specs[run.job]
-        log = self._log.bind(job=run.job, scheduled_time=run.scheduled_time.isoformat())
         stored = self._backend.lookup(self._cluster, run.job, run.scheduled_time)
+        ours = stored if stored is not None and stored.attempt == run.attempt else None
         if self._too_late(run, spec):
-            self._forget_doubt(key, doubt)
-            if stored is not None and stored.token == run.token and stored.outcome == "running":
-                # Nobody can run it any more; say so rather than leave it "running".
-                lost = stored.finished("lost", self._clock.now(), "claimed but never started")
-                self._backend.finish(self._cluster, lost)
+            self._forget_doubt(doubt)
+            if ours is not None and ours.unfinished:
+                # Nobody can run it any more; say so rather than leave it unfinished.
+                self._backend.finish(
+                    self._cluster, ours.finished("lost", self._clock.now(), NEVER_STARTED)
+                )
             return
         term = self._elector.current_term()
         if stored is None:
-            # Not landed (yet: a delayed request may still arrive, so keep watching). A
-            # leader claims it again; a follower leaves it to the leader's catch-up, and
-            # stops watching once the lease the claim was sent under has expired on the
-            # server for sure: a claim arriving later fails its lease check.
-            if term is not None:
+            # Not landed (yet: a delayed request may still arrive, so keep watching). In
+            # the same term, the same attempt is sent again (idempotent). A newer term of
+            # ours claims afresh: the old attempt's lease check can no longer pass. A
+            # follower leaves it to the leader's catch-up, and stops watching once the lease
+            # the claim was sent under has expired on the server for sure.
+            if term is not None and term.token == run.token:
+                self._hand(Handover(run, resend=True))
+            elif term is not None:
+                self._forget_doubt(doubt)
                 self._submit(run.job, run.scheduled_time, False)
             elif self._clock.monotonic() - doubt.since > self._landing_bound():
-                self._forget_doubt(key, doubt)
+                self._forget_doubt(doubt)
             return
-        if stored.token != run.token:
-            self._forget_doubt(key, doubt)  # someone else's claim: the fire is theirs
+        if ours is None or not ours.unfinished:
+            self._forget_doubt(doubt)  # another attempt's record, or ended: nothing of ours
             return
         if term is not None and term.token == run.token:
-            with self._lock:
-                if self._doubts.get(key) is not doubt:
-                    return  # replaced meanwhile (a newer claim of the fire went unanswered)
-                del self._doubts[key]
-                self._adopted[key] = stored
-            log.info("claim_confirmed", token=run.token)
+            if not self._forget_doubt(doubt):
+                return  # settled meanwhile
+            self._log.info(
+                "claim_confirmed",
+                job=run.job,
+                scheduled_time=run.scheduled_time.isoformat(),
+                token=run.token,
+                state=ours.outcome,
+            )
             self._elector.metrics.claims.labels("confirmed_late").inc()
-            self._submit(run.job, run.scheduled_time, True)
+            self._hand(Handover(ours, resend=False))
             return
-        self._forget_doubt(key, doubt)
-        self._withdraw(stored, "leadership lost before the start")
+        self._forget_doubt(doubt)
+        if ours.outcome == "claimed":
+            self._withdraw(ours, "leadership lost before the start")
+        else:
+            # Its start landed unanswered, so this replica never ran it, and its term is
+            # over: a started fire is never given back. Record that it did not run.
+            lost = ours.finished("lost", self._clock.now(), "start unconfirmed; not run")
+            self._backend.finish(self._cluster, lost)
         if term is not None:
             self._submit(run.job, run.scheduled_time, False)  # a newer term of ours: claim afresh
+
+    def _hand(self, handover: Handover) -> None:
+        """Give ``handover`` to its lane (kept even where the job coalesces a backlog)."""
+        run = handover.run
+        with self._lock:
+            self._handed[(run.job, run.key)] = handover
+        self._submit(run.job, run.scheduled_time, True)
 
     def _settle_suspect(self, suspect: _Suspect) -> None:
         run = suspect.run
         key = (run.job, run.key)
         spec = self._specs[run.job]
         term = self._elector.current_term()
-        if term is None or term.token != suspect.leader_token or self._too_late(run, spec):
+        if term is None or term.token != suspect.leader_token:
             self._forget_suspect(key, suspect)
             return
         stored = self._backend.lookup(self._cluster, run.job, run.scheduled_time)
-        if stored is not None and stored.token == run.token:
-            return  # still its claimant's: maybe running, maybe given back later
+        theirs = stored is not None and stored.attempt == run.attempt
+        if self._too_late(run, spec):
+            self._forget_suspect(key, suspect)
+            if theirs and stored is not None and stored.outcome == "claimed":
+                # Never started (start is fenced by our lease) and never given back.
+                lost = stored.finished("lost", self._clock.now(), NEVER_STARTED)
+                self._backend.finish(self._cluster, lost)
+            return
+        if theirs and stored is not None and stored.outcome == "claimed":
+            return  # still its claimant's: maybe given back later
         self._forget_suspect(key, suspect)
         if stored is not None:
-            return  # claimed again meanwhile
+            return  # started after all (before our term), finished, or claimed again
         if spec.catch_up == "latest":
             newest = self._backend.history(self._cluster, run.job, 1)
             if newest and newest[0].key > run.key:
@@ -262,10 +328,13 @@ class Recovery:
                 reason=reason,
             )
 
-    def _forget_doubt(self, key: Key, doubt: _Doubt) -> None:
+    def _forget_doubt(self, doubt: _Doubt) -> bool:
+        """Drop ``doubt``; ``False`` if it was already gone or replaced."""
         with self._lock:
-            if self._doubts.get(key) is doubt:
-                del self._doubts[key]
+            if self._doubts.get(doubt.run.attempt) is doubt:
+                del self._doubts[doubt.run.attempt]
+                return True
+            return False
 
     def _landing_bound(self) -> float:
         """Seconds after which a claim sent before a doubt arose can no longer land."""

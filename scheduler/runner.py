@@ -26,16 +26,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler import hooks
 from scheduler.backends.base import LeaseBackend
+from scheduler.claims import Attempts
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.context import JobContext
 from scheduler.elector import Elector, LeadershipAcquired, LeadershipLost, Term
-from scheduler.errors import BackendError, FireNotDue, LeaseLost
+from scheduler.errors import BackendError, ClaimLost, FireNotDue, LeaseLost
 from scheduler.errors import LeadershipLost as JobLeadershipLost
 from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
 from scheduler.members import PAUSE_PREFIX, paused_windows
-from scheduler.recovery import ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
+from scheduler.recovery import NEVER_STARTED, ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
 from scheduler.runs import Retention, RunRecord, fire_key
 from scheduler.schedules import Ahead, fires_between
 
@@ -51,6 +52,10 @@ CLAIM_AHEAD = timedelta(milliseconds=25)
 EXIT_ON_LOST = 3
 #: Term-ending reasons that are the replica's own decision, not a loss to react to.
 VOLUNTARY = ("shutdown", "resigned")
+
+#: Seconds an attempt is remembered beyond twice the longest misfire_grace: room for wall
+#: clock steps (a proposal that comes back after a step is still recognised).
+ATTEMPT_MEMORY = 300.0
 
 #: Seconds between attempts to store outcomes the backend could not take at the time.
 FLUSH_RETRY = 1.0
@@ -171,6 +176,9 @@ class Runner:
             max_workers=max(4, len(self.specs) + 2), thread_name_prefix="baton-job"
         )
         self.accepting = True
+        # One attempt per fire per term (scheduler.claims); kept well past any grace.
+        longest_grace = max((spec.misfire_grace for spec in self.specs), default=0.0)
+        self.attempts = Attempts(clock.monotonic, keep=2 * longest_grace + ATTEMPT_MEMORY)
         self._held = False  # no new fire while a resign is under way
         # Hooks (job on_lost, process-wide leadership hooks) run here, one at a time, so a
         # slow hook never delays the election.
@@ -260,25 +268,32 @@ class Runner:
     # -- one fire ---------------------------------------------------------------------------
 
     def run_fire(self, lane: Lane, fire: datetime) -> None:
-        """Claim ``fire`` if this replica leads, and run the job if the claim succeeds."""
+        """Claim ``fire`` if this replica leads, start it at its instant, run the job."""
         spec = lane.spec
         term = self.elector.current_term()
-        # A claim confirmed late (scheduler.recovery) runs without being claimed again.
-        claimed = self.recovery.take_adopted(spec.name, fire, term)
+        # An attempt recovery settled (scheduler.recovery): sent again, or run as found.
+        handover = self.recovery.take_handover(spec.name, fire, term)
+        if handover is not None and self.attempts.started(handover.run.attempt):
+            handover = None  # raced its own first run (the lane ran it meanwhile)
         if term is None or self._held:
-            if claimed is not None:
-                self.recovery.doubt(claimed)  # not now: settled again (given back if resigned)
+            if handover is not None:
+                self.recovery.doubt(handover.run)  # not now: settled again (given back)
             return  # followers see every fire too; only the leader acts
         late = (self.clock.now() - fire).total_seconds()
         log = self.log.bind(job=spec.name, scheduled_time=fire.isoformat(), token=term.token)
-        if claimed is None:
-            claimed = self._claim_fire(spec, fire, term, late, log)
+        if handover is None or handover.resend:
+            claimed = self._claim_fire(
+                spec, fire, term, late, log, handover.run if handover else None
+            )
             if claimed is None:
                 return
         elif late > spec.misfire_grace:
             log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
-            self._save(claimed.finished("lost", self.clock.now(), "claim confirmed too late"))
+            lost = handover.run.finished("lost", self.clock.now(), "claim confirmed too late")
+            self._save(lost)
             return
+        else:
+            claimed = handover.run
         early = (fire - self.clock.now()).total_seconds()
         if early > 0:
             time.sleep(early)  # at most CLAIM_AHEAD: the claim was made ahead of the instant
@@ -289,12 +304,48 @@ class Runner:
             log.warning("fire_abandoned", reason="leadership lost before the start")
             self.recovery.doubt(claimed)
             return
-        self._run(lane, replace(claimed, started=self.clock.now()), term, log)
+        started = self._start(claimed, term, log)
+        if started is not None:
+            self._run(lane, started, term, log)
+
+    def _start(self, claimed: RunRecord, term: Term, log: Any) -> RunRecord | None:
+        """Mark ``claimed`` started in the backend (fenced by the lease); ``None``: not run."""
+        if not self.attempts.start(claimed.attempt):
+            log.error("fire_already_started", attempt=claimed.attempt)
+            return None
+        if claimed.outcome == "running":
+            # Adopted after a start whose answer was lost: stored as started, never run.
+            return replace(claimed, started=self.clock.now())
+        try:
+            return self.backend.start(term.lease, claimed.started_now(self.clock.now()))
+        except LeaseLost as exc:
+            log.warning("fire_abandoned", reason=f"lease lost before the start: {exc.reason}")
+            self.recovery.doubt(claimed)  # still claimed: given back once settled
+        except ClaimLost as exc:
+            log.error("claim_lost", reason=exc.reason)
+        except BackendError as exc:
+            # The start may have landed. Not run now; settled once the backend answers (run
+            # in this term, or recorded lost: a started fire is never given back).
+            self.elector.backend_ok = False
+            log.warning("start_failed", error=str(exc))
+            self.recovery.doubt(claimed)
+            self.recovery.skipped(term)
+        return None
 
     def _claim_fire(
-        self, spec: JobSpec, fire: datetime, term: Term, late: float, log: Any
+        self,
+        spec: JobSpec,
+        fire: datetime,
+        term: Term,
+        late: float,
+        log: Any,
+        resend: RunRecord | None = None,
     ) -> RunRecord | None:
-        """The claim of ``fire`` under ``term``, or ``None`` (not ours to run)."""
+        """The claim of ``fire`` under ``term``, or ``None`` (not ours to run).
+
+        ``resend``: the term's attempt at this fire whose answer was lost and whose record
+        was not found; it is sent again as it was (idempotent), not as a new attempt.
+        """
         if PAUSE_PREFIX + spec.name in self.elector.controls:
             log.info("fire_paused")
             return None
@@ -303,18 +354,30 @@ class Runner:
             # (a claim in the dark could only be lost). Skipped fires are caught up once it
             # answers, by this term or whoever leads next.
             log.warning("fire_skipped", reason="backend unconfirmed since a failed call")
+            if resend is not None:
+                self.recovery.doubt(resend)
             self.recovery.skipped(term)
             return None
         if late > spec.misfire_grace:
             log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
+            if resend is not None:
+                self.recovery.doubt(resend)  # recorded lost if it landed after all
             return None
-        run = RunRecord(
-            job=spec.name,
-            scheduled_time=fire,
-            replica_id=self.replica_id,
-            token=term.token,
-            started=self.clock.now(),
-        )
+        if resend is not None:
+            run = resend
+        elif self.attempts.first(term.token, spec.name, fire):
+            run = RunRecord(
+                job=spec.name,
+                scheduled_time=fire,
+                replica_id=self.replica_id,
+                token=term.token,
+                started=self.clock.now(),
+            )
+        else:
+            # Proposed again in this term (the trigger and a catch-up, a clock step): one
+            # attempt per fire per term (scheduler.claims).
+            log.info("fire_already_attempted")
+            return None
         retention = Retention(limit=self.history_limit, protect=spec.misfire_grace * 2)
         claims = self.elector.metrics.claims
         try:
@@ -335,6 +398,11 @@ class Runner:
         if claimed is None:
             claims.labels("duplicate").inc()
             log.info("fire_already_claimed")
+            return None
+        if claimed.outcome != "claimed":
+            # A resend answered with this attempt's record already started or ended: its
+            # earlier send and start landed unanswered. Settled as a doubt (never run twice).
+            self.recovery.doubt(run)
             return None
         claims.labels("claimed").inc()
         self.recovery.claimed(claimed)
@@ -494,19 +562,20 @@ class Runner:
         return [f for f in due if fire_key(f) > anchor and fire_key(f) not in claimed]
 
     def _close_orphans(self, recent: list[RunRecord], term: Term, now: datetime) -> None:
-        """Mark runs still ``running`` under an older token as ``lost``, and watch them.
+        """Settle the unfinished runs of older terms among ``recent``.
 
-        Their replica died (or was deposed) mid-run and will never record an end; if it was
-        only paused and does finish, its own ``finish`` overwrites this with the real outcome.
-        If it never started the run (its claim's answer was lost) it gives the claim back,
-        and :class:`~scheduler.recovery.Recovery` runs the fire while within misfire_grace.
+        ``running``: its replica died (or was deposed) mid-run and will never record an end,
+        so it is marked ``lost`` (if it was only paused and does finish, its own ``finish``
+        overwrites this with the real outcome). ``claimed``: never started, and now never
+        will be (``start`` is fenced by the lease this term holds); its claimant may still
+        give it back, and :class:`~scheduler.recovery.Recovery` runs the fire if so while
+        within misfire_grace; a claim the job would not run any more is marked ``lost``.
         """
         for run in recent:
             if run.token >= term.token:
                 continue
-            if run.outcome == "running" or run.message == ORPHAN_MESSAGE:
-                # Maybe a claim whose answer never reached its claimant: run it if given back.
-                self.recovery.suspect(run, term)
+            if run.outcome == "claimed" and not self.recovery.suspect(run, term):
+                self._save(run.finished("lost", now, NEVER_STARTED))
             if run.outcome == "running":
                 self.log.warning(
                     "run_orphaned",

@@ -1,14 +1,33 @@
-"""Run records: the claim of a fire and, once it ends, its outcome. They are the history."""
+r"""Run records: the claim of a fire and, once it ends, its outcome. They are the history.
+
+A record moves through one state machine, and only forward::
+
+    claimed --start--> running --finish--> ok | error | lost
+       |  \--finish--> lost   (claimed but never started, past misfire_grace)
+       \--unclaim--> (deleted: the fire is free again)
+
+Only a ``claimed`` record can be given back (:meth:`~scheduler.backends.base.LeaseBackend.
+unclaim`), and only by the attempt that made it: once a fire has started, no path deletes
+or frees its record (see :mod:`scheduler.claims` for the invariants each path keeps).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+import uuid
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-Outcome = Literal["running", "ok", "error", "lost"]
-OUTCOMES: tuple[Outcome, ...] = ("running", "ok", "error", "lost")
+Outcome = Literal["claimed", "running", "ok", "error", "lost"]
+OUTCOMES: tuple[Outcome, ...] = ("claimed", "running", "ok", "error", "lost")
+#: The states of a fire that has not ended: history trimming never deletes these.
+UNFINISHED: tuple[Outcome, ...] = ("claimed", "running")
+
+
+def new_attempt_id() -> str:
+    """A fresh claim-attempt identity: 128 random bits, hex (never equal to another's)."""
+    return uuid.uuid4().hex
 
 
 def fire_key(scheduled_time: datetime) -> int:
@@ -30,10 +49,16 @@ class RunRecord:
         scheduled_time: the fire instant (aware UTC); with ``job`` it identifies the fire.
         replica_id: the replica that claimed it.
         token: the fencing token of the lease under which it was claimed.
-        started: wall-clock time of the claim.
+        started: wall-clock time of the claim, then of the start.
         ended: wall-clock time the run ended, ``None`` while running.
-        outcome: ``running`` until it ends, then ``ok``, ``error`` or ``lost``.
+        outcome: ``claimed`` until the claimant starts it, ``running`` until it ends, then
+            ``ok``, ``error`` or ``lost``.
         message: the error message for ``error``/``lost``; empty otherwise.
+        attempt: the identity of the claim attempt that wrote the record (see
+            :func:`new_attempt_id`). A fire proposed twice by one replica is two attempts
+            unless the second is a resend of the first; ``start``, ``finish`` and ``unclaim``
+            act only on the record of their own attempt. Records written before attempts
+            existed read as ``""``, which no attempt matches.
     """
 
     job: str
@@ -42,8 +67,18 @@ class RunRecord:
     token: int
     started: datetime
     ended: datetime | None = None
-    outcome: Outcome = "running"
+    outcome: Outcome = "claimed"
     message: str = ""
+    attempt: str = field(default_factory=new_attempt_id)
+
+    @property
+    def unfinished(self) -> bool:
+        """``claimed`` or ``running``: the fire has not ended (trimming keeps it)."""
+        return self.outcome in UNFINISHED
+
+    def started_now(self, at: datetime) -> RunRecord:
+        """This claim as started at ``at`` (``running``): what :meth:`start` stores."""
+        return replace(self, outcome="running", started=at)
 
     @property
     def key(self) -> int:
@@ -57,6 +92,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (ISO-8601 timestamps)."""
         return {
+            "attempt": self.attempt,
             "job": self.job,
             "scheduled_time": self.scheduled_time.isoformat(),
             "replica_id": self.replica_id,
@@ -84,6 +120,7 @@ class RunRecord:
             ended=datetime.fromisoformat(data["ended"]) if data.get("ended") else None,
             outcome=outcome,
             message=data.get("message", ""),
+            attempt=str(data.get("attempt", "")),
         )
 
     @classmethod

@@ -6,6 +6,21 @@ A backend keeps, per election name (the ``cluster``):
 * the **run records** of every job: one per (job, fire instant), created by :meth:`claim`
   only while the claimer holds the lease, so each fire runs at most once cluster-wide.
 
+A run record carries the identity of the claim **attempt** that wrote it
+(:attr:`~scheduler.runs.RunRecord.attempt`) and its state (``claimed`` → ``running`` → an
+outcome; see :mod:`scheduler.runs`). The shared rules every backend keeps, atomically:
+
+* **identity**: :meth:`start`, :meth:`finish` and :meth:`unclaim` act only on the record
+  written by their own attempt; the fencing token alone does not identify a claim (one
+  term may make several attempts at different fires, and before this rule a withdrawal of
+  one attempt deleted the record of another that had run: CHAOS.md, F11);
+* **a started fire is never given back**: :meth:`unclaim` deletes only a ``claimed``
+  record; :meth:`start` is fenced by the lease like :meth:`claim`, so a ``claimed`` record
+  of a term that is over can never start any more;
+* **trimming keeps unfinished fires**: :meth:`claim` trims only finished records
+  (``ok``/``error``/``lost``) beyond ``retention.limit`` and older than
+  ``retention.protect``, so a claimed or running fire never looks free.
+
 Outcomes are kept apart: contention returns ``None``; acting on a lease that is no longer
 ours raises :class:`~scheduler.errors.LeaseLost`; success returns a value. Any call may raise
 :class:`~scheduler.errors.BackendUnavailable` (no answer within ``op_timeout``) or
@@ -84,13 +99,18 @@ class LeaseBackend(Protocol):
         ...
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
-        """Record ``run`` as the one execution of (``run.job``, ``run.scheduled_time``).
+        """Record ``run`` (state ``claimed``) as the one execution of its fire.
 
         Atomically checks that ``lease`` (holder and token) is still held and that the fire
-        is unclaimed, then stores ``run``; it also trims that job's history per ``retention``.
+        (``run.job``, ``run.scheduled_time``) is unclaimed, then stores ``run``; it also
+        trims that job's finished history per ``retention`` (never an unfinished record).
+        Sending the same attempt again is idempotent: a resend of a claim whose answer was
+        lost returns the record that attempt stored.
 
         Returns:
-            ``run`` as stored; ``None`` if this fire was already claimed (by anyone).
+            ``run`` as stored, or the stored record when it is ``run.attempt``'s own (a
+            resend; it may have moved on from ``claimed``); ``None`` if another attempt
+            claimed this fire.
 
         Raises:
             LeaseLost: ``lease`` is not held (checked before the duplicate check).
@@ -99,12 +119,31 @@ class LeaseBackend(Protocol):
         """
         ...
 
+    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
+        """Mark the claimed fire of ``run.attempt`` as started: store ``run`` (``running``).
+
+        The claimant calls this at the fire's instant, just before it calls the job, and
+        calls the job only if it returns. Fenced like :meth:`claim`: it checks that
+        ``lease`` is still held, so a ``claimed`` record of a term that is over can never
+        start, and it acts only on a record in state ``claimed`` written by ``run.attempt``
+        (never retried blindly: after an unanswered start the claimant looks the record up).
+
+        Returns:
+            ``run`` as stored.
+
+        Raises:
+            LeaseLost: ``lease`` is not held (checked first).
+            ClaimLost: no ``claimed`` record of ``run.attempt``: gone (given back, lost
+                data), another attempt's, or already started or finished.
+        """
+        ...
+
     def finish(self, name: str, run: RunRecord) -> None:
         """Store the outcome of ``run`` (a finished copy of a record returned by claim).
 
         Needs no lease: the history of a run must be kept even when leadership was lost
-        during it. Updates only the record claimed with ``run.token``; a no-op when that
-        record is gone (trimmed) or belongs to another token.
+        during it. Updates only the record written by ``run.attempt``; a no-op when that
+        record is gone (trimmed) or another attempt's.
         """
         ...
 
@@ -116,7 +155,8 @@ class LeaseBackend(Protocol):
         ...
 
     def unclaim(self, name: str, run: RunRecord) -> bool:
-        """Delete the record of ``run``'s fire if it was claimed with ``run.token``.
+        """Give back ``run``'s fire: delete its record if ``run.attempt`` wrote it and it
+        is still ``claimed`` (never started), in one atomic step.
 
         The fire counts as unclaimed again, so a leader's catch-up may claim and run it. Only
         the claimant calls this, and only for a claim it never started and never will (an
@@ -124,7 +164,8 @@ class LeaseBackend(Protocol):
         claimant has usually lost it.
 
         Returns:
-            ``True`` if the record was deleted; ``False`` if it is gone or another token's.
+            ``True`` if the record was deleted; ``False`` if it is gone, another attempt's,
+            or no longer ``claimed`` (a started fire is never given back).
         """
         ...
 

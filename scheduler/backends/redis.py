@@ -6,7 +6,8 @@ so every script touches a single slot)::
     baton:{N}:lease        string  the holder id; PX = lease TTL
     baton:{N}:info         hash    token, replica, host, since; same PX as the lease
     baton:{N}:token        string  the last token issued; never expires
-    baton:{N}:runs:<job>   hash    fire key -> RunRecord JSON
+    baton:{N}:runs:<job>   hash    fire key -> RunRecord JSON (its attempt and state live
+                                   in the JSON; scripts read them with cjson)
     baton:{N}:runidx:<job> zset    fire key scored by fire key (orders history, trims it)
     baton:{N}:events       pub/sub channel; ``released`` wakes waiting followers
 
@@ -28,6 +29,15 @@ script therefore issues::
 
 Tokens are about 1.8e15, exact in Lua's doubles (below 2^53) and written with
 ``string.format('%.0f', ...)``: ``tostring`` would give ``1.8e+15``.
+
+Run records. Every script that acts on a claim (start, finish, unclaim, a resent claim)
+decodes the stored JSON with cjson and compares its ``attempt`` (and its ``outcome`` where
+the state matters) in the same script that writes, so the check and the act are one atomic
+step. Scripts never re-encode a decoded record: cjson would print large tokens as floats.
+Claim's trimming decodes its candidates (the records beyond the newest ``limit``) too and
+keeps unfinished ones; it looks at no more than ``TRIM_SCAN`` candidates per claim, so one
+claim's work stays bounded even when the limit was lowered a long way (the backlog then
+goes over the following claims).
 
 Bounded calls. ``socket_timeout`` and ``socket_connect_timeout`` are both ``op_timeout`` and
 the connection retry policy is ``Retry(NoBackoff(), 0)``: redis-py's default policy retries
@@ -61,6 +71,7 @@ from scheduler.errors import (
     BackendAuthError,
     BackendError,
     BackendUnavailable,
+    ClaimLost,
     ConfigError,
     FireNotDue,
     LeaseLost,
@@ -142,8 +153,11 @@ return {info[1] or '', info[2] or '', info[3] or '0', info[4] or '', pttl}
 # ARGV[1] holder id, ARGV[2] token, ARGV[3] fire key, ARGV[4] run record JSON,
 # ARGV[5] retention limit, ARGV[6] trim cutoff: only fire keys below it may be trimmed
 # KEYS[5] claim epoch ("low:high", see ACQUIRE_LUA); ARGV[7] claim allowance in ms
-# returns {'lost', reason} | {'early', ms to wait} | {'duplicate', ''} (also for a fire
-# in the epoch: it may have been claimed in lost data) | {'claimed', records trimmed}
+# ARGV[8] claim attempt id ('' for none: matches no record), ARGV[9] most trim candidates
+# to look at
+# returns {'lost', reason} | {'early', ms to wait} | {'resent', stored record JSON} (the
+# fire's record is this attempt's own) | {'duplicate', ''} (another attempt's record, or a
+# fire in the epoch: it may have been claimed in lost data) | {'claimed', records trimmed}
 CLAIM_LUA = """
 local holder = redis.call('GET', KEYS[1])
 if not holder then return {'lost', 'expired'} end
@@ -155,38 +169,83 @@ local fire = tonumber(ARGV[3])
 if fire > now_ms + tonumber(ARGV[7]) then
     return {'early', string.format('%.0f', fire - now_ms - tonumber(ARGV[7]))}
 end
+-- The stored record first: a resend must find its own record even for a fire in the epoch.
+local current = redis.call('HGET', KEYS[3], ARGV[3])
+if current then
+    local ok, record = pcall(cjson.decode, current)
+    if ARGV[8] ~= '' and ok and type(record) == 'table' and record['attempt'] == ARGV[8] then
+        return {'resent', current}
+    end
+    return {'duplicate', ''}
+end
 local epoch = redis.call('GET', KEYS[5])
 if epoch then
     local sep = string.find(epoch, ':', 1, true)
     local low, high = tonumber(string.sub(epoch, 1, sep - 1)), tonumber(string.sub(epoch, sep + 1))
     if fire >= low and fire < high then return {'duplicate', 'may-have-been-claimed'} end
 end
-if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return {'duplicate', ''} end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
--- Oldest first, never at or after the cutoff; batches keep unpack() within Lua's C stack.
-local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5])
-local trimmed = 0
+-- The candidates are the records beyond the newest ARGV[5], oldest first, never at or
+-- after the cutoff (at most ARGV[9] of them); of those only finished ones go: an unfinished
+-- one stays, or its fire would look free, and the offset steps over it. Batches keep
+-- unpack() within Lua's C stack.
+local excess = math.min(redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5]), tonumber(ARGV[9]))
+local trimmed, skipped = 0, 0
 while excess > 0 do
     local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[6],
-                           'LIMIT', 0, math.min(excess, 1000))
+                           'LIMIT', skipped, math.min(excess, 1000))
     if #old == 0 then break end
-    redis.call('ZREM', KEYS[4], unpack(old))
-    redis.call('HDEL', KEYS[3], unpack(old))
-    trimmed = trimmed + #old
     excess = excess - #old
+    local records = redis.call('HMGET', KEYS[3], unpack(old))
+    local victims = {}
+    for i = 1, #old do
+        local finished = records[i] == false  -- an index entry without a record: nothing to keep
+        if not finished then
+            local ok, record = pcall(cjson.decode, records[i])
+            local outcome = ok and type(record) == 'table' and record['outcome']
+            finished = outcome == 'ok' or outcome == 'error' or outcome == 'lost'
+        end
+        if finished then victims[#victims + 1] = old[i] else skipped = skipped + 1 end
+    end
+    if #victims > 0 then
+        redis.call('ZREM', KEYS[4], unpack(victims))
+        redis.call('HDEL', KEYS[3], unpack(victims))
+    end
+    trimmed = trimmed + #victims
 end
 return {'claimed', tostring(trimmed)}
 """
 
+# KEYS[1] lease key, KEYS[2] info hash, KEYS[3] runs hash
+# ARGV[1] holder id, ARGV[2] token, ARGV[3] fire key, ARGV[4] claim attempt id (never
+# empty), ARGV[5] the started run record JSON
+# returns {'lost', reason} (the lease, checked first, as in CLAIM_LUA) | {'gone', ''} (no
+# record) | {'other-attempt', ''} | {'not-claimed', outcome} | {'started', ''}
+START_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then return {'lost', 'expired'} end
+if holder ~= ARGV[1] then return {'lost', 'not-holder'} end
+if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return {'lost', 'stale-token'} end
+local current = redis.call('HGET', KEYS[3], ARGV[3])
+if not current then return {'gone', ''} end
+local ok, record = pcall(cjson.decode, current)
+if not ok or type(record) ~= 'table' or record['attempt'] ~= ARGV[4] then
+    return {'other-attempt', ''}
+end
+if record['outcome'] ~= 'claimed' then return {'not-claimed', tostring(record['outcome'])} end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+return {'started', ''}
+"""
+
 # KEYS[1] runs hash
-# ARGV[1] fire key, ARGV[2] token the record was claimed with, ARGV[3] run record JSON
-# returns 1 when stored, 0 when the record is gone or belongs to another token
+# ARGV[1] fire key, ARGV[2] claim attempt id (never empty), ARGV[3] run record JSON
+# returns 1 when stored, 0 when the record is gone or another attempt's
 FINISH_LUA = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return 0 end
 local ok, record = pcall(cjson.decode, current)
-if not ok or type(record) ~= 'table' or record['token'] ~= tonumber(ARGV[2]) then
+if not ok or type(record) ~= 'table' or record['attempt'] ~= ARGV[2] then
     return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -194,13 +253,15 @@ return 1
 """
 
 # KEYS[1] runs hash, KEYS[2] run index zset
-# ARGV[1] fire key, ARGV[2] token the record was claimed with
-# returns 1 when deleted, 0 when the record is gone or belongs to another token
+# ARGV[1] fire key, ARGV[2] claim attempt id (never empty)
+# returns 1 when deleted, 0 when the record is gone, another attempt's or no longer
+# 'claimed' (a started fire is never given back)
 UNCLAIM_LUA = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return 0 end
 local ok, record = pcall(cjson.decode, current)
-if not ok or type(record) ~= 'table' or record['token'] ~= tonumber(ARGV[2]) then
+if not ok or type(record) ~= 'table' or record['attempt'] ~= ARGV[2]
+        or record['outcome'] ~= 'claimed' then
     return 0
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -259,6 +320,10 @@ RELEASED = "released"
 #: (FireNotDue), so a replica whose clock runs fast cannot claim ticks early, and claims
 #: forgotten in a data loss are all older than the epoch the next acquire records.
 CLAIM_ALLOWANCE = 1.0
+
+#: The most history records one claim looks at while trimming (finished ones are deleted,
+#: unfinished ones kept). Bounds the script's run time, which blocks the whole server.
+TRIM_SCAN = 1000
 
 # Query options that would undo the bounded, non-retrying calls; op_timeout sets them.
 _MANAGED_OPTIONS = (
@@ -339,6 +404,7 @@ class RedisBackend:
         self._release = client.register_script(RELEASE_LUA)
         self._read = client.register_script(READ_LUA)
         self._claim = client.register_script(CLAIM_LUA)
+        self._start = client.register_script(START_LUA)
         self._finish = client.register_script(FINISH_LUA)
         self._unclaim = client.register_script(UNCLAIM_LUA)
         self._history = client.register_script(HISTORY_LUA)
@@ -518,7 +584,10 @@ class RedisBackend:
             self._closed.wait(max(0.0, end - time.monotonic()))
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
-        """Store ``run`` if ``lease`` is held and the fire unclaimed; trim per ``retention``."""
+        """Store ``run`` if ``lease`` is held and the fire unclaimed; trim per ``retention``.
+
+        A resend of ``run.attempt`` gets the record that attempt stored.
+        """
         lease_key, info_key, _ = _keys(lease.name)
         runs_key, index_key = _run_keys(lease.name, run.job)
         cutoff = run.key - round(retention.protect * 1000)
@@ -533,6 +602,8 @@ class RedisBackend:
                     max(retention.limit, 0),
                     str(cutoff),
                     round(CLAIM_ALLOWANCE * 1000),
+                    run.attempt,
+                    TRIM_SCAN,
                 ],
             )
         if status == "lost":
@@ -540,13 +611,35 @@ class RedisBackend:
         if status == "early":
             raise FireNotDue(lease.name, max(int(detail), 1) / 1000)
         self._observe(lease.name, max(lease.token, run.token))
+        if status == "resent":
+            return RunRecord.from_json(str(detail))
         return run if status == "claimed" else None
 
-    def finish(self, name: str, run: RunRecord) -> None:
-        """Overwrite the record of ``run`` if it was claimed with ``run.token``."""
-        runs_key, _ = _run_keys(name, run.job)
+    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
+        """Store ``run`` (``running``) over its attempt's ``claimed`` record, lease held."""
+        lease_key, info_key, _ = _keys(lease.name)
+        runs_key, _ = _run_keys(lease.name, run.job)
+        if not run.attempt:
+            raise ClaimLost(run.job, run.scheduled_time.isoformat(), "other-attempt")
         with self._errors():
-            self._finish(keys=[runs_key], args=[str(run.key), str(run.token), run.to_json()])
+            status, detail = self._start(
+                keys=[lease_key, info_key, runs_key],
+                args=[lease.holder.id, str(lease.token), str(run.key), run.attempt, run.to_json()],
+            )
+        if status == "lost":
+            raise LeaseLost(lease.name, str(detail))
+        if status != "started":
+            raise ClaimLost(run.job, run.scheduled_time.isoformat(), str(status))
+        self._observe(lease.name, max(lease.token, run.token))
+        return run
+
+    def finish(self, name: str, run: RunRecord) -> None:
+        """Overwrite the record of ``run`` if ``run.attempt`` wrote it."""
+        runs_key, _ = _run_keys(name, run.job)
+        if not run.attempt:
+            return  # a record from before attempts: no attempt matches it
+        with self._errors():
+            self._finish(keys=[runs_key], args=[str(run.key), run.attempt, run.to_json()])
         self._observe(name, run.token)
 
     def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
@@ -561,10 +654,13 @@ class RedisBackend:
         return record
 
     def unclaim(self, name: str, run: RunRecord) -> bool:
-        """Delete the record of ``run``'s fire (hash and index) if claimed with its token."""
+        """Delete the record of ``run``'s fire (hash and index) if ``run.attempt`` wrote it
+        and it is still ``claimed``."""
         runs_key, index_key = _run_keys(name, run.job)
+        if not run.attempt:
+            return False
         with self._errors():
-            deleted = self._unclaim(keys=[runs_key, index_key], args=[str(run.key), str(run.token)])
+            deleted = self._unclaim(keys=[runs_key, index_key], args=[str(run.key), run.attempt])
         return bool(deleted)
 
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:

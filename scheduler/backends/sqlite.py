@@ -24,15 +24,24 @@ for at most its TTL. The consequences:
 * replicas in containers on one host work when they share the file through a local volume,
   unless they run in separate Linux time namespaces with different monotonic offsets.
 
-Schema (version 1, kept in ``PRAGMA user_version``)::
+Schema (version 3, kept in ``PRAGMA user_version``)::
 
     lease(name PK, holder_id, token, replica, host, since_iso, ttl, expires_mono, boot_id)
     tokens(name PK, last_token, releases)  -- never deleted: tokens are never reused
-    runs(name, job, fire_key, token, outcome, record, PK(name, job, fire_key))
+    runs(name, job, fire_key, token, outcome, record, attempt, PK(name, job, fire_key))
+    members(name, replica_id, record, expires_mono, boot_id, PK(name, replica_id))
+    controls(name, key, value, PK(name, key))
+
+Version 2 added ``members`` and ``controls``, version 3 ``runs.attempt``; older files are
+upgraded in place when first opened (rows written before attempts existed get ``''``, which
+no attempt matches).
 
 The fencing token of an acquisition is ``tokens.last_token + 1`` for that name, assigned in
 the acquiring transaction; the ``tokens`` row outlives every release and expiry. ``runs.record``
-is the :meth:`~scheduler.runs.RunRecord.to_json` of the record; the other columns index it.
+is the :meth:`~scheduler.runs.RunRecord.to_json` of the record; the other columns index it and
+are written with it in the same statement (``outcome`` at claim, start and finish), so that
+claim, start, finish and unclaim compare the claim's attempt and state in their ``WHERE``
+clauses, inside their one transaction.
 
 SQLite has no notifications, so :meth:`SqliteBackend.wait_for_change` polls
 ``PRAGMA data_version`` (which moves when another connection commits) every 20 ms and, when
@@ -56,12 +65,13 @@ from urllib.parse import unquote, urlsplit
 
 from scheduler.backends import DEFAULT_OP_TIMEOUT
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import BackendUnavailable, ConfigError, LeaseLost
+from scheduler.errors import BackendUnavailable, ClaimLost, ConfigError, LeaseLost
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
 from scheduler.members import Member
-from scheduler.runs import Retention, RunRecord, fire_key
+from scheduler.runs import OUTCOMES, UNFINISHED, Retention, RunRecord, fire_key
 
-SCHEMA_VERSION = 2  # 2 added members and controls; a version-1 file is upgraded in place
+#: 2 added members and controls, 3 added ``runs.attempt``; older files are upgraded in place.
+SCHEMA_VERSION = 3
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -98,6 +108,7 @@ _SCHEMA = (
         token    INTEGER NOT NULL,
         outcome  TEXT NOT NULL,
         record   TEXT NOT NULL,
+        attempt  TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (name, job, fire_key)
     )
     """,
@@ -120,6 +131,13 @@ _SCHEMA = (
     )
     """,
 )
+
+# Added by schema version 3; a version-1 or -2 file's runs table gains it in place.
+_ADD_ATTEMPT = "ALTER TABLE runs ADD COLUMN attempt TEXT NOT NULL DEFAULT ''"
+
+# Trimming deletes only these; a claimed or running record would make its fire look free.
+_FINISHED = tuple(outcome for outcome in OUTCOMES if outcome not in UNFINISHED)
+_FINISHED_SQL = ", ".join(f"'{outcome}'" for outcome in _FINISHED)
 
 
 def read_boot_id() -> str:
@@ -386,11 +404,13 @@ class SqliteBackend:
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
         """Store ``run`` if ``lease`` is held and the fire is unclaimed; trim old history.
 
-        Trimming deletes the oldest runs of the job beyond ``retention.limit``, but only runs
-        fired more than ``retention.protect`` seconds before ``run``.
+        Trimming deletes the job's finished runs beyond its newest ``retention.limit``, but
+        only runs fired more than ``retention.protect`` seconds before ``run``; claimed and
+        running records are never trimmed.
 
         Returns:
-            ``run``; ``None`` if (``run.job``, ``run.scheduled_time``) was already claimed.
+            ``run``; the stored record when ``run.attempt`` wrote it (a resend); ``None`` if
+            another attempt claimed (``run.job``, ``run.scheduled_time``).
 
         Raises:
             LeaseLost: ``lease`` is not held (checked before the duplicate check).
@@ -398,16 +418,19 @@ class SqliteBackend:
         key = run.key
         with self._write() as conn:
             self._require_held(conn, lease, self._clock.monotonic())
-            exists = conn.execute(
-                "SELECT 1 FROM runs WHERE name = ? AND job = ? AND fire_key = ?",
+            existing = conn.execute(
+                "SELECT attempt, record FROM runs WHERE name = ? AND job = ? AND fire_key = ?",
                 (lease.name, run.job, key),
             ).fetchone()
-            if exists:
+            if existing is not None:
+                attempt, record = existing
+                if run.attempt and attempt == run.attempt:
+                    return self._parse(run.job, [(record,)])[0]
                 return None
             conn.execute(
-                "INSERT INTO runs (name, job, fire_key, token, outcome, record) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (lease.name, run.job, key, run.token, run.outcome, run.to_json()),
+                "INSERT INTO runs (name, job, fire_key, token, outcome, record, attempt) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (lease.name, run.job, key, run.token, run.outcome, run.to_json(), run.attempt),
             )
             (count,) = conn.execute(
                 "SELECT count(*) FROM runs WHERE name = ? AND job = ?", (lease.name, run.job)
@@ -415,21 +438,56 @@ class SqliteBackend:
             excess = int(count) - max(0, retention.limit)
             if excess > 0:
                 cutoff = key - round(retention.protect * 1000)
+                # The records beyond the newest ``limit``, of which only finished ones go.
                 conn.execute(
-                    "DELETE FROM runs WHERE name = ? AND job = ? AND fire_key IN ("
-                    " SELECT fire_key FROM runs WHERE name = ? AND job = ? AND fire_key < ?"
-                    " ORDER BY fire_key LIMIT ?)",
+                    f"DELETE FROM runs WHERE name = ? AND job = ? AND outcome IN ({_FINISHED_SQL})"
+                    " AND fire_key IN (SELECT fire_key FROM runs WHERE name = ? AND job = ?"
+                    " AND fire_key < ? ORDER BY fire_key LIMIT ?)",
                     (lease.name, run.job, lease.name, run.job, cutoff, excess),
                 )
         return run
 
+    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
+        """Store ``run`` (``running``) over the ``claimed`` record of ``run.attempt``.
+
+        The lease check and the update are one write transaction.
+
+        Returns:
+            ``run``.
+
+        Raises:
+            LeaseLost: ``lease`` is not held (checked first), as for :meth:`claim`.
+            ClaimLost: reason ``gone`` (no record), ``other-attempt`` or ``not-claimed``
+                (already started or finished).
+        """
+        with self._write() as conn:
+            self._require_held(conn, lease, self._clock.monotonic())
+            row = conn.execute(
+                "SELECT attempt, outcome FROM runs WHERE name = ? AND job = ? AND fire_key = ?",
+                (lease.name, run.job, run.key),
+            ).fetchone()
+            if row is None:
+                raise ClaimLost(run.job, run.scheduled_time.isoformat(), "gone")
+            if not run.attempt or row[0] != run.attempt:
+                raise ClaimLost(run.job, run.scheduled_time.isoformat(), "other-attempt")
+            if row[1] != "claimed":
+                raise ClaimLost(run.job, run.scheduled_time.isoformat(), "not-claimed")
+            conn.execute(
+                "UPDATE runs SET outcome = ?, record = ? "
+                "WHERE name = ? AND job = ? AND fire_key = ?",
+                (run.outcome, run.to_json(), lease.name, run.job, run.key),
+            )
+        return run
+
     def finish(self, name: str, run: RunRecord) -> None:
-        """Store the outcome of ``run`` over the record claimed with ``run.token``, if any."""
+        """Store the outcome of ``run`` over the record ``run.attempt`` wrote, if any."""
+        if not run.attempt:
+            return  # a record from before attempts: no attempt matches it
         with self._write() as conn:
             conn.execute(
                 "UPDATE runs SET outcome = ?, record = ? "
-                "WHERE name = ? AND job = ? AND fire_key = ? AND token = ?",
-                (run.outcome, run.to_json(), name, run.job, run.key, run.token),
+                "WHERE name = ? AND job = ? AND fire_key = ? AND attempt = ?",
+                (run.outcome, run.to_json(), name, run.job, run.key, run.attempt),
             )
 
     def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
@@ -442,11 +500,15 @@ class SqliteBackend:
         return None if row is None else self._parse(job, [row])[0]
 
     def unclaim(self, name: str, run: RunRecord) -> bool:
-        """Delete the record of ``run``'s fire if it was claimed with ``run.token``."""
+        """Delete the record of ``run``'s fire if ``run.attempt`` wrote it and it is still
+        ``claimed``."""
+        if not run.attempt:
+            return False
         with self._write() as conn:
             deleted = conn.execute(
-                "DELETE FROM runs WHERE name = ? AND job = ? AND fire_key = ? AND token = ?",
-                (name, run.job, run.key, run.token),
+                "DELETE FROM runs WHERE name = ? AND job = ? AND fire_key = ? AND attempt = ? "
+                "AND outcome = 'claimed'",
+                (name, run.job, run.key, run.attempt),
             ).rowcount
         return deleted > 0
 
@@ -703,7 +765,8 @@ class SqliteBackend:
             time.sleep(0.005)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        """Create the tables once; many processes may race here, the write lock orders them."""
+        """Create or upgrade the tables once; many processes may race here, the write lock
+        orders them."""
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version == SCHEMA_VERSION:
             return
@@ -716,12 +779,18 @@ class SqliteBackend:
                     f"{self.path} has schema version {version}, newer than this Baton "
                     f"supports ({SCHEMA_VERSION}); upgrade Baton",
                 )
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise BackendUnavailable(
                     self.url, f"{self.path} has unknown schema version {version}"
                 )
             for statement in _SCHEMA:
                 conn.execute(statement)
+            # Asked, not inferred from the version: the runs table CREATE TABLE just made has
+            # the column already, and so has a file another process upgraded after our first
+            # read of user_version; adding it twice would fail.
+            columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(runs)")}
+            if "attempt" not in columns:
+                conn.execute(_ADD_ATTEMPT)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:

@@ -4,7 +4,8 @@ Node layout, under the chroot ``R`` of the URL (default ``/baton``) and per elec
 
     R/N/latch/<guid>-latch-<seq>  ephemeral sequential, one per replica taking part; data:
                                   {holder: sha256(holder id), replica, host, since}
-    R/N/runs/<job>/<fire key>     persistent, the RunRecord JSON of one claimed fire
+    R/N/runs/<job>/<fire key>     persistent, the RunRecord JSON of one claimed fire (its
+                                  attempt and state live in the JSON)
 
 **Latch.** :meth:`ZooKeeperBackend.try_acquire` creates the holder's latch node once and
 keeps it: the holder is queued. The node with the lowest sequence number leads; once lowest it
@@ -53,9 +54,18 @@ capped at the session timeout ZooKeeper negotiated (servers clamp it to their
 configured session timeout shorter than ``lease_ttl``.
 
 **Claims** are one ``multi`` transaction: check the leader's latch node (path and version)
-and create the run node. A claim without the latch fails, whoever tries it. History is
-trimmed like Redis's: keep the newest ``limit`` fires, never one within ``protect`` seconds
-of the fire being claimed.
+and create the run node. A claim without the latch fails, whoever tries it. A claim that
+finds the node already there reads it: a resend of the same attempt gets its record back.
+History is trimmed like Redis's: keep the newest ``limit`` fires, never one within
+``protect`` seconds of the fire being claimed, and only finished records. The candidates
+are read (all at once, one round trip) just before the transaction, which deletes each
+finished one at the version read: a record started or finished meanwhile fails the
+transaction, which is then retried once without trimming.
+
+**Start, finish and unclaim** act on a run node only at the version whose data they read
+and checked (the attempt, and the state where it matters), so no write lands between the
+check and the act. Start's write also checks the latch node in the same transaction, as
+claim's does: a claimed fire of a term that is over never starts.
 
 **ACLs.** With ``user:password`` in the URL every node Baton creates carries a digest ACL
 for that user only, so clients without the credentials can neither read nor delete nor
@@ -66,9 +76,9 @@ The first replica to create the chroot sets its ACL.
 
 **Bounded calls.** Every call waits for a session at most ``op_timeout`` (plus
 ``connection_timeout`` when a new session must be established) and for each answer until
-the same deadline; nothing is retried inside a call beyond re-reading a latch that changed
-under it (at most three reads). kazoo keeps reconnecting in the background, which is the
-session layer's job, not a retried call.
+the same deadline; nothing is retried inside a call beyond re-reading a latch or a run node
+that changed under it (at most three reads). kazoo keeps reconnecting in the background,
+which is the session layer's job, not a retried call.
 """
 
 from __future__ import annotations
@@ -119,13 +129,14 @@ from scheduler.errors import (
     BackendAuthError,
     BackendError,
     BackendUnavailable,
+    ClaimLost,
     ConfigError,
     LeaseLost,
 )
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
 from scheduler.logs import get_logger
 from scheduler.members import Member
-from scheduler.runs import Retention, RunRecord, fire_key
+from scheduler.runs import OUTCOMES, UNFINISHED, Retention, RunRecord, fire_key
 from scheduler.timings import LeaseTimings
 
 #: The chroot when the URL names none.
@@ -155,6 +166,10 @@ _LATCH_MARK = "-latch-"
 _RECONNECT = {"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 1.0, "max_jitter": 0.2}
 # How many lost-lease reasons to remember, so a late renew/claim can say why.
 _GONE_MEMORY = 1024
+# The most run nodes one claim reads and deletes while trimming: one transaction's size.
+_TRIM_BATCH = 1000
+# Trimming deletes only these; a claimed or running record would make its fire look free.
+_FINISHED = tuple(outcome for outcome in OUTCOMES if outcome not in UNFINISHED)
 # Errors that mean "no answer now" rather than "never".
 _UNAVAILABLE = (
     ConnectionLoss,
@@ -358,6 +373,31 @@ def _seq(name: str) -> int:
         return int(name.rsplit(_LATCH_MARK, 1)[1])
     except (IndexError, ValueError):
         return -1  # not a latch node: sorts first, and is never mistaken for ours
+
+
+def _refusal(raw: bytes | None, run: RunRecord, state: str | None = None) -> str | None:
+    """Why the stored run node ``raw`` is not ``run.attempt``'s (in ``state``, if given):
+    ``gone``, ``other-attempt`` or ``not-claimed``; ``None`` when it is."""
+    if raw is None:
+        return "gone"
+    try:
+        stored = json.loads(raw)
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict) or not run.attempt or stored.get("attempt") != run.attempt:
+        return "other-attempt"
+    if state is not None and stored.get("outcome") != state:
+        return "not-claimed"
+    return None
+
+
+def _finished(raw: bytes) -> bool:
+    """Whether the run node ``raw`` holds a finished record (one trimming may delete)."""
+    try:
+        stored = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(stored, dict) and stored.get("outcome") in _FINISHED
 
 
 def _holder_digest(holder_id: str) -> str:
@@ -727,33 +767,29 @@ class ZooKeeperBackend:
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
         """Create the run node in one transaction with a check of the lease's latch node.
 
-        The same transaction deletes the run nodes that fall out of ``retention`` (listed
-        just before it), so a claim costs one read and one write.
+        The same transaction deletes the finished run nodes that fall out of ``retention``
+        (listed, and read when there are any, just before it; deleted at the versions
+        read), so a claim costs one or two round trips of reads and one write. A run node
+        already there is read: a resend of ``run.attempt`` gets the record it stored.
 
         Raises:
             LeaseLost: the lease is not this holder's, or its node is gone or rewritten.
         """
-        local = self._owned(lease)
         job_dir = self._run_dir(lease.name, run.job)
         run_path = f"{job_dir}/{self._key_name(run.key)}"
         with self._errors(f"claim {run.job!r}"):
-            if local is None:
-                deadline = self._begin()
-                node = self._remote(lease, deadline)
-            else:
-                node = local
-                deadline = self._begin_for(node)
-            for attempt in range(2):
+            node, deadline = self._lease_node(lease)
+            for pass_ in range(2):
                 if job_dir not in self._known:
                     self._ensure(job_dir, deadline)
-                # A trimmed node deleted by someone else meanwhile fails the whole
-                # transaction: the second attempt claims without trimming.
-                victims = self._victims(job_dir, run, retention, deadline) if not attempt else []
+                # A trimmed node deleted or written by someone else meanwhile fails the whole
+                # transaction: the second pass claims without trimming.
+                victims = self._victims(job_dir, run, retention, deadline) if not pass_ else []
                 transaction = self._client.transaction()
                 transaction.check(node.path, node.version)
                 transaction.create(run_path, run.to_json().encode(), acl=self._acl)
-                for key in victims:
-                    transaction.delete(f"{job_dir}/{self._key_name(key)}")
+                for key, version in victims:
+                    transaction.delete(f"{job_dir}/{self._key_name(key)}", version)
                 try:
                     results = self._wait(transaction.commit_async(), deadline, "multi")
                 except SessionExpiredError:
@@ -766,12 +802,16 @@ class ZooKeeperBackend:
                 if isinstance(check, BadVersionError):
                     raise self._lost(node, MODIFIED)
                 if isinstance(create, NodeExistsError):
-                    return None
+                    return self._resent(run_path, run, deadline)
                 if isinstance(create, NoNodeError):
                     # The job's directory was deleted behind our cache: create it again.
                     self._known.discard(job_dir)
                     continue
-                if any(isinstance(r, NoNodeError | NotEmptyError) for r in deletes):
+                # BadVersion: a candidate was written after we read it, so what we checked is
+                # no longer what we would delete; the retry keeps it.
+                if any(
+                    isinstance(r, NoNodeError | NotEmptyError | BadVersionError) for r in deletes
+                ):
                     continue
                 failed = [
                     r
@@ -784,8 +824,62 @@ class ZooKeeperBackend:
                 return run
             raise BackendUnavailable(self.url, f"claim {run.job!r}: the history kept changing")
 
+    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
+        """Overwrite ``run.attempt``'s ``claimed`` run node with ``run``, lease checked.
+
+        Reads the run node, checks its attempt and state, then writes it at the version read
+        in one transaction with a check of the lease's latch node (as :meth:`claim` does). A
+        node written meanwhile is read again (at most three reads).
+
+        Raises:
+            LeaseLost: the lease is not this holder's, or its node is gone or rewritten
+                (checked first, also when the run node would refuse the start).
+            ClaimLost: reason ``gone``, ``other-attempt`` or ``not-claimed``.
+        """
+        run_path = f"{self._run_dir(lease.name, run.job)}/{self._key_name(run.key)}"
+        with self._errors(f"start {run.job!r}"):
+            node, deadline = self._lease_node(lease)
+            for _ in range(3):
+                try:
+                    raw, stat = self._wait(self._client.get_async(run_path), deadline, "get")
+                except NoNodeError:
+                    raw, stat = None, None
+                refusal = _refusal(raw, run, "claimed")
+                transaction = self._client.transaction()
+                transaction.check(node.path, node.version)
+                if refusal is None:
+                    transaction.set_data(run_path, run.to_json().encode(), stat.version)
+                # Without a write the transaction only checks the latch: LeaseLost is the
+                # answer whenever the lease is gone, whatever the run node says.
+                try:
+                    results = self._wait(transaction.commit_async(), deadline, "multi")
+                except SessionExpiredError:
+                    raise self._lost(node, EXPIRED) from None
+                check = results[0]
+                if isinstance(check, NoNodeError):
+                    raise self._lost(node, DELETED)
+                if isinstance(check, BadVersionError):
+                    raise self._lost(node, MODIFIED)
+                if refusal is not None:
+                    raise ClaimLost(run.job, run.scheduled_time.isoformat(), refusal)
+                written = results[1]
+                if isinstance(written, NoNodeError):
+                    raise ClaimLost(run.job, run.scheduled_time.isoformat(), "gone")
+                if isinstance(written, BadVersionError):
+                    continue  # written meanwhile (finished as lost, say): read it again
+                failed = [
+                    r
+                    for r in results
+                    if isinstance(r, Exception)
+                    and not isinstance(r, RolledBackError | RuntimeInconsistency)
+                ]
+                if failed:
+                    raise failed[0]
+                return run
+            raise BackendUnavailable(self.url, f"start {run.job!r}: the record kept changing")
+
     def finish(self, name: str, run: RunRecord) -> None:
-        """Overwrite the run node of ``run`` if it was claimed with ``run.token``."""
+        """Overwrite the run node of ``run`` if ``run.attempt`` wrote it."""
         path = f"{self._run_dir(name, run.job)}/{self._key_name(run.key)}"
         with self._errors(f"finish {run.job!r}"):
             deadline = self._begin()
@@ -793,11 +887,7 @@ class ZooKeeperBackend:
                 raw, stat = self._wait(self._client.get_async(path), deadline, "get")
             except NoNodeError:
                 return
-            try:
-                stored = json.loads(raw)
-            except ValueError:
-                return
-            if not isinstance(stored, dict) or stored.get("token") != run.token:
+            if _refusal(raw, run) is not None:
                 return
             with contextlib.suppress(NoNodeError, BadVersionError):
                 self._wait(
@@ -818,7 +908,8 @@ class ZooKeeperBackend:
         return RunRecord.from_json(raw)
 
     def unclaim(self, name: str, run: RunRecord) -> bool:
-        """Delete the run node of ``run``'s fire at the version read with ``run.token`` in it."""
+        """Delete the run node of ``run``'s fire at the version read, if that version is
+        ``run.attempt``'s and ``claimed``."""
         path = f"{self._run_dir(name, run.job)}/{self._key_name(run.key)}"
         with self._errors(f"unclaim {run.job!r}"):
             deadline = self._begin()
@@ -827,18 +918,14 @@ class ZooKeeperBackend:
                     raw, stat = self._wait(self._client.get_async(path), deadline, "get")
                 except NoNodeError:
                     return False
-                try:
-                    stored = json.loads(raw)
-                except ValueError:
-                    return False
-                if not isinstance(stored, dict) or stored.get("token") != run.token:
+                if _refusal(raw, run, "claimed") is not None:
                     return False
                 try:
                     self._wait(self._client.delete_async(path, stat.version), deadline, "delete")
                 except NoNodeError:
                     return False
                 except BadVersionError:
-                    continue  # an outcome was written meanwhile (same token): read it again
+                    continue  # started or finished meanwhile: read it again
                 return True
             raise BackendUnavailable(self.url, f"unclaim {run.job!r}: the record kept changing")
 
@@ -1192,6 +1279,14 @@ class ZooKeeperBackend:
                 raise LeaseLost(lease.name, SUSPENDED)
             return node
 
+    def _lease_node(self, lease: Lease) -> tuple[_Node, float]:
+        """The latch node of ``lease`` (ours, or read from the server) and the call's deadline."""
+        local = self._owned(lease)
+        if local is None:
+            deadline = self._begin()
+            return self._remote(lease, deadline), deadline
+        return local, self._begin_for(local)
+
     def _remote(self, lease: Lease, deadline: float) -> _Node:
         """Verify on the server a lease this instance did not create; one read.
 
@@ -1457,15 +1552,40 @@ class ZooKeeperBackend:
 
     def _victims(
         self, job_dir: str, run: RunRecord, retention: Retention, deadline: float
-    ) -> list[int]:
-        """Fire keys to delete with the claim of ``run``: the oldest beyond ``limit``, never
-        one within ``protect`` seconds before ``run`` (a new leader looks back that far)."""
+    ) -> list[tuple[int, int]]:
+        """Run nodes to delete with the claim of ``run``, as (fire key, version read): the
+        finished ones beyond the newest ``limit``, never one within ``protect`` seconds
+        before ``run`` (a new leader looks back that far).
+
+        The candidates are read all at once (one round trip); an unfinished or unreadable
+        one is kept, so trimming never frees a fire that is claimed or running.
+        """
         keys = sorted(k for k in self._run_keys(job_dir, deadline) if k != run.key)
-        excess = len(keys) + 1 - max(retention.limit, 0)
+        excess = min(len(keys) + 1 - max(retention.limit, 0), _TRIM_BATCH)
         if excess <= 0:
             return []
         cutoff = run.key - round(retention.protect * 1000)
-        return list(itertools.islice((k for k in keys if k < cutoff), excess))
+        candidates = list(itertools.islice((k for k in keys if k < cutoff), excess))
+        pending = [self._client.get_async(f"{job_dir}/{self._key_name(k)}") for k in candidates]
+        victims: list[tuple[int, int]] = []
+        for key, result in zip(candidates, pending, strict=True):
+            try:
+                raw, stat = self._wait(result, deadline, "get")
+            except NoNodeError:
+                continue  # deleted meanwhile: nothing to trim
+            if _finished(raw):
+                victims.append((key, int(stat.version)))
+        return victims
+
+    def _resent(self, run_path: str, run: RunRecord, deadline: float) -> RunRecord | None:
+        """The stored record of a fire claim found taken, if ``run.attempt`` stored it."""
+        try:
+            raw, _ = self._wait(self._client.get_async(run_path), deadline, "get")
+        except NoNodeError:
+            return None  # given back since the create found it: the fire was taken then
+        if _refusal(raw, run) is not None:
+            return None
+        return RunRecord.from_json(raw)
 
     def _ensure(self, path: str, deadline: float) -> None:
         """Create ``path`` and its missing parents, with our ACL; cached once known."""

@@ -14,7 +14,7 @@ Definitions (all times are the ledger server's real clock; ``seq`` is its apply 
   must lie in a window (invariant). For ``catch_up="all"`` a missed tick must also be one a
   new leader could not have caught up: due more than ``misfire_grace`` before the next term
   began, or lost with the backend's data (Redis restart without persistence), or due while
-  the replicas' clocks disagreed (clock faults), or the one fire a deposed leader had
+  the replicas' clocks disagreed (``CLOCK_FAULTS``), or the one fire a deposed leader had
   claimed when it was hit (claims are at most once) — anything else is reported as
   "not caught up" (invariant).
 * **Overlap (invariant)**: two runs of the same job under different tokens whose *accepted*
@@ -47,6 +47,9 @@ from tests.chaos.workload import JOBS
 
 #: Fault types after which a new leadership term is expected.
 DEPOSING = ("kill_leader", "pause_leader", "backend_restart", "session_expiry", "foreign_delete")
+#: Fault types that move a replica's clock: a catch_up="all" tick missed in their windows is
+#: put down to the clocks disagreeing (a leader fires by its own clock; see CHAOS.md F4).
+CLOCK_FAULTS = frozenset({"clock_jump", "clock_skew", "skewed_partition"})
 #: Replica log events counted in the report.
 LOG_EVENTS = (
     "leadership_acquired",
@@ -493,7 +496,7 @@ def _all_policy_verdict(
     kinds = {w[2]["type"] for w in inside}
     if backend == "redis" and "backend_restart" in kinds:
         return "history lost with Redis data (cold start)"
-    if kinds & {"clock_jump", "clock_skew"}:
+    if kinds & CLOCK_FAULTS:
         return "clocks disagreed"
     nxt = [r for r in acquired if r.at > instant]
     if not nxt or nxt[0].at - instant > grace - 1.0:

@@ -34,12 +34,14 @@ FAULT_TYPES = (
     "foreign_delete",
     "clock_jump",
     "clock_skew",
+    "skewed_partition",
 )
 #: Why a fault type does not apply to a backend.
 NOT_APPLICABLE = {
     ("sqlite", "backend_restart"): "embedded: there is no server to kill",
     ("sqlite", "partition_blackhole"): "embedded: no network between replica and store",
     ("sqlite", "partition_delay"): "embedded: no network between replica and store",
+    ("sqlite", "skewed_partition"): "embedded: no network between replica and store",
     ("sqlite", "session_expiry"): "ZooKeeper only",
     ("redis", "session_expiry"): "ZooKeeper only",
 }
@@ -244,6 +246,61 @@ def clock_skew(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     return record
 
 
+def skewed_partition(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Step one replica's clocks (the leader, 60%) by +-2..10 s and, while they are off, cut
+    it from the backend (blackhole, or a 0.05-1 s delay) for 1-4 s.
+
+    The four moments differ: offset, then the cut 0.5-2 s later; the clock goes back either
+    during the cut or 0.3-2 s after its heal. The schedule injects one fault at a time, so
+    no other fault combines two; this is the combination (one replica's clock off *and* its
+    link cut) under which a run found a duplicated tick.
+    """
+    victim, holder = _victim(chaos, 0.6)
+    record = _record("skewed_partition", fault_id, holder, victim)
+    rng = chaos.rng
+    offset = rng.randint(2, 10) * rng.choice((-1, 1))
+    lead = rng.uniform(0.5, 2.0)
+    cut = rng.uniform(1.0, 4.0)
+    mode = rng.choice(("blackhole", "delay"))
+    latency = rng.uniform(0.05, 1.0) if mode == "delay" else 0.0
+    # Seconds after the cut starts at which the clock goes back: inside the cut, or after it
+    # heals; never at the same moment as either end, so neither undo hides the other.
+    reset_during = rng.random() < 0.5
+    reset = rng.uniform(0.3, cut - 0.3) if reset_during else cut + rng.uniform(0.3, 2.0)
+    record.params.update(
+        offset=offset,
+        mode=mode,
+        lead=round(lead, 3),
+        seconds=round(cut, 3),
+        clock_reset=round(reset, 3),  # seconds after the cut began
+    )
+    if mode == "delay":
+        record.params["latency"] = round(latency, 3)
+    proxy = chaos.target.proxies[victim]
+    chaos.clocks.set(victim, offset)
+    # The fault begins with the clock step (it alone can depose a leader whose clock jumped
+    # ahead), so the window and the failover are timed from there.
+    record.inject = record.ref = time.time()
+    chaos.sleep(lead)
+    if mode == "blackhole":
+        proxy.blackhole()
+    else:
+        proxy.delay(latency)
+    if reset_during:
+        chaos.sleep(reset)
+        chaos.clocks.set(victim, 0)
+        chaos.sleep(cut - reset)
+        proxy.heal()
+    else:
+        chaos.sleep(cut)
+        proxy.heal()
+        chaos.sleep(reset - cut)
+        chaos.clocks.set(victim, 0)
+    record.heal = time.time()  # the later of the two undos
+    record.after = abs(offset)
+    return record
+
+
 INJECTORS: dict[str, Callable[[Chaos, int], FaultRecord | None]] = {
     "kill_leader": kill_leader,
     "pause_leader": pause_leader,
@@ -254,6 +311,7 @@ INJECTORS: dict[str, Callable[[Chaos, int], FaultRecord | None]] = {
     "foreign_delete": foreign_delete,
     "clock_jump": clock_jump,
     "clock_skew": clock_skew,
+    "skewed_partition": skewed_partition,
 }
 
 

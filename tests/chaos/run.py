@@ -259,9 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(
         tempfile.mkdtemp(prefix=f"baton-chaos-{args.backend}-{args.seed}-")
     )
-    command = "python -m tests.chaos.run " + shlex.join(
-        ["--backend", args.backend, "--duration", f"{args.duration:g}", "--seed", str(args.seed)]
-    )
+    replay = [
+        "--backend",
+        args.backend,
+        "--duration",
+        f"{args.duration:g}",
+        "--seed",
+        str(args.seed),
+    ]
+    if args.faults != parser.get_default("faults"):
+        # Another list of types is another schedule: the seed alone would not replay it.
+        replay += ["--faults", args.faults]
+    command = "python -m tests.chaos.run " + shlex.join(replay)
     options = Options(
         backend=args.backend,
         duration=args.duration,

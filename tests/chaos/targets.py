@@ -128,6 +128,7 @@ class RedisTarget(Target):
         "foreign_delete",
         "clock_jump",
         "clock_skew",
+        "skewed_partition",
     )
 
     def __init__(self, workdir: Path, cluster: str, loop: ProxyLoop) -> None:
@@ -201,6 +202,7 @@ class ZooKeeperTarget(Target):
         "foreign_delete",
         "clock_jump",
         "clock_skew",
+        "skewed_partition",
     )
     CHROOT = "/baton"
 

@@ -1,21 +1,28 @@
 """The chaos suite's own parts: the checker catches each violation, the ledger fences, the
-proxy holds and delays bytes. A checker that always says "ok" would prove nothing."""
+proxy holds and delays bytes, the fault types agree with the injectors and the backends. A
+checker that always says "ok" would prove nothing."""
 
 from __future__ import annotations
 
+import itertools
+import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from tests.chaos.checker import analyse
+from tests.chaos.checker import analyse, markdown
+from tests.chaos.cluster import Replicas
+from tests.chaos.faketime import FakeClocks
+from tests.chaos.faults import FAULT_TYPES, INJECTORS, Chaos, applicable, skewed_partition
 from tests.chaos.ledger import LedgerStore, Row
 from tests.chaos.proxy import Proxy, ProxyLoop
+from tests.chaos.targets import Holder, RedisTarget, SqliteTarget, Target, ZooKeeperTarget
 
 T0 = 1_800_000_000.0  # a whole second: tick instants are multiples of 1 s
 
@@ -176,6 +183,129 @@ def test_missed_tick_needs_a_fault_window() -> None:
     report = _report(rows, faults=[fault])
     assert report["ticks"]["chaos.tick"]["missed_in_window"] == 1
     assert report["ok"], report["violations"]
+
+
+def test_report_title_names_backend_seed_and_duration() -> None:
+    """The markdown report's title says which run it is: backend, seed, seconds of faults."""
+    rows = Rows()
+    rows.clean(20)
+    meta = {**_meta(20), "seed": 84, "duration": 1500.0}
+    report = analyse(meta, [], rows.rows, {"chaos.counter": 20})
+    assert markdown(report).splitlines()[0].endswith("Chaos run: redis, seed 84, 1500 s of faults")
+
+
+def test_skewed_partition_window_covers_the_clock_offset() -> None:
+    """A catch_up="all" tick missed after a skewed partition healed is in its window only
+    through ``after`` (the offset), and is put down to the clocks even though a new term
+    began in time."""
+    rows = Rows()
+    rows.clean(20)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t14")]
+    rows.add("events", T0 + 15, "term", 6, "acquired", T0 + 15.2, op="event", replica="r2")
+    fault = {
+        "id": 1,
+        "type": "skewed_partition",
+        "victim": "r1",
+        "old_replica": "r1",
+        "old_token": 5,
+        "inject": T0 + 5.0,
+        "heal": T0 + 7.0,
+        "ref": T0 + 5.0,
+        "after": 4.0,
+        "recovered": T0 + 8.0,
+    }
+    report = _report(rows, faults=[fault])
+    assert report["ok"], report["violations"]
+    assert report["ticks"]["chaos.tick"]["missed_by_verdict"] == {"clocks disagreed": 1}
+    assert not _report(rows, faults=[{**fault, "after": 0.0}])["ok"]
+
+
+def test_every_fault_type_has_an_injector_and_each_backend_lists_its_own() -> None:
+    """FAULT_TYPES, INJECTORS, NOT_APPLICABLE and each backend's list agree (a new type
+    cannot be drawn without an injector, nor skipped silently on one backend)."""
+    assert set(INJECTORS) == set(FAULT_TYPES)
+    for target in (SqliteTarget, RedisTarget, ZooKeeperTarget):
+        kind = target.kind
+        assert target.faults == tuple(t for t in FAULT_TYPES if applicable(t, kind)), kind
+    assert not applicable("skewed_partition", "sqlite")
+    assert applicable("skewed_partition", "redis") and applicable("skewed_partition", "zookeeper")
+
+
+class _Log:
+    """Stands in for the run's proxies, clocks and sleep; logs every step on a fake clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.steps: list[tuple[float, str]] = []
+
+    def step(self, what: str) -> None:
+        self.steps.append((self.now, what))
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _FakeProxy:
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+
+    def blackhole(self) -> None:
+        self.log.step("cut")
+
+    def delay(self, seconds: float) -> None:
+        self.log.step("cut")
+
+    def heal(self) -> None:
+        self.log.step("heal")
+
+
+class _FakeClocks:
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+
+    def set(self, replica: str, offset: int) -> None:
+        self.log.step("clock back" if offset == 0 else f"clock {offset:+d}")
+
+
+class _FakeTarget:
+    def __init__(self, log: _Log) -> None:
+        self.proxies = {f"r{n}": _FakeProxy(log) for n in range(1, 6)}
+
+    def holder(self) -> Holder:
+        return Holder("r3", 7)
+
+
+class _FakeReplicas:
+    names = tuple(f"r{n}" for n in range(1, 6))
+    paused: frozenset[str] = frozenset()
+
+    def alive(self, name: str) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_skewed_partition_steps_the_clock_and_cuts_at_different_moments(seed: int) -> None:
+    """Clock step, cut, heal and clock reset happen in that order or with the reset inside
+    the cut, never two at once; ``after`` is the offset and the victim is one replica."""
+    log = _Log()
+    chaos = Chaos(
+        target=cast(Target, _FakeTarget(log)),
+        replicas=cast(Replicas, _FakeReplicas()),
+        clocks=cast(FakeClocks, _FakeClocks(log)),
+        rng=random.Random(seed),
+        ttl=2.0,
+        sleep=log.sleep,
+    )
+    record = skewed_partition(chaos, 1)
+    assert record is not None
+    offset = record.params["offset"]
+    assert 2 <= abs(offset) <= 10 and record.after == abs(offset)
+    names = [what for _, what in log.steps]
+    assert names[:2] == [f"clock {offset:+d}", "cut"]
+    assert sorted(names[2:]) == ["clock back", "heal"]
+    times = [at for at, _ in log.steps]
+    assert all(b - a >= 0.3 for a, b in itertools.pairwise(times)), log.steps
+    assert record.victim in _FakeReplicas.names and record.heal >= record.inject
 
 
 def test_ledger_fences_reads_and_stores(tmp_path: Path) -> None:

@@ -122,6 +122,7 @@ def test_history_newest_first_with_limit(project: Path) -> None:
     )
     assert [r["scheduled_time"][11:19] for r in data] == ["12:00:10", "12:00:05"]
     assert set(data[0]) == {
+        "attempt",
         "job",
         "scheduled_time",
         "replica_id",

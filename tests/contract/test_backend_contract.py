@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduler.backends import LeaseBackend
-from scheduler.errors import LeaseLost
+from scheduler.errors import ClaimLost, LeaseLost
 from scheduler.lease import Holder, Lease, local_deadline
-from scheduler.runs import Retention, RunRecord, fire_key
+from scheduler.runs import Outcome, Retention, RunRecord, fire_key, new_attempt_id
 
 MakeBackend = Callable[..., LeaseBackend]
 #: The ``expire_lease`` fixture: make the server expire the lease a backend holds, and wait.
@@ -47,6 +47,22 @@ def run_for(lease: Lease, when: datetime, job: str = "job") -> RunRecord:
         token=lease.token,
         started=datetime.now(UTC),
     )
+
+
+def finished(run: RunRecord, outcome: Outcome = "ok") -> RunRecord:
+    """``run`` as ended now with ``outcome``."""
+    return run.finished(outcome, datetime.now(UTC))
+
+
+def claim_finished(
+    backend: LeaseBackend, lease: Lease, when: datetime, retention: Retention
+) -> RunRecord:
+    """Claim the fire at ``when`` and finish it ``ok`` at once; the finished record."""
+    run = backend.claim(lease, run_for(lease, when), retention)
+    assert run is not None
+    done = finished(run)
+    backend.finish(lease.name, done)
+    return done
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -328,22 +344,182 @@ def test_claim_checks_lease_before_duplicate(make_backend: MakeBackend, election
         backend.claim(lease, run_for(lease, at(0)), Retention())
 
 
-# --- finish / history / claimed --------------------------------------------------------------
-
-
-def test_finish_records_outcome_for_matching_token_only(
+def test_claim_resent_with_the_same_attempt_returns_the_stored_record(
     make_backend: MakeBackend, election: str
 ) -> None:
-    """finish() needs no lease and updates only the record claimed with the run's token."""
+    """A claim sent again by the same attempt gets that attempt's stored record (also once
+    started); another attempt at the same fire gets None."""
+    backend, other = make_backend(), make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    run = run_for(lease, at(0))
+    assert backend.claim(lease, run, Retention()) == run
+
+    resent = replace(run, started=datetime.now(UTC) + timedelta(seconds=1))
+    assert other.claim(lease, resent, Retention()) == run
+    assert backend.claim(lease, run_for(lease, at(0)), Retention()) is None
+
+    running = backend.start(lease, run.started_now(datetime.now(UTC)))
+    assert other.claim(lease, run, Retention()) == running
+    assert backend.lookup(election, "job", at(0)) == running
+
+
+def test_claim_start_finish_moves_claimed_running_ok(
+    make_backend: MakeBackend, election: str
+) -> None:
+    """A fire's record goes claimed → running → ok, each state stored as returned."""
+    backend, reader = make_backend(), make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    claimed = backend.claim(lease, run_for(lease, at(0)), Retention())
+    assert claimed is not None and claimed.outcome == "claimed" and claimed.ended is None
+    assert reader.lookup(election, "job", at(0)) == claimed
+
+    started_at = datetime.now(UTC)
+    running = backend.start(lease, claimed.started_now(started_at))
+    assert (running.outcome, running.started, running.attempt) == (
+        "running",
+        started_at,
+        claimed.attempt,
+    )
+    assert reader.lookup(election, "job", at(0)) == running
+
+    done = finished(running)
+    backend.finish(election, done)
+    assert reader.lookup(election, "job", at(0)) == done
+    assert reader.history(election, "job", 10) == [done]
+
+
+def test_start_after_the_lease_is_lost_raises_lease_lost(
+    make_backend: MakeBackend, election: str
+) -> None:
+    """start() is fenced like claim(): after release, and after a takeover, it raises
+    LeaseLost and the record stays claimed."""
+    backend, successor_backend = make_backend(), make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    run = backend.claim(lease, run_for(lease, at(0)), Retention())
+    assert run is not None
+    backend.release(lease)
+
+    with pytest.raises(LeaseLost) as caught:
+        backend.start(lease, run.started_now(datetime.now(UTC)))
+    assert caught.value.name == election
+    successor = acquire(successor_backend, election, holder("r2"))
+    with pytest.raises(LeaseLost):
+        backend.start(lease, run.started_now(datetime.now(UTC)))
+    with pytest.raises(LeaseLost):  # the successor's backend has no such lease either
+        successor_backend.start(lease, run.started_now(datetime.now(UTC)))
+    assert successor_backend.lookup(election, "job", at(0)) == run
+    # The record is not the successor's to start either: it is another attempt's claim.
+    with pytest.raises(ClaimLost):
+        successor_backend.start(
+            successor, replace(run, attempt=new_attempt_id()).started_now(datetime.now(UTC))
+        )
+    assert successor_backend.lookup(election, "job", at(0)) == run
+
+
+def test_start_acts_only_on_its_own_claimed_record(
+    make_backend: MakeBackend, election: str
+) -> None:
+    """start() of another attempt's record raises ClaimLost, and so does a second start."""
     backend = make_backend()
     lease = acquire(backend, election, holder("r1"))
     run = backend.claim(lease, run_for(lease, at(0)), Retention())
     assert run is not None
 
-    impostor = replace(run, token=run.token + 1).finished("error", datetime.now(UTC), "boom")
+    other = replace(run, attempt=new_attempt_id()).started_now(datetime.now(UTC))
+    with pytest.raises(ClaimLost) as caught:
+        backend.start(lease, other)
+    assert (caught.value.job, caught.value.reason) == ("job", "other-attempt")
+    assert caught.value.scheduled_time == at(0).isoformat()
+    assert backend.lookup(election, "job", at(0)) == run
+
+    running = backend.start(lease, run.started_now(datetime.now(UTC)))
+    with pytest.raises(ClaimLost) as caught:
+        backend.start(lease, run.started_now(datetime.now(UTC)))
+    assert caught.value.reason == "not-claimed"
+    backend.finish(election, finished(running))
+    with pytest.raises(ClaimLost) as caught:
+        backend.start(lease, run.started_now(datetime.now(UTC)))
+    assert caught.value.reason == "not-claimed"
+    with pytest.raises(ClaimLost) as caught:
+        backend.start(lease, run_for(lease, at(60)).started_now(datetime.now(UTC)))
+    assert caught.value.reason == "gone"
+
+
+def test_start_checks_lease_before_the_record(make_backend: MakeBackend, election: str) -> None:
+    """A lost lease raises LeaseLost even when the record would also refuse the start."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    backend.release(lease)
+
+    with pytest.raises(LeaseLost):
+        backend.start(lease, run_for(lease, at(0)).started_now(datetime.now(UTC)))
+
+
+def test_unclaim_refuses_a_started_record(make_backend: MakeBackend, election: str) -> None:
+    """A withdrawal racing a start: if the start lands first, unclaim() returns False and
+    the running record stays; if the unclaim lands first, the start raises ClaimLost."""
+    backend, withdrawer = make_backend(), make_backend()
+    lease = acquire(backend, election, holder("r1"))
+
+    run = backend.claim(lease, run_for(lease, at(0)), Retention())
+    assert run is not None
+    running = backend.start(lease, run.started_now(datetime.now(UTC)))
+    assert not withdrawer.unclaim(election, run)
+    assert backend.lookup(election, "job", at(0)) == running
+    done = finished(running, "error")
+    backend.finish(election, done)
+    assert not withdrawer.unclaim(election, run)
+    assert backend.lookup(election, "job", at(0)) == done
+
+    other = backend.claim(lease, run_for(lease, at(60)), Retention())
+    assert other is not None
+    assert withdrawer.unclaim(election, other)
+    with pytest.raises(ClaimLost) as caught:
+        backend.start(lease, other.started_now(datetime.now(UTC)))
+    assert caught.value.reason == "gone"
+    assert backend.lookup(election, "job", at(60)) is None
+
+
+def test_withdrawal_of_a_second_attempt_spares_the_first_that_ran(
+    make_backend: MakeBackend, election: str
+) -> None:
+    """A withdrawal of a second attempt when a first attempt of the same token ran: the
+    second claim is refused, and its unclaim leaves the first attempt's ``ok`` record."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    first = backend.claim(lease, run_for(lease, at(0)), Retention())
+    assert first is not None
+    done = finished(backend.start(lease, first.started_now(datetime.now(UTC))))
+    backend.finish(election, done)
+
+    second = run_for(lease, at(0))
+    assert second.token == first.token and second.attempt != first.attempt
+    assert backend.claim(lease, second, Retention()) is None
+    assert not backend.unclaim(election, second)
+    stored = backend.lookup(election, "job", at(0))
+    assert stored == done and stored.outcome == "ok"
+    assert backend.claimed(election, "job", at(0), at(0)) == {fire_key(at(0))}
+
+
+# --- finish / history / claimed --------------------------------------------------------------
+
+
+def test_finish_records_outcome_for_its_own_attempt_only(
+    make_backend: MakeBackend, election: str
+) -> None:
+    """finish() needs no lease and updates only the record its own attempt wrote: another
+    attempt's finish is a no-op, even with the same token."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    run = backend.claim(lease, run_for(lease, at(0)), Retention())
+    assert run is not None
+
+    impostor = replace(run, attempt=new_attempt_id()).finished("error", datetime.now(UTC), "boom")
     backend.finish(election, impostor)
+    backend.finish(election, replace(impostor, attempt=""))
     [stored] = backend.history(election, "job", 10)
-    assert (stored.outcome, stored.token) == ("running", run.token)
+    assert stored == run
+    assert (stored.outcome, stored.token) == ("claimed", run.token)
 
     backend.release(lease)
     done = run.finished("ok", datetime.now(UTC))
@@ -370,11 +546,11 @@ def test_lookup_returns_the_record_of_one_fire(make_backend: MakeBackend, electi
     assert reader.lookup(election, "job", at(0)) == done
 
 
-def test_unclaim_frees_the_fire_for_its_own_token_only(
+def test_unclaim_frees_the_fire_for_its_own_attempt_only(
     make_backend: MakeBackend, election: str
 ) -> None:
-    """unclaim() needs no lease, deletes only its token's record, and the fire can be
-    claimed again (by the next leader) afterwards."""
+    """unclaim() needs no lease, deletes only its own attempt's ``claimed`` record, and the
+    fire can be claimed again (by the next leader) afterwards."""
     first, second = make_backend(), make_backend()
     lease = acquire(first, election, holder("r1"))
     run = first.claim(lease, run_for(lease, at(0)), Retention())
@@ -383,9 +559,10 @@ def test_unclaim_frees_the_fire_for_its_own_token_only(
     first.release(lease)
     successor = acquire(second, election, holder("r2"))
 
-    # Another leader marked it lost meanwhile (same token): still the claimant's to free.
-    second.finish(election, run.finished("lost", datetime.now(UTC), "orphaned"))
-    assert not first.unclaim(election, replace(run, token=run.token + 1))
+    # Same fire, same token, another attempt: not its record to give back.
+    assert not first.unclaim(election, replace(run, attempt=new_attempt_id()))
+    assert not first.unclaim(election, replace(run, attempt=""))
+    assert first.lookup(election, "job", at(0)) == run
     assert first.unclaim(election, run)
     assert not first.unclaim(election, run)  # gone: safe twice
     assert first.lookup(election, "job", at(0)) is None
@@ -418,12 +595,12 @@ def test_history_is_newest_first_and_limited(make_backend: MakeBackend, election
 
 
 def test_retention_trims_to_limit(make_backend: MakeBackend, election: str) -> None:
-    """With nothing protected, a job keeps exactly its newest ``limit`` runs."""
+    """With nothing protected, a job keeps exactly its newest ``limit`` (finished) runs."""
     backend = make_backend()
     lease = acquire(backend, election, holder("r1"))
     retention = Retention(limit=3, protect=0.0)
     for minute in range(8):
-        assert backend.claim(lease, run_for(lease, at(minute * 60)), retention) is not None
+        claim_finished(backend, lease, at(minute * 60), retention)
 
     kept = [fire_key(at(m * 60)) for m in (7, 6, 5)]
     assert [r.key for r in backend.history(election, "job", 100)] == kept
@@ -436,12 +613,40 @@ def test_retention_never_trims_protected_fires(make_backend: MakeBackend, electi
     lease = acquire(backend, election, holder("r1"))
     retention = Retention(limit=2, protect=4.5)
     for second in range(8):
-        assert backend.claim(lease, run_for(lease, at(second)), retention) is not None
+        claim_finished(backend, lease, at(second), retention)
 
     # Fires 3..7 are within 4.5 s of fire 7; 0..2 are older and over the limit.
     expected = {fire_key(at(s)) for s in range(3, 8)}
     assert backend.claimed(election, "job", at(-60), at(60)) == expected
     assert len(backend.history(election, "job", 100)) == 5
+
+
+def test_retention_never_trims_unfinished_records(make_backend: MakeBackend, election: str) -> None:
+    """Trimming deletes only finished records: the oldest fires, left claimed or running,
+    survive any limit while the finished ones after them are trimmed."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    retention = Retention(limit=2, protect=0.0)
+    claimed = backend.claim(lease, run_for(lease, at(0)), retention)
+    running = backend.claim(lease, run_for(lease, at(1)), retention)
+    assert claimed is not None and running is not None
+    running = backend.start(lease, running.started_now(datetime.now(UTC)))
+    for second in range(2, 8):
+        claim_finished(backend, lease, at(second), retention)
+
+    # Over the limit: every finished fire but the newest two went; the unfinished stayed.
+    assert [r.key for r in backend.history(election, "job", 100)] == [
+        fire_key(at(s)) for s in (7, 6, 1, 0)
+    ]
+    assert backend.lookup(election, "job", at(0)) == claimed
+    assert backend.lookup(election, "job", at(1)) == running
+    # Once finished they are trimmed like any other.
+    backend.finish(election, finished(claimed, "lost"))
+    backend.finish(election, finished(running))
+    claim_finished(backend, lease, at(8), retention)
+    assert [r.key for r in backend.history(election, "job", 100)] == [
+        fire_key(at(s)) for s in (8, 7)
+    ]
 
 
 def test_claimed_returns_exact_keys_in_range(make_backend: MakeBackend, election: str) -> None:

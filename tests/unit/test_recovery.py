@@ -19,11 +19,12 @@ import pytest
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.elector import Term
+from scheduler.errors import LeaseLost
 from scheduler.jobs import build_spec
 from scheduler.lease import Holder
 from scheduler.logs import get_logger
 from scheduler.metrics import Metrics
-from scheduler.recovery import ORPHAN_MESSAGE, Recovery
+from scheduler.recovery import Handover, Recovery
 from scheduler.runner import Lane
 from scheduler.runs import Retention, RunRecord
 from scheduler.timings import LeaseTimings
@@ -114,8 +115,8 @@ def test_landed_claim_of_the_current_term_is_adopted_and_run_without_claiming(ri
 
     assert rig.recovery.settle() is None
     assert rig.submitted == [("all", FIRE, True)]  # kept: never coalesced away
-    assert rig.recovery.take_adopted("all", FIRE, term) == run
-    assert rig.recovery.take_adopted("all", FIRE, term) is None  # handed out once
+    assert rig.recovery.take_handover("all", FIRE, term) == Handover(run, resend=False)
+    assert rig.recovery.take_handover("all", FIRE, term) is None  # handed out once
     assert not rig.recovery.pending()
     assert rig.elector.count("confirmed_late") == 1
 
@@ -144,17 +145,20 @@ def test_claim_given_back_by_a_newer_term_of_ours_is_claimed_afresh(rig: Rig) ->
     assert rig.submitted == [("all", FIRE, False)]  # claim it again under the new token
 
 
-def test_unlanded_claim_is_claimed_again_by_the_leader_and_kept_until_confirmed(
+def test_unlanded_claim_is_resent_as_the_same_attempt_and_kept_until_confirmed(
     rig: Rig,
 ) -> None:
+    """Not found in the same term: the lane sends the *same* attempt again (idempotent), it
+    is never a second attempt at the fire."""
     term = rig.lead("r1")
     unsent = RunRecord("all", FIRE, "r1", term.token, started=FIRE)
     rig.recovery.doubt(unsent)
 
     rig.recovery.settle()
-    assert rig.submitted == [("all", FIRE, False)]
+    assert rig.submitted == [("all", FIRE, True)]
+    assert rig.recovery.take_handover("all", FIRE, term) == Handover(unsent, resend=True)
     assert rig.recovery.pending()  # a delayed request may still land: keep watching
-    rig.recovery.claimed(unsent)  # the lane's new claim succeeded
+    rig.recovery.claimed(unsent)  # the resend was answered
     assert not rig.recovery.pending()
 
 
@@ -207,7 +211,7 @@ def test_adopted_claim_of_an_ended_term_goes_back_and_is_withdrawn(rig: Rig) -> 
     rig.recovery.settle()  # adopted for this term
     rig.elector.term = None
 
-    assert rig.recovery.take_adopted("all", FIRE, None) is None
+    assert rig.recovery.take_handover("all", FIRE, None) is None
     assert rig.recovery.pending()
     rig.recovery.settle()
     assert rig.stored() is None
@@ -217,13 +221,12 @@ def test_new_leader_runs_an_orphan_once_its_claimant_gives_it_back(rig: Rig) -> 
     old = rig.lead("r1")
     orphan = rig.claim(old)
     new = rig.lead("r2")
-    rig.recovery.suspect(orphan, new)
+    assert rig.recovery.suspect(orphan, new)
 
     rig.recovery.settle()
-    assert rig.submitted == [] and rig.recovery.pending()  # maybe running: hands off
-    rig.backend.finish(CLUSTER, orphan.finished("lost", START, ORPHAN_MESSAGE))
-    rig.recovery.settle()
-    assert rig.submitted == [] and rig.recovery.pending()
+    assert rig.submitted == [] and rig.recovery.pending()  # still claimed: hands off
+    with pytest.raises(LeaseLost):  # the claimant can no longer start it
+        rig.backend.start(old.lease, orphan.started_now(START))
     assert rig.backend.unclaim(CLUSTER, orphan)  # the claimant: "never started"
     rig.recovery.settle()
     assert rig.submitted == [("all", FIRE, False)]
@@ -235,7 +238,7 @@ def test_suspects_follow_the_job_policy_and_the_term(rig: Rig) -> None:
     none_run = rig.claim(old, "none")
     latest_run = rig.claim(old, "latest")
     new = rig.lead("r2")
-    rig.recovery.suspect(none_run, new)  # catch_up="none": never watched
+    assert not rig.recovery.suspect(none_run, new)  # catch_up="none": never watched
     assert not rig.recovery.pending()
     rig.recovery.suspect(latest_run, new)
     rig.claim(new, "latest", FIRE + timedelta(seconds=1))  # a newer fire ran
@@ -283,3 +286,80 @@ def test_lane_never_coalesces_away_a_claim_already_made() -> None:
     lane.submit([at[2]])
     lane.submit([at[3]])
     assert lane._pending == [at[1], at[3]]
+
+
+def test_orphan_that_started_is_never_run_again(rig: Rig) -> None:
+    """A suspect whose claimant started it (before the new term) is dropped, not run."""
+    old = rig.lead("r1")
+    orphan = rig.claim(old)
+    rig.backend.start(old.lease, orphan.started_now(START))
+    new = rig.lead("r2")
+    rig.recovery.suspect(orphan, new)
+
+    rig.recovery.settle()
+    assert rig.submitted == [] and not rig.recovery.pending()
+    assert not rig.backend.unclaim(CLUSTER, orphan)  # started: never given back
+
+
+def test_orphan_never_given_back_is_recorded_lost_after_the_grace(rig: Rig) -> None:
+    """A claimed orphan whose claimant never answers is marked lost once past the grace."""
+    old = rig.lead("r1")
+    orphan = rig.claim(old)
+    new = rig.lead("r2")
+    rig.recovery.suspect(orphan, new)
+    rig.clock.advance(11)
+
+    rig.recovery.settle()
+    stored = rig.stored()
+    assert stored is not None and (stored.outcome, stored.message) == (
+        "lost",
+        "claimed but never started",
+    )
+    assert not rig.recovery.pending()
+
+
+def test_withdrawn_second_attempt_never_deletes_the_first_attempts_run(rig: Rig) -> None:
+    """F11: attempt A of a fire ran; attempt B of the same fire, same token, went
+    unanswered and its term ended: settling B leaves A's record alone."""
+    term = rig.lead("r1")
+    first = rig.claim(term)
+    rig.backend.start(term.lease, first.started_now(FIRE))
+    rig.backend.finish(CLUSTER, first.started_now(FIRE).finished("ok", START))
+    second = RunRecord("all", FIRE, "r1", term.token, started=FIRE)
+    assert rig.backend.claim(term.lease, second, Retention()) is None
+    rig.recovery.doubt(second)
+    rig.elector.term = None  # deposed before the backend answered again
+
+    rig.recovery.settle()
+    stored = rig.stored()
+    assert stored is not None and (stored.attempt, stored.outcome) == (first.attempt, "ok")
+    assert rig.elector.count("withdrawn") == 0
+    assert rig.submitted == [] and not rig.recovery.pending()
+
+
+def test_start_landed_unanswered_in_an_ended_term_is_recorded_lost_not_given_back(
+    rig: Rig,
+) -> None:
+    """A doubt whose start landed (record running, job never run) is not withdrawn once
+    the term is over: a started fire is never given back."""
+    term = rig.lead("r1")
+    run = rig.claim(term)
+    rig.backend.start(term.lease, run.started_now(FIRE))
+    rig.recovery.doubt(run)
+    rig.elector.term = None
+
+    rig.recovery.settle()
+    stored = rig.stored()
+    assert stored is not None and stored.outcome == "lost"
+    assert rig.elector.count("withdrawn") == 0
+
+
+def test_start_landed_unanswered_in_the_same_term_is_handed_to_the_lane(rig: Rig) -> None:
+    """Same case, term still led: the lane runs it as found (no second start)."""
+    term = rig.lead("r1")
+    run = rig.claim(term)
+    started = rig.backend.start(term.lease, run.started_now(FIRE))
+    rig.recovery.doubt(run)
+
+    rig.recovery.settle()
+    assert rig.recovery.take_handover("all", FIRE, term) == Handover(started, resend=False)

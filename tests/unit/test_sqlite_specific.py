@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import pytest
 from scheduler.backends import from_url
 from scheduler.backends.sqlite import SCHEMA_VERSION, SqliteBackend, path_from_url
 from scheduler.clock import FakeClock
-from scheduler.errors import BackendUnavailable, ConfigError, LeaseLost
+from scheduler.errors import BackendUnavailable, ClaimLost, ConfigError, LeaseLost
 from scheduler.lease import Holder, Lease
 from scheduler.runs import Retention, RunRecord
 
@@ -510,7 +511,7 @@ def test_schema_version_is_stored(url: str) -> None:
     with sqlite3.connect(path_from_url(url)) as raw:
         (version,) = raw.execute("PRAGMA user_version").fetchone()
         (mode,) = raw.execute("PRAGMA journal_mode").fetchone()
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     assert mode == "wal"
 
 
@@ -534,6 +535,100 @@ def test_version_1_file_is_upgraded_in_place(url: str) -> None:
     with sqlite3.connect(path) as raw:
         (version,) = raw.execute("PRAGMA user_version").fetchone()
     assert version == SCHEMA_VERSION
+
+
+# The tables of a version-2 file, as Baton wrote them before runs gained their attempt.
+_V2_SCHEMA = (
+    "CREATE TABLE lease (name TEXT PRIMARY KEY, holder_id TEXT NOT NULL, token INTEGER NOT NULL,"
+    " replica TEXT NOT NULL, host TEXT NOT NULL, since_iso TEXT NOT NULL, ttl REAL NOT NULL,"
+    " expires_mono REAL NOT NULL, boot_id TEXT NOT NULL)",
+    "CREATE TABLE tokens (name TEXT PRIMARY KEY, last_token INTEGER NOT NULL,"
+    " releases INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE runs (name TEXT NOT NULL, job TEXT NOT NULL, fire_key INTEGER NOT NULL,"
+    " token INTEGER NOT NULL, outcome TEXT NOT NULL, record TEXT NOT NULL,"
+    " PRIMARY KEY (name, job, fire_key))",
+    "CREATE TABLE members (name TEXT NOT NULL, replica_id TEXT NOT NULL, record TEXT NOT NULL,"
+    " expires_mono REAL NOT NULL, boot_id TEXT NOT NULL, PRIMARY KEY (name, replica_id))",
+    "CREATE TABLE controls (name TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " PRIMARY KEY (name, key))",
+)
+
+
+def write_version_2_file(path: Path, old_run: RunRecord) -> None:
+    """A version-2 database holding ``old_run`` as that version stored it (no attempt)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = old_run.to_dict()
+    del record["attempt"]
+    with sqlite3.connect(path) as raw:
+        for statement in _V2_SCHEMA:
+            raw.execute(statement)
+        raw.execute("INSERT INTO tokens VALUES ('c', 41, 0)")
+        raw.execute(
+            "INSERT INTO runs VALUES ('c', ?, ?, ?, ?, ?)",
+            (old_run.job, old_run.key, old_run.token, old_run.outcome, json.dumps(record)),
+        )
+        raw.execute("PRAGMA user_version = 2")
+
+
+def test_version_2_file_is_upgraded_in_place(url: str) -> None:
+    """A file from before claim attempts gains ``runs.attempt``; its runs read with attempt
+    "", which no attempt matches, so they cannot be started, finished or given back."""
+    path = path_from_url(url)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    old_run = RunRecord("job", base, "r0", 41, base, outcome="running", attempt="")
+    write_version_2_file(path, old_run)
+
+    b = backend(url)
+    [stored] = b.history("c", "job", 10)
+    assert stored == old_run and stored.attempt == ""
+    lease = b.try_acquire("c", Holder.new("r1"), 5)
+    assert lease is not None and lease.token == 42
+    b.finish("c", stored.finished("ok", base))
+    assert not b.unclaim("c", stored)
+    assert b.claim(lease, RunRecord("job", base, "r1", lease.token, base), Retention()) is None
+    assert b.claim(lease, replace(old_run, token=lease.token), Retention()) is None
+    with pytest.raises(ClaimLost):
+        b.start(lease, stored.started_now(base))
+    assert b.lookup("c", "job", base) == old_run
+    later = RunRecord("job", base + timedelta(minutes=1), "r1", lease.token, base)
+    assert b.claim(lease, later, Retention()) == later
+    assert b.start(lease, later.started_now(base)) == later.started_now(base)
+    b.close()
+    with sqlite3.connect(path) as raw:
+        (version,) = raw.execute("PRAGMA user_version").fetchone()
+        rows = raw.execute("SELECT fire_key, outcome, attempt FROM runs ORDER BY fire_key")
+        assert rows.fetchall() == [
+            (old_run.key, "running", ""),
+            (later.key, "running", later.attempt),
+        ]
+    assert version == SCHEMA_VERSION
+
+
+def test_version_2_file_opened_by_a_crowd_is_upgraded_once(tmp_path: Path) -> None:
+    """Backends opening one version-2 file together all succeed: the column is added once."""
+    failures: list[BaseException] = []
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for attempt in range(20):
+        url = f"sqlite:///{tmp_path}/{attempt}.db"
+        write_version_2_file(path_from_url(url), RunRecord("job", base, "r0", 41, base))
+        crowd = [backend(url, op_timeout=2.0) for _ in range(4)]
+        barrier = threading.Barrier(len(crowd))
+
+        def open_one(b: SqliteBackend, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                b.check()
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_one, args=(b,)) for b in crowd]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        for b in crowd:
+            b.close()
+    assert not failures, failures[:3]
 
 
 def test_newer_schema_is_refused(url: str) -> None:
@@ -570,6 +665,7 @@ def test_retention_never_trims_within_protect_window(url: str) -> None:
     for minute in range(10):
         run = RunRecord("job", base + timedelta(minutes=minute), "a", lease.token, base)
         assert b.claim(lease, run, retention) == run
+        b.finish("cluster", run.finished("ok", base))  # only finished runs are trimmed
     minutes = [run.scheduled_time.minute for run in b.history("cluster", "job", 100)]
     # Claiming minute 9 protects minutes 4..9 (the boundary is inside); older ones went.
     assert minutes == [9, 8, 7, 6, 5, 4]
