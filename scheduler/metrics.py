@@ -79,8 +79,8 @@ class Metrics:
         )
         self.claims = Counter(
             "baton_claims",
-            "Fire claims by result "
-            "(claimed, duplicate, lease_lost, error, confirmed_late, withdrawn).",
+            "Fire claims by result (claimed, duplicate, lease_lost, error, confirmed_late, "
+            "withdrawn, already_attempted).",
             ["result"],
             registry=r,
         )

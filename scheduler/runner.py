@@ -377,6 +377,7 @@ class Runner:
             # Proposed again in this term (the trigger and a catch-up, a clock step): one
             # attempt per fire per term (scheduler.claims).
             log.info("fire_already_attempted")
+            self.elector.metrics.claims.labels("already_attempted").inc()
             return None
         retention = Retention(limit=self.history_limit, protect=spec.misfire_grace * 2)
         claims = self.elector.metrics.claims
