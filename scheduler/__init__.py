@@ -9,7 +9,11 @@ from scheduler.context import JobContext
 from scheduler.errors import (
     BackendAuthError,
     BackendError,
+    BackendPermanentError,
+    BackendReadOnlyError,
+    BackendSchemaError,
     BackendUnavailable,
+    BackendUnprotectedError,
     BatonError,
     ConfigError,
     JobDefinitionError,
@@ -32,7 +36,11 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendAuthError",
     "BackendError",
+    "BackendPermanentError",
+    "BackendReadOnlyError",
+    "BackendSchemaError",
     "BackendUnavailable",
+    "BackendUnprotectedError",
     "BatonError",
     "ConfigError",
     "JobContext",

@@ -1,13 +1,16 @@
 """The ``baton`` command: run a replica, show the leader, the jobs and their history.
 
-Exit codes: 0 success; 1 the backend could not be reached or failed; 2 a user error (bad
-config, bad job definition, unknown option), printed as one line without a traceback.
+Exit codes (:data:`EXIT_CODES`, shown by ``baton --help``; README, "Exit codes"): 0 success;
+1 the backend could not be reached or failed, or the operation did not take effect; 2 a
+usage or configuration error. Errors are one line, without a traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import json
+import math
 import os
 import signal
 import socket
@@ -16,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -23,11 +27,19 @@ import click
 
 from scheduler import __version__
 from scheduler.backends.base import LeaseBackend
-from scheduler.config import Settings, load_settings
-from scheduler.errors import BackendAuthError, BackendError, BatonError, UserError
-from scheduler.jobs import load_jobs
+from scheduler.config import HISTORY_LIMIT_MAX, Settings, load_settings
+from scheduler.errors import (
+    BackendError,
+    BatonError,
+    ConfigError,
+    UserError,
+    excerpt,
+    printable,
+)
+from scheduler.jobs import job_name_problem, load_jobs
+from scheduler.lease import LeaseRecord
 from scheduler.logs import configure
-from scheduler.members import PAUSE_PREFIX, RESIGN, RESUMED_PREFIX, add_paused_window
+from scheduler.members import PAUSE_PREFIX, RESIGN
 from scheduler.runs import RunRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,21 +48,80 @@ F = TypeVar("F", bound=Callable[..., Any])
 READ_TIMEOUT = 2.0
 
 
+#: The longest error line ``baton`` prints, prefix included; bad input is echoed in excerpts.
+ERROR_LINE_MAX = 400
+
+
+def _fail(message: str, code: int) -> None:
+    """Print ``baton: error: <message>`` as exactly one line on stderr and exit ``code``.
+
+    Non-printable characters are escaped (a newline in an argument cannot forge a second
+    line) and the line is cut at :data:`ERROR_LINE_MAX` characters.
+    """
+    line = "baton: error: " + printable(message.strip())
+    if len(line) > ERROR_LINE_MAX:
+        line = line[: ERROR_LINE_MAX - 3] + "..."
+    click.echo(line, err=True)
+    sys.exit(code)
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """``no such option: --frob (see 'baton status --help')``: click's error, on one line."""
+    text = printable(exc.format_message().strip()).rstrip(".")
+    if len(text) > 300:
+        text = text[:297] + "..."
+    text = text[:1].lower() + text[1:]
+    ctx = exc.ctx
+    if ctx is not None and ctx.help_option_names:
+        helper = max(ctx.help_option_names, key=len)
+        text += f" (see '{printable(ctx.command_path)[:80]} {helper}')"
+    else:
+        text += " (see 'baton --help')"
+    return text
+
+
 class BatonGroup(click.Group):
-    """Turns Baton's own errors into one line and an exit code, never a traceback."""
+    """Turns every error into one line and an exit code, never a traceback or a usage dump.
+
+    Baton's own errors are printed by :meth:`invoke`; click's usage errors (unknown option or
+    command, bad option value, missing argument) by :meth:`main`, as one line with a pointer
+    to ``--help`` instead of click's Usage/Try/Error block. Both exit 2.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # a bare ``baton`` asks for help, not a bad input: the help, exit 2
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _fail(_usage_message(exc), 2)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        # Non-standalone click returns the exit code of --help/--version, or the command's
+        # (unused) return value; a command that ran to its end succeeded.
+        sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"baton: error: {exc}", err=True)
-            sys.exit(2)
+            _fail(str(exc), 2)
         except BackendError as exc:
-            click.echo(f"baton: error: {exc}", err=True)
-            sys.exit(1)
+            _fail(str(exc), 1)
         except BatonError as exc:
-            click.echo(f"baton: error: {exc}", err=True)
-            sys.exit(1)
+            _fail(str(exc), 1)
 
 
 def config_options(func: F) -> F:
@@ -79,16 +150,90 @@ def json_option(func: F) -> F:
 
 
 def _settings(config_path: str | None, **overrides: Any) -> Settings:
-    return load_settings(config_path, overrides)
+    """Load the settings and make the jobs modules importable from any directory.
+
+    A jobs module is looked up in the current directory first (as ``python -m`` would), then
+    in the config file's directory, then on ``PYTHONPATH``; a ``--jobs`` given as a path (a
+    ``.py`` file or a package directory) is imported from there, wherever that is.
+    """
+    if overrides.get("jobs"):
+        overrides["jobs"] = [_jobs_module(entry) for entry in overrides["jobs"]]
+    settings = load_settings(config_path, overrides)
+    config_file = config_path or os.environ.get("BATON_CONFIG")
+    if config_file:
+        _importable(Path(config_file).absolute().parent, first=False)
+    return settings
+
+
+def _importable(directory: Path, *, first: bool) -> None:
+    """Put ``directory`` on ``sys.path``: before the current directory when ``first``
+    (a path named on the command line), else right after it."""
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # the current directory, as load_jobs would put it
+    entry = str(directory)
+    if entry in sys.path:
+        return
+    cwd = sys.path.index("") if "" in sys.path else sys.path.index(".")
+    sys.path.insert(cwd if first else cwd + 1, entry)
+
+
+def _jobs_module(entry: str) -> str:
+    """The module name of a ``--jobs`` entry; a path's directory goes on ``sys.path``.
+
+    Raises:
+        ConfigError: a path that is neither a ``.py`` file nor a package directory, or whose
+            name cannot be a module name (key ``jobs``).
+    """
+    if not isinstance(entry, str) or not (entry.endswith(".py") or "/" in entry or os.sep in entry):
+        return entry  # a module name: validated with the settings
+    path = Path(entry).expanduser().absolute()
+    if path.suffix == ".py" and path.is_file():
+        module = path.stem
+    elif path.is_dir():
+        module = path.name
+    else:
+        raise ConfigError("jobs", f"{excerpt(entry)} is neither a .py file nor a package directory")
+    if not module.isidentifier():
+        raise ConfigError("jobs", f"{excerpt(entry)}: {excerpt(module)} is not a module name")
+    _importable(path.parent, first=True)
+    return module
 
 
 def _open_reader(settings: Settings) -> LeaseBackend:
-    backend = settings.open_backend(READ_TIMEOUT)
-    backend.check()
+    """Open the backend for a read or operator command and check that it answers.
+
+    Never creates anything: an embedded database that does not exist is a
+    :class:`~scheduler.errors.ConfigError` (exit 2), not a fresh, empty one reporting
+    "no leader"; only ``baton run`` creates it.
+    """
+    backend = settings.open_backend(READ_TIMEOUT, create=False)
+    try:
+        backend.check()
+    except BaseException:
+        backend.close()
+        raise
     return backend
 
 
-@click.group(cls=BatonGroup, context_settings={"help_option_names": ["-h", "--help"]})
+#: The exit-code table of ``baton --help`` (the README's "Exit codes" says the same).
+#: ``\b`` keeps click from re-wrapping it.
+EXIT_CODES = """\b
+Exit codes:
+  0    success
+  1    the backend could not be reached or failed, or the operation did
+       not take effect (resign: no other replica took over)
+  2    usage or configuration error: a bad option, config key, URL, job
+       name or job definition; also a replica_id another live replica uses
+  3    baton run with exit_on_lost: leadership was lost involuntarily
+  130  baton run: a second SIGTERM or SIGINT cut the shutdown grace short
+"""
+
+
+@click.group(
+    cls=BatonGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES,
+)
 @click.version_option(__version__, prog_name="baton")
 def cli() -> None:
     """Baton: distributed cron. Every replica schedules; exactly one fires each tick."""
@@ -131,13 +276,7 @@ def run(
     if not specs:
         raise UserError(f"config key 'jobs': no @singleton_job found in {settings.jobs}")
     replica = Replica(settings, specs)
-    try:
-        replica.backend.check()
-    except BackendAuthError:
-        replica.backend.close()
-        raise
-    except BackendError as exc:
-        log.warning("backend_unavailable", error=str(exc), detail="will keep retrying")
+    replica.preflight()  # refused for good (credentials, ACL, read-only, schema): exit 2
 
     stop = threading.Event()
     signals = {"count": 0}
@@ -253,10 +392,29 @@ def jobs_command(
     _table(("JOB", "SCHEDULE", "NEXT FIRE", "LAST RUN", "REPLICA", "OUTCOME"), rows)
 
 
+class JobName(click.ParamType[str, Any]):
+    """A job name as ``@singleton_job`` accepts it (see :data:`scheduler.jobs.JOB_NAME_RULE`)."""
+
+    name = "job"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        problem = job_name_problem(value)
+        if problem is not None:
+            problem = problem.replace("name must", "a job name must", 1)
+            self.fail(f"{problem}, got {excerpt(value)}", param, ctx)
+        return str(value)
+
+
 @cli.command()
 @config_options
-@click.argument("job")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.argument("job", type=JobName())
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1, max=HISTORY_LIMIT_MAX),
+    help=f"Runs to show, newest first (1 to {HISTORY_LIMIT_MAX}).",
+)
 @json_option
 def history(
     config_path: str | None,
@@ -331,6 +489,31 @@ def status(
         click.echo(f"paused jobs: {', '.join(paused)}")
 
 
+#: Longest ``baton resign --wait``, in seconds. A handover takes at most renew_interval plus
+#: shutdown_grace; an hour is more than any sensible grace, and a typo such as 1e9 is refused.
+RESIGN_WAIT_MAX = 3600.0
+#: Seconds between "still waiting" lines while ``baton resign`` waits for a handover.
+PROGRESS_EVERY = 5.0
+#: How much of a job name an operator's error line echoes.
+NAME_EXCERPT = 60
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds in ``[0, maximum]``; unlike FloatRange alone, never nan."""
+
+    name = "seconds"
+
+    def __init__(self, maximum: float) -> None:
+        super().__init__(min=0, max=maximum)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        # nan compares false with both bounds, so the range check lets it through.
+        if math.isnan(number):
+            self.fail(f"{excerpt(value, NAME_EXCERPT)} is not a number of seconds", param, ctx)
+        return number
+
+
 @cli.command()
 @config_options
 @click.option(
@@ -338,8 +521,9 @@ def status(
     "wait_seconds",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds to wait for another replica to take over (0: do not wait).",
+    type=Seconds(RESIGN_WAIT_MAX),
+    help=f"Seconds to wait for another replica to take over (0: do not wait; "
+    f"at most {RESIGN_WAIT_MAX:g}).",
 )
 @json_option
 def resign(
@@ -351,24 +535,33 @@ def resign(
 ) -> None:
     """Ask the current leader to step down gracefully; another replica takes over.
 
-    The leader sees the request at its next renewal (within renew_interval), lets running
+    The leader sees the request with its controls (within 2 x renew_interval), lets running
     jobs finish (up to shutdown_grace), releases the lease and stays out for lease_ttl.
+    With no other live replica nothing is asked (exit 1). Progress goes to stderr; exit 0
+    once a different replica leads, 1 if none does within --wait.
     """
     settings = _settings(config_path, backend=backend, cluster=cluster)
     store = _open_reader(settings)
+    successor, last_state = None, ""
     try:
         record = store.read(settings.cluster)
         if record is None:
             raise BatonError(f"cluster {settings.cluster!r} has no leader to resign")
+        others = sorted(
+            {m.replica_id for m in store.members(settings.cluster)} - {record.replica_id}
+        )
+        if not others:
+            # Asking anyway would only make the leader step down and take the lease back a
+            # lease_ttl later, with no fire run meanwhile: refuse, and say why at once.
+            raise BatonError(
+                f"no other live replica in cluster {settings.cluster!r} could take over "
+                f"from {record.replica_id!r}; not resigning"
+            )
         store.set_control(settings.cluster, RESIGN, str(record.token))
-        successor = None
-        deadline = time.monotonic() + wait_seconds
-        while wait_seconds and time.monotonic() < deadline:
-            current = store.read(settings.cluster)
-            if current is not None and current.token != record.token:
-                successor = current
-                break
-            time.sleep(0.05)
+        if wait_seconds:
+            successor, last_state = _await_handover(
+                store, settings.cluster, record, others, wait_seconds
+            )
     finally:
         store.close()
     if as_json:
@@ -385,78 +578,192 @@ def resign(
             f"{record.replica_id} (token {record.token}) stepped down; "
             f"{successor.replica_id} leads now (token {successor.token})"
         )
-    else:
-        click.echo(f"asked {record.replica_id} (token {record.token}) to step down")
+    elif not wait_seconds:
+        click.echo(
+            f"asked {record.replica_id} (token {record.token}) to step down "
+            "(not waiting for the handover)"
+        )
     if wait_seconds and successor is None:
-        raise BatonError(f"no other replica took over within {wait_seconds:g} s")
+        raise BatonError(
+            f"no other replica took over from {record.replica_id!r} within {wait_seconds:g} s "
+            f"(last seen: {last_state})"
+        )
 
 
-def _pause_start(value: str) -> str | None:
+def _await_handover(
+    store: LeaseBackend, cluster: str, old: LeaseRecord, others: Sequence[str], wait: float
+) -> tuple[LeaseRecord | None, str]:
+    """Wait up to ``wait`` s for a replica other than ``old``'s to lead; progress on stderr.
+
+    Returns:
+        The new leader's record (``None`` on timeout) and the last state seen. The old
+        leader taking the lease back (a new token, same replica) is not a handover.
+    """
+    names = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    click.echo(
+        f"asked {old.replica_id} (token {old.token}) to step down; waiting up to {wait:g} s "
+        f"for another replica ({names}) to take over",
+        err=True,
+    )
+    started = time.monotonic()
+    deadline = started + wait
+    shown, shown_at = f"{old.replica_id} still leads", started
+    while time.monotonic() < deadline:
+        current = store.read(cluster)
+        if current is not None and current.replica_id != old.replica_id:
+            return current, ""
+        if current is None:
+            state = f"no leader ({old.replica_id}'s lease released or expired)"
+        elif current.token != old.token:
+            state = f"{old.replica_id} leads again (token {current.token})"
+        else:
+            state = f"{old.replica_id} still leads"
+        now = time.monotonic()
+        if state != shown or now - shown_at >= PROGRESS_EVERY:
+            click.echo(f"  {now - started:.1f} s: {state}", err=True)
+            shown, shown_at = state, now
+        time.sleep(0.05)
+    return None, shown
+
+
+def _check_job_known(
+    job: str,
+    settings: Settings,
+    store: LeaseBackend,
+    controls: dict[str, str],
+    configured: set[str] | None,
+    resuming: bool,
+) -> None:
+    """Refuse a name no job has: not among ``configured`` (the jobs modules' jobs, ``None``
+    when none was given), nor in any live replica's announced job list (nor, to resume,
+    among the paused jobs).
+
+    Raises:
+        UserError: the name is unknown (with a did-you-mean), or nothing says which jobs
+            exist (no jobs module given, no live replica announces its jobs).
+    """
+    known: set[str] = set(configured or ())
+    announced = [m for m in store.members(settings.cluster) if m.jobs is not None]
+    for member in announced:
+        known |= set(member.jobs or ())
+    if resuming:
+        # A paused job may since have left the code: its pause must still be liftable.
+        known |= {k[len(PAUSE_PREFIX) :] for k in controls if k.startswith(PAUSE_PREFIX)}
+    if job in known:
+        return
+    if not known and not announced and configured is None:
+        raise UserError(
+            f"cannot check job name {excerpt(job, NAME_EXCERPT)}: no live replica of cluster "
+            f"{settings.cluster!r} announces its jobs; pass --jobs MODULE"
+        )
+    close = difflib.get_close_matches(job, sorted(known), n=1)
+    hint = f" (did you mean {excerpt(close[0], NAME_EXCERPT)}?)" if close else ""
+    shown = excerpt(job, NAME_EXCERPT)
+    raise UserError(f"no job named {shown} in cluster {settings.cluster!r}{hint}")
+
+
+def _operator() -> str:
+    """``user@host`` of whoever runs the command, for the record of who paused a job."""
     try:
-        at = json.loads(value)["at"]
-        datetime.fromisoformat(at)
-    except (ValueError, KeyError, TypeError):
-        return None
-    return str(at)
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container user with no name
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 def _set_paused(
     config_path: str | None,
     backend: str | None,
     cluster: str | None,
+    jobs: Sequence[str],
     job: str,
     paused: bool,
     as_json: bool,
 ) -> None:
-    settings = _settings(config_path, backend=backend, cluster=cluster)
+    # Only the intent is stored, no time: the leader records which fires it skipped
+    # (scheduler.pauses), so the operator's clock never decides what a catch-up runs.
+    settings = _settings(config_path, backend=backend, cluster=cluster, jobs=list(jobs) or None)
+    configured = None
+    if "jobs" in settings.model_fields_set:  # given (flag, env, file), not the default
+        configured = {spec.name for spec in load_jobs(settings.jobs)}
     store = _open_reader(settings)
-    by, now = f"{getpass.getuser()}@{socket.gethostname()}", datetime.now(UTC).isoformat()
+    key = PAUSE_PREFIX + job
     try:
-        if paused:
-            value = json.dumps({"by": by, "at": now})
-            store.set_control(settings.cluster, PAUSE_PREFIX + job, value)
-        else:
-            controls = store.controls(settings.cluster)
-            current = controls.get(PAUSE_PREFIX + job)
-            if current is not None:
-                # Written before the pause is lifted, so a catch-up never sees the job
-                # resumed without knowing which fires the pause skipped.
-                since = _pause_start(current) or now
-                value = add_paused_window(controls, job, since, now, by)
-                store.set_control(settings.cluster, RESUMED_PREFIX + job, value)
-            store.set_control(settings.cluster, PAUSE_PREFIX + job, None)
+        controls = store.controls(settings.cluster)
+        _check_job_known(job, settings, store, controls, configured, resuming=not paused)
+        was_paused = key in controls
+        if paused and not was_paused:
+            store.set_control(settings.cluster, key, json.dumps({"by": _operator()}))
+        elif not paused and was_paused:
+            store.set_control(settings.cluster, key, None)
     finally:
         store.close()
+    changed = paused != was_paused
     if as_json:
-        click.echo(json.dumps({"cluster": settings.cluster, "job": job, "paused": paused}))
-    else:
-        state = "paused" if paused else "resumed"
+        doc = {"cluster": settings.cluster, "job": job, "paused": paused, "changed": changed}
+        click.echo(json.dumps(doc))
+    elif not changed:
+        state = "already paused" if paused else "not paused"
+        click.echo(f"job {job!r} is {state} in cluster {settings.cluster!r}; nothing changed")
+    elif paused:
         click.echo(
-            f"job {job!r} {state} in cluster {settings.cluster!r} "
-            "(the leader sees it within renew_interval)"
+            f"job {job!r} paused in cluster {settings.cluster!r}: the leader skips its fires "
+            "from its next controls refresh (within 2 x renew_interval); none skipped runs later"
+        )
+    else:
+        click.echo(
+            f"job {job!r} resumed in cluster {settings.cluster!r}: the leader fires it again "
+            "from its next controls refresh (within 2 x renew_interval); skipped fires stay skipped"
         )
 
 
+def _pause_jobs_option(func: F) -> F:
+    return click.option(
+        "--jobs",
+        "jobs",
+        multiple=True,
+        metavar="MODULE",
+        help="Jobs module(s) to check JOB against, besides the live replicas' job lists.",
+    )(func)
+
+
 @cli.command()
 @config_options
-@click.argument("job")
+@_pause_jobs_option
+@click.argument("job", type=JobName())
 @json_option
 def pause(
-    config_path: str | None, backend: str | None, cluster: str | None, job: str, as_json: bool
+    config_path: str | None,
+    backend: str | None,
+    cluster: str | None,
+    jobs: Sequence[str],
+    job: str,
+    as_json: bool,
 ) -> None:
-    """Stop firing JOB cluster-wide until `baton resume JOB` (fires meanwhile are skipped)."""
-    _set_paused(config_path, backend, cluster, job, True, as_json)
+    """Stop firing JOB cluster-wide until `baton resume JOB`.
+
+    The fires the leader skips meanwhile are recorded and never run later, not even by a new
+    leader's catch-up. JOB must be a job of a live replica (or of --jobs); pausing a paused
+    job changes nothing.
+    """
+    _set_paused(config_path, backend, cluster, jobs, job, True, as_json)
 
 
 @cli.command()
 @config_options
-@click.argument("job")
+@_pause_jobs_option
+@click.argument("job", type=JobName())
 @json_option
 def resume(
-    config_path: str | None, backend: str | None, cluster: str | None, job: str, as_json: bool
+    config_path: str | None,
+    backend: str | None,
+    cluster: str | None,
+    jobs: Sequence[str],
+    job: str,
+    as_json: bool,
 ) -> None:
-    """Fire JOB again after `baton pause JOB`."""
-    _set_paused(config_path, backend, cluster, job, False, as_json)
+    """Fire JOB again after `baton pause JOB` (the fires skipped meanwhile stay skipped)."""
+    _set_paused(config_path, backend, cluster, jobs, job, False, as_json)
 
 
 def _run_row(run: RunRecord) -> tuple[str, ...]:

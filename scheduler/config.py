@@ -1,9 +1,14 @@
 """Settings from a YAML file, then ``BATON_<KEY>`` environment variables, then CLI flags.
 
 Every problem is reported as one :class:`~scheduler.errors.ConfigError` naming the key and
-where the bad value came from. Unknown keys in the file are refused (with a suggestion);
-unknown ``BATON_*`` variables are ignored, because Kubernetes injects ``BATON_PORT`` and the
-like for a Service named ``baton``.
+where the bad value came from, echoing at most a short excerpt of it. Unknown keys in the
+file are refused (with a suggestion); unknown ``BATON_*`` variables are ignored, because
+Kubernetes injects ``BATON_PORT`` and the like for a Service named ``baton``.
+
+Untrusted text is parsed once, here: the file is at most :data:`MAX_CONFIG_BYTES` of UTF-8
+YAML without aliases or duplicate keys; the settings are validated strictly (a YAML bool or a
+quoted string is not a number, no NaN or infinity), each number within documented bounds and
+each name within a documented charset; ``BATON_*`` strings are read into the key's type here.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
-from scheduler.backends import LeaseBackend, from_url
+from scheduler.backends import BackendURL, LeaseBackend, check_url, from_url
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import ConfigError
-from scheduler.timings import LeaseTimings
+from scheduler.errors import ConfigError, excerpt, printable
+from scheduler.timings import LEASE_TTL_MAX, LEASE_TTL_MIN, RENEW_INTERVAL_MIN, LeaseTimings
 
 if TYPE_CHECKING:
     from scheduler.backends.zookeeper import ZooKeeperOptions
@@ -29,20 +36,51 @@ if TYPE_CHECKING:
 #: The embedded backend, in a file under the current directory.
 DEFAULT_BACKEND = "sqlite:///.baton/baton.db"
 ENV_PREFIX = "BATON_"
+#: The largest config file read, in bytes (1 MiB; a real one is under 2 kB).
+MAX_CONFIG_BYTES = 1 << 20
+
+#: ``cluster``: 1 to 128 ASCII letters, digits, ``.``, ``_`` or ``-``, starting with a letter,
+#: digit or ``_`` (it is a ZooKeeper node name, part of Redis keys and of every log line).
+CLUSTER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+#: ``replica_id``: 1 to 253 ASCII letters, digits, ``.``, ``_``, ``:`` or ``-``, starting with a
+#: letter, digit or ``_``: any host name or Kubernetes pod name fits.
+REPLICA_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,252}$"
+#: ``jobs`` entries: dotted Python module names in ASCII, at most 200 characters each.
+MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+#: ``http.host``: a host name or an IPv4/IPv6 address, without brackets.
+HOST_PATTERN = r"^[A-Za-z0-9.:%_-]{1,253}$"
+#: File paths: no control characters (a newline in a path would forge log lines).
+PATH_PATTERN = r"^[^\x00-\x1f\x7f]{1,4096}$"
+#: Seconds: the bounds of shutdown_grace (an hour is longer than any orchestrator waits).
+SHUTDOWN_GRACE_MAX = 3600.0
+#: The most runs kept per job (each is a record in the backend, read by ``baton history``).
+HISTORY_LIMIT_MAX = 10_000
+#: Seconds: the bounds of the ZooKeeper session and connection timeouts.
+SESSION_TIMEOUT_MAX = 3600.0
+CONNECTION_TIMEOUT_MIN, CONNECTION_TIMEOUT_MAX = 0.1, 600.0
+
+ModuleName = Annotated[str, Field(min_length=1, max_length=200, pattern=MODULE_PATTERN)]
+FilePath = Annotated[str, Field(pattern=PATH_PATTERN)]
+_PATH_RULE = "a file path of at most 4096 characters, without control characters"
 
 
 class ZooKeeperSettings(BaseModel):
     """The ``zookeeper:`` section, read only for a ``zookeeper://`` backend. Seconds."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: How long ZooKeeper keeps a silent session, and with it the leader's latch node
-    #: (default: lease_ttl, the shortest allowed). It bounds failover after kill -9; shorter
-    #: also means a GC pause or network blip of that length costs the session.
-    session_timeout: float | None = Field(default=None, gt=0)
-    #: How long a call waits for a new session (default min(5, session_timeout)); at most
-    #: session_timeout.
-    connection_timeout: float | None = Field(default=None, gt=0)
+    #: (default: lease_ttl, the shortest allowed; at most 3600). It bounds failover after
+    #: kill -9; shorter also means a GC pause or network blip of that length costs the session.
+    session_timeout: float | None = Field(
+        default=None, ge=LEASE_TTL_MIN, le=SESSION_TIMEOUT_MAX, allow_inf_nan=False
+    )
+    #: How long a call may take when it must first establish a new session, if longer than
+    #: the call's own bound (default min(2, session_timeout); 0.1 to 600, and at most
+    #: session_timeout). Read commands give up on an unreachable ensemble after it.
+    connection_timeout: float | None = Field(
+        default=None, ge=CONNECTION_TIMEOUT_MIN, le=CONNECTION_TIMEOUT_MAX, allow_inf_nan=False
+    )
     #: When the connection drops: lose (default, Curator's policy) ends leadership at once;
     #: wait keeps leading through a short disconnection until renew_deadline.
     on_suspended: Literal["lose", "wait"] = "lose"
@@ -50,47 +88,80 @@ class ZooKeeperSettings(BaseModel):
     #: verified, host name included.
     tls: bool = False
     #: PEM CA file to verify the servers with (default: the system CAs).
-    ca_file: str | None = None
+    ca_file: FilePath | None = Field(default=None, description=_PATH_RULE)
     #: PEM client certificate and its key, for servers that require client certificates.
-    cert_file: str | None = None
-    key_file: str | None = None
+    cert_file: FilePath | None = Field(default=None, description=_PATH_RULE)
+    key_file: FilePath | None = Field(default=None, description=_PATH_RULE)
 
 
 class HttpSettings(BaseModel):
     """The ``http:`` section: where the replica serves /healthz, /readyz, /metrics, /status."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: TCP port; 0 (the default) serves nothing.
     port: int = Field(default=0, ge=0, le=65535)
-    #: Address to bind (default all interfaces, as a pod needs for its probes).
-    host: str = "0.0.0.0"
+    #: Address to bind (default all interfaces, as a pod needs for its probes): a host name
+    #: or an IP address, without brackets.
+    host: str = Field(
+        default="0.0.0.0", pattern=HOST_PATTERN, description="a host name or an IP address"
+    )
+    #: Publish the text of job exceptions in /status (default false: the exception type
+    #: only, since messages can carry secrets and /status has no authentication).
+    status_error_text: bool = False
 
 
 class Settings(BaseModel):
     """A replica's settings. Durations are in seconds."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    #: Backend URL: sqlite:///path (default, one host), redis://, rediss://, zookeeper://.
-    backend: str = DEFAULT_BACKEND
+    #: Backend URL: sqlite:///path (default, one host), redis://, rediss://, zookeeper://
+    #: (README, "Backends"). It may carry a password, so it is never echoed in an error and
+    #: shows itself only redacted (str, repr, model_dump); the URL is parsed by load_settings.
+    backend: BackendURL = Field(
+        default=BackendURL(DEFAULT_BACKEND),
+        description="a backend URL such as sqlite:///path/baton.db or redis://host:6379/0",
+    )
     #: Election name; deployments sharing one backend need distinct clusters.
-    cluster: str = Field(default="default", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    cluster: str = Field(
+        default="default",
+        pattern=CLUSTER_PATTERN,
+        description="1 to 128 letters, digits, '.', '_' or '-', "
+        "starting with a letter, digit or '_'",
+    )
     #: This replica's name in logs and history (default: the host name, the pod name on k8s).
-    replica_id: str = Field(default_factory=socket.gethostname, min_length=1)
-    #: Modules (or packages) to import for @singleton_job definitions.
-    jobs: list[str] = Field(default_factory=lambda: ["jobs"])
-    #: See LeaseTimings for the trade-offs. Defaults: 10 s, ttl/3, 2*ttl/3.
-    lease_ttl: float = Field(default=10.0, gt=0)
-    renew_interval: float | None = Field(default=None, gt=0)
-    renew_deadline: float | None = Field(default=None, gt=0)
-    #: Seconds to wait for running jobs on SIGTERM before releasing anyway (default 30).
-    #: Keep it below Kubernetes' terminationGracePeriodSeconds.
-    shutdown_grace: float = Field(default=30.0, ge=0)
+    replica_id: str = Field(
+        default_factory=socket.gethostname,
+        validate_default=True,
+        pattern=REPLICA_ID_PATTERN,
+        description="1 to 253 letters, digits, '.', '_', ':' or '-', "
+        "starting with a letter, digit or '_'",
+    )
+    #: Modules (or packages) to import for @singleton_job definitions (1 to 64 of them).
+    jobs: list[ModuleName] = Field(
+        default_factory=lambda: ["jobs"],
+        min_length=1,
+        max_length=64,
+        description="a list of 1 to 64 dotted Python module names",
+    )
+    #: See LeaseTimings for the trade-offs. Defaults: 10 s, ttl/3, 2*ttl/3; lease_ttl from 1
+    #: to 3600 s; renew_deadline below lease_ttl and above 1.2 * renew_interval (>= 0.1 s).
+    lease_ttl: float = Field(default=10.0, ge=LEASE_TTL_MIN, le=LEASE_TTL_MAX, allow_inf_nan=False)
+    renew_interval: float | None = Field(
+        default=None, ge=RENEW_INTERVAL_MIN, lt=LEASE_TTL_MAX, allow_inf_nan=False
+    )
+    renew_deadline: float | None = Field(
+        default=None, ge=RENEW_INTERVAL_MIN, lt=LEASE_TTL_MAX, allow_inf_nan=False
+    )
+    #: Seconds to wait for running jobs on SIGTERM before releasing anyway (default 30, from
+    #: 0 to 3600). Keep it below Kubernetes' terminationGracePeriodSeconds.
+    shutdown_grace: float = Field(default=30.0, ge=0, le=SHUTDOWN_GRACE_MAX, allow_inf_nan=False)
     #: json (containers), console (humans), auto (console on a TTY, else json).
     log_format: Literal["json", "console", "auto"] = "auto"
-    #: Runs kept per job in the backend (older ones are trimmed; default 100).
-    history_limit: int = Field(default=100, ge=1)
+    #: Runs kept per job in the backend (older ones are trimmed; default 100, from 1 to
+    #: 10,000).
+    history_limit: int = Field(default=100, ge=1, le=HISTORY_LIMIT_MAX)
     #: Exit (status 3) after the abort hooks when leadership is lost involuntarily, so the
     #: orchestrator restarts a clean process (default false).
     exit_on_lost: bool = False
@@ -99,10 +170,20 @@ class Settings(BaseModel):
     #: Health, readiness, metrics and status endpoints (see HttpSettings; off by default).
     http: HttpSettings = Field(default_factory=HttpSettings)
 
-    def open_backend(self, op_timeout: float, clock: Clock = SYSTEM_CLOCK) -> LeaseBackend:
-        """Open the configured backend with every call bounded by ``op_timeout`` seconds."""
+    def open_backend(
+        self, op_timeout: float, clock: Clock = SYSTEM_CLOCK, *, create: bool = True
+    ) -> LeaseBackend:
+        """Open the configured backend with every call bounded by ``op_timeout`` seconds.
+
+        ``create=False`` (read and operator commands) refuses a missing embedded database
+        instead of creating it.
+        """
         return from_url(
-            self.backend, op_timeout=op_timeout, clock=clock, zookeeper=self.zookeeper_options()
+            self.backend,
+            op_timeout=op_timeout,
+            clock=clock,
+            zookeeper=self.zookeeper_options(),
+            create=create,
         )
 
     def zookeeper_options(self) -> ZooKeeperOptions | None:
@@ -113,7 +194,7 @@ class Settings(BaseModel):
             ConfigError: an option is invalid, or the session timeout is shorter than
                 lease_ttl (naming both).
         """
-        if not self.backend.startswith("zookeeper://"):
+        if self.backend.scheme != "zookeeper":
             return None
         from scheduler.backends.zookeeper import ZooKeeperOptions, check_lease_timings
 
@@ -142,41 +223,123 @@ NESTED = {
     "zookeeper": tuple(ZooKeeperSettings.model_fields),
     "http": tuple(HttpSettings.model_fields),
 }
+_SECTIONS: dict[str, type[BaseModel]] = {"zookeeper": ZooKeeperSettings, "http": HttpSettings}
+#: Where a value comes from when no source gave it.
+_DEFAULT_SOURCES = {"replica_id": "the host name; set replica_id"}
+#: Keys whose value is never echoed (a backend URL may carry a password).
+_SECRET_KEYS = frozenset({"backend"})
+#: Spellings of a boolean in a ``BATON_*`` variable.
+_ENV_BOOLS = {
+    "true": True, "1": True, "yes": True, "on": True,
+    "false": False, "0": False, "no": False, "off": False,
+}  # fmt: skip
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and without duplicate keys.
+
+    Aliases are refused outright: a 2.5 kB "billion laughs" file expands into a structure
+    of millions of nodes, and a config file has no need for them. A key given twice would
+    silently keep only its last value.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        mapping = super().construct_mapping(node, deep=deep)
+        if len(mapping) < len(node.value):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {excerpt(key, 80)}", key_node.start_mark
+                    )
+                seen.add(key)
+        return mapping
+
+
+def _read_file(path: Path, named: str = "--config") -> dict[str, Any]:
+    """The YAML mapping in ``path`` (given by ``named``: the flag or ``BATON_CONFIG``)."""
+    shown = excerpt(str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError("--config", f"file not found: {path}") from None
+        raise ConfigError(named, f"file not found: {shown}") from None
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(named, f"cannot read {shown}: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(named, f"not a usable file name: {shown}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(named, f"{shown} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            named, f"{shown} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at {exc.start})"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)  # a safe loader (above)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        why = f": {printable(problem)[:120]}" if isinstance(problem, str) else ""
+        raise ConfigError(named, f"{shown} is not valid YAML{where}{why}") from None
+    except RecursionError:
+        raise ConfigError(named, f"{shown} is nested too deeply") from None
+    except Exception as exc:  # e.g. an integer past Python's digit limit, a bad timestamp
+        raise ConfigError(
+            named, f"{shown} has a value YAML cannot read ({type(exc).__name__})"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            "--config", f"{path} must hold a mapping of keys, not {type(data).__name__}"
-        )
+        raise ConfigError(named, f"{shown} must hold a mapping of keys, not {type(data).__name__}")
     for key in data:
         if key not in KEYS:
-            close = difflib.get_close_matches(str(key), KEYS, n=1)
+            label = key if isinstance(key, str) else excerpt(key)
+            close = difflib.get_close_matches(label, KEYS, n=1) if len(label) <= 64 else []
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(str(key), f"unknown key in {path}{hint}")
+            raise ConfigError(label, f"unknown key in {shown}{hint}")
     return data
+
+
+def _from_env(annotation: Any, raw: str) -> Any:
+    """``raw`` read as the type of a key: numbers, booleans and comma-separated lists.
+
+    What cannot be read stays a string, which strict validation then refuses by the key's
+    type (naming the variable). Only ASCII is read as a number (``int()`` would also read
+    Arabic-Indic or full-width digits).
+    """
+    if get_origin(annotation) is list:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    kinds = {arg for arg in (get_args(annotation) or (annotation,)) if arg is not type(None)}
+    text = raw.strip()
+    if kinds == {bool}:
+        return _ENV_BOOLS.get(text.lower(), raw)
+    if kinds & {int, float} and text.isascii():
+        try:
+            return int(text) if kinds == {int} else float(text)
+        except ValueError:
+            return raw
+    return raw
 
 
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in KEYS:
         if key in NESTED:
+            fields = _SECTIONS[key].model_fields
             section = {
-                sub: environ[name]
+                sub: _from_env(fields[sub].annotation, environ[name])
                 for sub in NESTED[key]
                 if (name := f"{ENV_PREFIX}{key.upper()}_{sub.upper()}") in environ
             }
@@ -184,13 +347,52 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 values[key] = section
             continue
         raw = environ.get(ENV_PREFIX + key.upper())
-        if raw is None:
-            continue
-        if key == "jobs":
-            values[key] = [part.strip() for part in raw.split(",") if part.strip()]
-        else:
-            values[key] = raw
+        if raw is not None:
+            values[key] = _from_env(Settings.model_fields[key].annotation, raw)
     return values
+
+
+def _number_rule(field: FieldInfo) -> str:
+    """``a number of seconds from 1 to 3600``: what a numeric key accepts, from its bounds."""
+    kinds = set(get_args(field.annotation) or (field.annotation,))
+    what = "a whole number" if int in kinds else "a number of seconds"
+    low = high = ""
+    for bound in field.metadata:
+        if isinstance(bound, annotated_types.Ge):
+            low = f"at least {bound.ge:g}"
+        elif isinstance(bound, annotated_types.Gt):
+            low = f"above {bound.gt:g}"
+        elif isinstance(bound, annotated_types.Le):
+            high = f"at most {bound.le:g}"
+        elif isinstance(bound, annotated_types.Lt):
+            high = f"below {bound.lt:g}"
+    if low.startswith("at least") and high.startswith("at most"):
+        return f"{what} from {low[9:]} to {high[8:]}"
+    return " ".join([what, " and ".join(rule for rule in (low, high) if rule)]).strip()
+
+
+def _field(parts: list[str]) -> FieldInfo | None:
+    model: type[BaseModel] = _SECTIONS[parts[0]] if len(parts) == 2 else Settings
+    return model.model_fields.get(parts[-1])
+
+
+def _explain(error: Any, parts: list[str]) -> str:
+    """The message for one pydantic error: the key's documented rule where it has one."""
+    field = _field(parts)
+    kind = str(error["type"])
+    if kind == "extra_forbidden" and len(parts) == 2:
+        close = difflib.get_close_matches(parts[1], NESTED[parts[0]], n=1)
+        return "unknown key" + (f" (did you mean {parts[0]}.{close[0]}?)" if close else "")
+    if field is None:
+        return str(error["msg"])
+    kinds = set(get_args(field.annotation) or (field.annotation,))
+    if kinds & {int, float} and not kinds & {str, bool}:
+        return f"must be {_number_rule(field)}"
+    if kind == "bool_type":
+        return "must be true or false"
+    if field.description:
+        return f"must be {field.description}"
+    return str(error["msg"])
 
 
 def load_settings(
@@ -204,13 +406,14 @@ def load_settings(
         ConfigError: naming the key and the source of the bad value.
     """
     env = os.environ if environ is None else environ
+    named = "--config"
     if path is None and env.get(ENV_PREFIX + "CONFIG"):
-        path = env[ENV_PREFIX + "CONFIG"]
+        path, named = env[ENV_PREFIX + "CONFIG"], ENV_PREFIX + "CONFIG"
     sources: dict[str, str] = {}
     merged: dict[str, Any] = {}
     if path is not None:
-        for key, value in _read_file(Path(path)).items():
-            merged[key], sources[key] = value, str(path)
+        for key, value in _read_file(Path(path), named).items():
+            merged[key], sources[key] = value, excerpt(str(path))
     for key, value in _read_env(env).items():
         if key in NESTED:
             # Key by key over the file's section, each named by its own variable.
@@ -227,17 +430,22 @@ def load_settings(
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         error = exc.errors()[0]
-        loc = [str(part) for part in error["loc"]]
-        parts = loc[:2] if loc and loc[0] in NESTED else loc[:1]
+        loc = [str(part) for part in error["loc"] if isinstance(part, str)]
+        parts = loc[:2] if len(loc) > 1 and loc[0] in NESTED else loc[:1]
         key = ".".join(parts) or "(config)"
         where = sources.get(key) or (sources.get(parts[0]) if parts else None)
-        got = merged.get(parts[0]) if parts else None
-        if len(parts) == 2:
-            got = got.get(parts[1]) if isinstance(got, dict) else None
-        detail = error["msg"]
-        if got is not None:
-            detail += f", got {got!r}"
+        where = where or _DEFAULT_SOURCES.get(key)
+        detail = _explain(error, parts) if parts else str(error["msg"])
+        if parts and parts[0] not in _SECRET_KEYS and error["type"] != "extra_forbidden":
+            detail += f", got {excerpt(error.get('input'))}"
         raise ConfigError(key, detail + (f" (from {where})" if where else "")) from None
+    try:
+        check_url(settings.backend)  # parse the backend URL now, before anything is opened
+    except ConfigError as exc:
+        if "backend" not in sources:
+            raise
+        detail = str(exc).split(": ", 1)[1]  # after "config key 'backend'"
+        raise ConfigError("backend", f"{detail} (from {sources['backend']})") from None
     settings.timings()  # refuse inconsistent timings now, naming both fields
     settings.zookeeper_options()  # and a ZooKeeper session shorter than the lease
     return settings

@@ -6,18 +6,24 @@ and ends exactly once, with the reason, when the lease is lost, the renew deadli
 the replica stops. Whether a term is still valid is computed from the monotonic clock at the
 moment of asking, so a stalled process (GC, SIGSTOP, a frozen VM) never trusts a lease whose
 deadline passed while it was not looking, whatever the elector thread is doing.
+
+Errors are of two kinds (``scheduler.errors``). A transient one (``BackendUnavailable``) is
+retried with capped backoff and logged as ``backend_unavailable`` at each attempt. A permanent
+one (``BackendPermanentError``: credentials, an ACL, a read-only database, a newer schema) is
+not: it ends leadership, is logged once (``backend_refused``), makes ``/readyz`` fail with its
+text, and is only re-checked, silently, every ``REFUSAL_RECHECK`` seconds.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import BackendAuthError, BackendError, LeaseLost
+from scheduler.errors import BackendError, BackendPermanentError, LeaseLost
 from scheduler.lease import Holder, Lease
 from scheduler.logs import get_logger
 from scheduler.members import RESIGN, Member
@@ -27,6 +33,11 @@ from scheduler.timings import LeaseTimings
 #: Seconds; first and largest pause between attempts while the backend is unreachable.
 BACKOFF_START = 0.2
 BACKOFF_CAP = 5.0
+#: Seconds between re-checks (a full :meth:`~scheduler.backends.base.LeaseBackend.preflight`)
+#: of a backend that refused this replica for good (credentials, ACL, read-only database,
+#: schema): slow and silent, so that an operator's fix is noticed without a restart while
+#: the refusal is logged once, not at every attempt.
+REFUSAL_RECHECK = 30.0
 #: Seconds between watchdog ticks; a gap longer than STALL_THRESHOLD between two ticks means
 #: the whole process stood still (GC, SIGSTOP, a frozen VM).
 WATCHDOG_TICK = 0.25
@@ -120,6 +131,8 @@ class Elector:
         timings: lease_ttl, renew_interval, renew_deadline (validated together).
         clock: monotonic time for every deadline.
         metrics: where renewals and transitions are counted (a private set by default).
+        jobs: the names of the jobs this replica schedules, announced with its presence
+            (``baton pause`` checks a name against them).
     """
 
     def __init__(
@@ -130,6 +143,7 @@ class Elector:
         timings: LeaseTimings,
         clock: Clock = SYSTEM_CLOCK,
         metrics: Metrics | None = None,
+        jobs: Sequence[str] = (),
     ) -> None:
         self.backend = backend
         self.metrics = metrics or Metrics()
@@ -156,6 +170,12 @@ class Elector:
         self._announced_at: float | None = None
         self._holdoff_until = -math.inf
         self._on_resign: Callable[[Term], None] | None = None
+        self._jobs = tuple(jobs)
+        #: Why the backend refuses this replica for good (the error's text), or ``None``.
+        self._refusal: str | None = None
+        self._refusal_lock = threading.Lock()
+        #: Seconds between re-checks while refused (default REFUSAL_RECHECK).
+        self.refusal_recheck = REFUSAL_RECHECK
 
     # -- public API -------------------------------------------------------------------------
 
@@ -249,7 +269,9 @@ class Elector:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._term is None:
+                if self._refusal is not None:
+                    self._recheck()
+                elif self._term is None:
                     self._follow()
                 else:
                     self._lead(self._term)
@@ -268,6 +290,9 @@ class Elector:
         try:
             lease = self.backend.try_acquire(self.name, self.holder, self.timings.lease_ttl)
             record = None if lease is not None else self.backend.read(self.name)
+        except BackendPermanentError as exc:
+            self.report(exc)
+            return
         except BackendError as exc:
             self._unavailable(exc)
             return
@@ -308,6 +333,10 @@ class Elector:
         except LeaseLost as exc:
             self.metrics.lease_renewals.labels("lost").inc()
             self._end_term(term, exc.reason, release=False)
+            return
+        except BackendPermanentError as exc:
+            self.metrics.lease_renewals.labels("error").inc()
+            self.report(exc)
             return
         except BackendError as exc:
             self.backend_ok = False
@@ -370,10 +399,13 @@ class Elector:
             version=_version(),
             started=self._started,
             last_seen=self.clock.now(),
+            jobs=self._jobs,
         )
         try:
             self.backend.announce(self.name, member, self.timings.lease_ttl)
             self._announced_at = now
+        except BackendPermanentError as exc:
+            self.report(exc)
         except BackendError as exc:
             self.log.warning("announce_failed", error=str(exc))
 
@@ -384,15 +416,24 @@ class Elector:
         except BackendError as exc:
             self.log.warning("withdraw_failed", error=str(exc))
 
-    def refresh_controls(self) -> None:
-        """Re-read the operator controls now (a new leader does before its catch-up)."""
-        self._refresh_controls()
+    def refresh_controls(self) -> bool:
+        """Re-read the operator controls now (a new leader does before its catch-up).
 
-    def _refresh_controls(self) -> None:
+        Returns:
+            True if they were read; False if not (the last ones read are kept).
+        """
+        return self._refresh_controls()
+
+    def _refresh_controls(self) -> bool:
         try:
             self.controls = self.backend.controls(self.name)
+        except BackendPermanentError as exc:
+            self.report(exc)
         except BackendError as exc:
             self.log.warning("controls_unavailable", error=str(exc))
+        else:
+            return True
+        return False
 
     def _watchdog(self) -> None:
         while not self._stop.wait(WATCHDOG_TICK):
@@ -418,6 +459,12 @@ class Elector:
         self._emit(LeadershipAcquired(term))
         # Backends that hear of a loss first (ZooKeeper watches) end the term at once.
         self.backend.watch(lease, lambda reason: self._lost_by_backend(term, reason))
+
+    def lease_lost(self, term: Term, reason: str) -> None:
+        """The backend refused a call made under ``term``'s lease (``LeaseLost``, an answer
+        checked atomically on the server): end the term now, as a watch would, instead of
+        leading on until the next renewal finds out."""
+        self._lost_by_backend(term, reason)
 
     def _lost_by_backend(self, term: Term, reason: str) -> None:
         self._end_term(term, reason, release=False)
@@ -448,6 +495,61 @@ class Elector:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    @property
+    def refusal(self) -> str | None:
+        """Why the backend refuses this replica for good (credentials, ACL, read-only
+        database, schema), or ``None``; ``/readyz`` reports it."""
+        return self._refusal
+
+    def report(self, exc: BackendError) -> None:
+        """Act on a backend error: a permanent one (:class:`BackendPermanentError`) ends
+        leadership and stops this replica competing until a re-check passes.
+
+        The refusal is logged once per cause at error level (``backend_refused``), not at
+        every attempt, and re-checked every ``refusal_recheck`` seconds (a full preflight,
+        silently). Transient errors are left to the loop's backoff. Called by the loop and
+        by the runner (a claim refused for good); must not block beyond one release.
+        """
+        if not isinstance(exc, BackendPermanentError):
+            return
+        cause = str(exc)
+        with self._refusal_lock:
+            new = self._refusal != cause
+            self._refusal = cause
+        self.backend_ok = False
+        if new:
+            self.log.error(
+                "backend_refused",
+                error=cause,
+                kind=type(exc).__name__,
+                recheck_every=self.refusal_recheck,
+                detail="permanent: not retried; not leading until an operator fixes it",
+            )
+        term = self._term
+        if term is not None:
+            self._end_term(term, "backend_refused", release=True)
+        self._wake.set()
+
+    def _recheck(self) -> None:
+        """While refused: wait ``refusal_recheck`` seconds, then run the preflight again."""
+        term = self._term
+        if term is not None:
+            # Begun by an acquire that raced with a refusal reported by another thread.
+            self._end_term(term, "backend_refused", release=True)
+        if self._stop.wait(self.refusal_recheck):
+            return
+        try:
+            self.backend.preflight(self.name)
+        except BackendPermanentError as exc:
+            self.report(exc)  # logged again only if the cause changed
+            return
+        except BackendError:
+            return  # no answer: nothing learnt, still refused
+        with self._refusal_lock:
+            cause, self._refusal = self._refusal, None
+        self._backoff = 0.0
+        self.log.info("backend_refusal_cleared", error=cause)
+
     def health_problem(self) -> str | None:
         """Why this elector is not healthy (dead thread, wedged loop), or ``None``."""
         if self._thread is None or not self._thread.is_alive():
@@ -469,10 +571,7 @@ class Elector:
         self._backoff = min(BACKOFF_CAP, max(BACKOFF_START, self._backoff * 2))
         if self._unavailable_since is None:
             self._unavailable_since = self.clock.monotonic()
-        level = "error" if isinstance(exc, BackendAuthError) else "warning"
-        getattr(self.log, level)(
-            "backend_unavailable", error=str(exc), retry_in=round(self._backoff, 3)
-        )
+        self.log.warning("backend_unavailable", error=str(exc), retry_in=round(self._backoff, 3))
         self._sleep(self._backoff)
 
     def _available(self) -> None:

@@ -6,6 +6,43 @@ Three outcomes are kept apart throughout the code base: contention is an ordinar
 
 from __future__ import annotations
 
+import reprlib
+
+#: The most characters of one bad value an error message shows.
+EXCERPT_LIMIT = 200
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = EXCERPT_LIMIT
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\n``, ``\\x00``, ``\\u202e``),
+    so that echoing it can never start a new line or reorder the terminal's output."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
+    """A short, printable ``repr`` of an untrusted ``value`` for an error message.
+
+    Strings are quoted and cut at ``limit`` characters (saying how long they were); other
+    values are rendered by :mod:`reprlib`, which never walks a whole huge or deeply nested
+    structure (a YAML alias bomb, a 2 MB list), and then cut the same way.
+    """
+    if isinstance(value, str):
+        shown = printable(repr(value[:limit]))
+        if len(value) > limit or len(shown) > limit + 2:
+            shown = shown[: limit + 1] + f"... ({len(value)} characters)"
+        return shown
+    try:
+        shown = printable(_REPR.repr(value))
+    except Exception:  # an int past Python's digit limit, a broken __repr__
+        shown = f"<{type(value).__name__}>"
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
 
 class BatonError(Exception):
     """Root of every exception Baton raises on purpose."""
@@ -28,7 +65,7 @@ class ConfigError(UserError, ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
-        super().__init__(f"config key {key!r}: {message}")
+        super().__init__(f"config key {excerpt(key, 80)}: {message}")
 
 
 class JobDefinitionError(UserError, ValueError):
@@ -36,7 +73,7 @@ class JobDefinitionError(UserError, ValueError):
 
     def __init__(self, job: str, message: str) -> None:
         self.job = job
-        super().__init__(f"job {job!r}: {message}")
+        super().__init__(f"job {excerpt(job)}: {message}")
 
 
 class JobsModuleError(UserError, ImportError):
@@ -44,7 +81,7 @@ class JobsModuleError(UserError, ImportError):
 
     def __init__(self, module: str, message: str) -> None:
         self.module = module
-        super().__init__(f"jobs module {module!r}: {message}")
+        super().__init__(f"jobs module {excerpt(module)}: {message}")
 
 
 class BackendError(BatonError):
@@ -62,8 +99,44 @@ class BackendUnavailable(BackendError, ConnectionError):
     """
 
 
-class BackendAuthError(BackendError, UserError, PermissionError):
-    """The backend rejected our credentials; retrying will not help."""
+class BackendPermanentError(BackendError, UserError):
+    """The backend answered, and the answer will not change until an operator acts.
+
+    Credentials refused, an operation the backend's ACL denies, a read-only database,
+    a schema from a newer Baton, nodes not protected by our ACL. Never retried as if
+    transient: ``baton run`` exits 2 at start-up with the message; found later, the elector
+    logs it once (``backend_refused``), stops leading and competing, re-checks it only every
+    ``REFUSAL_RECHECK`` seconds, and ``/readyz`` reports it. Its subclasses say which.
+    """
+
+
+class BackendAuthError(BackendPermanentError, PermissionError):
+    """The backend refused our credentials (authentication), or its ACL does not let them
+    run an operation Baton needs (authorization: a Redis ACL, a ZooKeeper ACL)."""
+
+
+class BackendReadOnlyError(BackendPermanentError, PermissionError):
+    """The database file, its directory or its file system cannot be written."""
+
+
+class BackendSchemaError(BackendPermanentError, ValueError):
+    """The stored data has a schema version this Baton does not know (a newer Baton wrote
+    it), or is not a Baton database at all."""
+
+
+class BackendUnprotectedError(BackendPermanentError):
+    """A node Baton relies on is not protected by Baton's ACL: anyone (or another
+    identity) could create, change or delete what decides who leads and what ran.
+
+    Args:
+        backend: the redacted backend URL.
+        path: the first such node.
+        message: what is wrong and how to fix it.
+    """
+
+    def __init__(self, backend: str, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(backend, message)
 
 
 class LeaseLost(BatonError):

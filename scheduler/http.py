@@ -1,30 +1,126 @@
-"""Per-replica HTTP endpoints: /healthz, /readyz, /metrics, /status (stdlib server).
+"""Per-replica HTTP endpoints: /healthz, /readyz, /metrics, /status.
 
 Probes answer from in-memory state only (no backend call), so a slow backend never makes
 Kubernetes kill a healthy replica; /status reads the last run of each job from the backend
-(bounded), for humans and tools.
+(bounded), for humans and tools. /status shows a failed run's exception type, not its text
+(``http.status_error_text`` opts in): exception messages can carry secrets, and nothing here
+asks who is calling.
+
+The server stays up under abuse from anyone with network reach — thousands of idle
+connections, slowloris, oversized or malformed requests — with bounded threads, memory and
+file descriptors:
+
+* one selector thread accepts connections and reads request heads without blocking;
+* each connection must deliver its whole request head within :data:`HEAD_TIMEOUT` seconds
+  and :data:`MAX_HEAD` bytes, however slowly it trickles in; a malformed request line is
+  refused as soon as it is seen;
+* at most :data:`MAX_CONNECTIONS` connections are read at a time; a new one evicts the
+  oldest, so a probe (which sends its request at once) always gets through;
+* /healthz, /readyz and every error are answered by the selector thread itself (a few bytes
+  from memory); /metrics and /status go to a pool of :data:`WORKERS` threads, at most
+  :data:`MAX_QUEUED` requests in it (more are answered 503 at once);
+* one request per connection (``Connection: close``), as probes and scrapers expect; after
+  an answer, what the client still sends is read and dropped for up to :data:`LINGER`
+  seconds, so that the close does not reset the connection before the answer is read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import re
+import selectors
+import socket
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import __version__
 from scheduler.errors import BackendError
+from scheduler.logs import get_logger
+from scheduler.runs import RunRecord
 
 if TYPE_CHECKING:
     from scheduler.replica import Replica
+
+#: Seconds from accepting a connection to the end of its request head (idle or trickling).
+HEAD_TIMEOUT = 5.0
+#: Bytes of request line plus headers; more is refused with 431.
+MAX_HEAD = 8192
+#: Bytes of the request line (method, target, version); more is refused with 414.
+MAX_REQUEST_LINE = 4096
+#: Header fields per request; more is refused with 431.
+MAX_HEADERS = 64
+#: Connections whose request head is being read; a new one evicts the oldest.
+MAX_CONNECTIONS = 64
+#: Threads that serve /metrics and /status.
+WORKERS = 2
+#: /metrics and /status requests queued or being served; more are answered 503.
+MAX_QUEUED = 8
+#: Seconds a worker waits for a slow reader to take a response.
+WRITE_TIMEOUT = 5.0
+#: Pending connections the kernel holds before this process accepts them (capped by
+#: net.core.somaxconn): room for a burst, so that a probe's SYN is not dropped and retried.
+BACKLOG = 1024
+#: Seconds an answered connection is still read (and its input dropped) before it is closed.
+LINGER = 2.0
+LINGER_CHUNK = 65536
+#: Seconds between log lines summing up connections shed (evicted, timed out, refused).
+SHED_LOG_INTERVAL = 60.0
+
+#: Endpoints answered by the selector thread: in-memory state only, never a backend call.
+PROBES = ("/healthz", "/readyz")
+#: Endpoints answered by a worker: they may take a while (rendering, backend reads).
+POOLED = ("/metrics", "/status")
+ENDPOINTS = (*PROBES, *POOLED)
+#: Methods this server knows but does not allow (405); other valid tokens get 501.
+OTHER_METHODS = ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+ALLOWED = "GET, HEAD"
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+# A request line is visible ASCII separated by single spaces (RFC 9112, section 3).
+_LINE_BYTES = re.compile(rb"[\x21-\x7e ]*\r?")
+# Field values: visible characters, spaces, tabs and obs-text; no other control bytes.
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_NOT_FOUND = "not found: try /healthz, /readyz, /metrics or /status"
+
+
+def error_summary(message: str) -> str:
+    """The part of a run's error message /status shows by default: the exception type.
+
+    History records ``Type: text`` (scheduler.runner.describe_error); the text is dropped.
+    A message without ``:`` is Baton's own (``job process exited with status 1``) or a bare
+    type name, shown whole; anything else is hidden.
+    """
+    head, colon, _ = message.partition(":")
+    if not colon:
+        return message
+    return head if _TYPE_NAME.fullmatch(head) else "(hidden)"
+
+
+def public_run(run: RunRecord, error_text: bool = False) -> dict[str, Any]:
+    """``run`` as /status shows it: an error's message cut to its type unless ``error_text``."""
+    doc = run.to_dict()
+    if run.outcome == "error" and not error_text:
+        doc["message"] = error_summary(run.message)
+    return doc
 
 
 def status(replica: Replica) -> dict[str, Any]:
     """The /status document: who this replica is, whether it leads, and its jobs."""
     elector, runner = replica.elector, replica.runner
+    error_text = replica.settings.http.status_error_text
     term = elector.current_term()
     now = datetime.now(UTC)
     jobs = []
@@ -38,7 +134,7 @@ def status(replica: Replica) -> dict[str, Any]:
         }
         try:
             last = replica.backend.history(replica.settings.cluster, spec.name, 1)
-            item["last_run"] = last[0].to_dict() if last else None
+            item["last_run"] = public_run(last[0], error_text) if last else None
         except BackendError as exc:
             item["last_run_error"] = str(exc)
         jobs.append(item)
@@ -57,64 +153,428 @@ def status(replica: Replica) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        replica = self.server.replica
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            problem = replica.liveness_problem()
-            self._text(503 if problem else 200, problem or "ok")
-        elif path == "/readyz":
-            problem = replica.readiness_problem()
-            self._text(503 if problem else 200, problem or "ok")
-        elif path == "/metrics":
-            self._send(200, replica.metrics.render(), CONTENT_TYPE_LATEST)
-        elif path == "/status":
-            body = json.dumps(status(replica), indent=2).encode()
-            self._send(200, body, "application/json")
-        else:
-            self._text(404, "not found: try /healthz, /readyz, /metrics or /status")
-
-    def _text(self, code: int, text: str) -> None:
-        self._send(code, (text + "\n").encode(), "text/plain; charset=utf-8")
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes every few seconds would flood the logs; stay quiet."""
+# -- requests and responses -----------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed request head: the method, the path (no query) and the HTTP version."""
 
-    def __init__(self, address: tuple[str, int], replica: Replica) -> None:
-        self.replica = replica
-        super().__init__(address, _Handler)
+    method: str
+    path: str
+    version: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What to send: status, body and content type (a HEAD request gets no body)."""
+
+    code: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def text(cls, code: int, text: str, *headers: tuple[str, str]) -> Response:
+        return cls(code, (text + "\n").encode(), headers=headers)
+
+    def encode(self, head_only: bool = False) -> bytes:
+        """The response as bytes on the wire, ``Connection: close``."""
+        lines = [
+            f"HTTP/1.1 {self.code} {HTTPStatus(self.code).phrase}",
+            f"Server: baton/{__version__}",
+            f"Content-Type: {self.content_type}",
+            f"Content-Length: {len(self.body)}",
+            "Cache-Control: no-store",
+            "Connection: close",
+            *(f"{name}: {value}" for name, value in self.headers),
+        ]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+        return head if head_only else head + self.body
+
+
+class Refused(Exception):
+    """A request answered with an error status; ``text`` never echoes the input."""
+
+    def __init__(self, code: int, text: str, *headers: tuple[str, str]) -> None:
+        super().__init__(text)
+        self.response = Response.text(code, text, *headers)
+
+
+def parse_request_line(line: bytes) -> Request:
+    """Parse ``METHOD target HTTP/x.y`` (without its line end).
+
+    Raises:
+        Refused: 400 malformed (HTTP/0.9 included), 405/501 method, 414 too long, 505 version.
+    """
+    if len(line) > MAX_REQUEST_LINE:
+        raise Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+    if not _LINE_BYTES.fullmatch(line):
+        raise Refused(400, "bad request line: only visible ASCII and single spaces")
+    parts = line.split(b" ")
+    if len(parts) == 2:
+        raise Refused(400, "bad request line: HTTP/0.9 requests are not supported")
+    if len(parts) != 3 or not all(parts):
+        raise Refused(400, "bad request line: expected METHOD TARGET HTTP/1.1")
+    method, target, version = parts
+    match = _VERSION.fullmatch(version)
+    if not _TOKEN.fullmatch(method) or not match:
+        raise Refused(400, "bad request line: expected METHOD TARGET HTTP/1.1")
+    if match.group(1) != b"1":
+        raise Refused(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    name = method.decode("ascii")
+    if name in OTHER_METHODS:
+        raise Refused(405, f"method not allowed: use {ALLOWED}", ("Allow", ALLOWED))
+    if name not in ("GET", "HEAD"):
+        raise Refused(501, f"method not implemented: use {ALLOWED}", ("Allow", ALLOWED))
+    text = target.decode("ascii")
+    if text.startswith(("http://", "https://")):  # absolute form, as sent to proxies
+        slash = text.find("/", text.index("//") + 2)
+        text = text[slash:] if slash >= 0 else "/"
+    if not text.startswith("/"):
+        raise Refused(400, "bad request target: expected a path starting with /")
+    path = text.split("?", 1)[0].split("#", 1)[0]
+    return Request(name, path, (int(match.group(1)), int(match.group(2))))
+
+
+def parse_head(head: bytes) -> Request:
+    """Parse a request head (up to, not including, the empty line that ends it).
+
+    Raises:
+        Refused: as :func:`parse_request_line`, or 400 for a malformed header field, 431
+            for too many of them.
+    """
+    line, *fields = head.split(b"\n")
+    request = parse_request_line(line.removesuffix(b"\r"))
+    if len(fields) > MAX_HEADERS:
+        raise Refused(431, f"more than {MAX_HEADERS} header fields")
+    for raw in fields:
+        item = raw.removesuffix(b"\r")
+        name, colon, value = item.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise Refused(400, "bad header field")
+    return request
+
+
+def route(replica: Replica, request: Request) -> Response:
+    """The response to a well-formed GET or HEAD request."""
+    path = request.path
+    if path == "/healthz":
+        problem = replica.liveness_problem()
+        return Response.text(503 if problem else 200, problem or "ok")
+    if path == "/readyz":
+        problem = replica.readiness_problem()
+        return Response.text(503 if problem else 200, problem or "ok")
+    if path == "/metrics":
+        return Response(200, replica.metrics.render(), CONTENT_TYPE_LATEST)
+    if path == "/status":
+        body = json.dumps(status(replica), indent=2).encode()
+        return Response(200, body, "application/json")
+    return Response.text(404, _NOT_FOUND)
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Connection:
+    """A connection being read: its request head, or (``lingering``) what the client still
+    sends after its answer, dropped."""
+
+    sock: socket.socket
+    deadline: float
+    data: bytearray = field(default_factory=bytearray)
+    line_checked: bool = False
+    lingering: bool = False
+
+
+class _Queue:
+    """Connections in arrival order, each due by a deadline that grows with that order."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[int, _Connection] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[_Connection]:
+        return iter(list(self._items.values()))
+
+    def add(self, conn: _Connection) -> None:
+        self._items[id(conn)] = conn
+
+    def discard(self, conn: _Connection) -> None:
+        self._items.pop(id(conn), None)
+
+    def oldest(self) -> _Connection | None:
+        return next(iter(self._items.values()), None)
+
+
+def _head_end(data: bytearray) -> tuple[int, int] | None:
+    """Where the head in ``data`` ends and the body begins, or ``None`` if not yet."""
+    ends = [(i, i + len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
+    return min(ends) if ends else None
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 class StatusServer:
-    """Serves the endpoints of ``replica`` on ``host:port`` from a background thread."""
+    """Serves the endpoints of ``replica`` on ``host:port`` (see the module docstring).
+
+    Raises:
+        OSError: cannot listen on ``host:port`` (from the constructor).
+    """
 
     def __init__(self, replica: Replica, host: str, port: int) -> None:
-        self._server = _Server((host, port), replica)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="baton-http", daemon=True
-        )
+        self.replica = replica
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        self._listener.setblocking(False)
+        self._log = get_logger(replica=replica.settings.replica_id)
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._reading = _Queue()  # heads being read, due HEAD_TIMEOUT after the accept
+        self._lingering = _Queue()  # answered, dropping late input, due LINGER after that
+        self._accept_paused_until: float | None = None
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="baton-http")
+        self._queued = 0
+        self._queued_lock = threading.Lock()
+        self._shed = {"evicted": 0, "timed_out": 0, "refused": 0}
+        self._shed_logged = time.monotonic()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="baton-http", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._listener.getsockname()[1])
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving and close every connection (requests being served are dropped)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for conn in [*self._reading, *self._lingering]:
+            _close(conn.sock)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(OSError):
+            self._selector.close()
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            _close(sock)
+
+    # -- the selector thread ----------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            try:
+                self._turn()
+            except Exception:  # a bug must not end the probes: log it, keep serving
+                self._log.exception("http_loop_failed")
+                time.sleep(0.05)
+
+    def _turn(self) -> None:
+        deadlines = [c.deadline for c in (self._reading.oldest(), self._lingering.oldest()) if c]
+        if self._accept_paused_until is not None:
+            deadlines.append(self._accept_paused_until)
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        accept = False
+        for key, _ in self._selector.select(timeout):
+            if key.data == "accept":
+                accept = True
+            elif key.data == "wake":
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(64)
+            else:
+                self._read(key.data)
+        # Heads already arrived are answered before new connections can evict them.
+        if accept:
+            self._accept()
+        now = time.monotonic()
+        self._expire(now)
+        if self._accept_paused_until is not None and now >= self._accept_paused_until:
+            self._accept_paused_until = None
+            self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        self._log_shed(now)
+
+    def _accept(self) -> None:
+        # At most the cap per batch, so that the rest of a batch cannot evict a connection
+        # accepted early in it before its request is read.
+        for _ in range(MAX_CONNECTIONS):
+            try:
+                sock, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    continue  # the client gave up before we accepted (ECONNABORTED, ...)
+                oldest = self._lingering.oldest() or self._reading.oldest()
+                if oldest is not None:
+                    self._drop(oldest)  # frees a file descriptor for the next accept
+                    self._shed["evicted"] += 1
+                    continue
+                # Out of descriptors and nothing of ours to free: pause, do not spin.
+                self._selector.unregister(self._listener)
+                self._accept_paused_until = time.monotonic() + 0.1
+                return
+            conn = _Connection(sock, time.monotonic() + HEAD_TIMEOUT)
+            self._watch(conn)
+            self._read(conn)  # a probe's request is usually there already: answer it now
+
+    def _watch(self, conn: _Connection) -> None:
+        """Read ``conn`` from now on; at the cap, the oldest connection of its kind goes."""
+        queue = self._lingering if conn.lingering else self._reading
+        oldest = queue.oldest()
+        if len(queue) >= MAX_CONNECTIONS and oldest is not None:
+            self._drop(oldest)
+            if not oldest.lingering:
+                self._shed["evicted"] += 1
+        conn.sock.setblocking(False)
+        queue.add(conn)
+        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _forget(self, conn: _Connection) -> None:
+        """Stop reading ``conn`` (its socket stays open)."""
+        (self._lingering if conn.lingering else self._reading).discard(conn)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(conn.sock)
+
+    def _drop(self, conn: _Connection) -> None:
+        self._forget(conn)
+        _close(conn.sock)
+
+    def _expire(self, now: float) -> None:
+        while (conn := self._lingering.oldest()) is not None and conn.deadline <= now:
+            self._drop(conn)
+        while (conn := self._reading.oldest()) is not None and conn.deadline <= now:
+            self._forget(conn)
+            self._shed["timed_out"] += 1
+            if conn.data:  # it did start a request: say why it ends
+                self._answer(conn.sock, Response.text(408, "request head not received in time"))
+            else:
+                _close(conn.sock)
+
+    def _read(self, conn: _Connection) -> None:
+        size = LINGER_CHUNK if conn.lingering else MAX_HEAD + 1 - len(conn.data)
+        try:
+            chunk = conn.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:  # closed by the client (a TCP probe does just that)
+            self._drop(conn)
+            return
+        if conn.lingering:
+            return  # late input of an answered request: dropped
+        conn.data += chunk
+        end = _head_end(conn.data)
+        if end is None:
+            self._incomplete(conn)
+            return
+        self._forget(conn)
+        head, head_only = bytes(conn.data[: end[0]]), False
+        try:
+            request = parse_head(head)
+            head_only = request.method == "HEAD"
+            if request.path in POOLED:
+                self._hand_over(conn.sock, request)
+                return
+            response = route(self.replica, request)
+        except Refused as exc:
+            response = exc.response
+        except Exception:
+            self._log.exception("http_request_failed")
+            response = Response.text(500, "internal error (see the replica's log)")
+        self._answer(conn.sock, response, head_only)
+
+    def _incomplete(self, conn: _Connection) -> None:
+        """Refuse a head that cannot become valid (a bad request line, too big) at once."""
+        data = conn.data
+        newline = data.find(b"\n")
+        try:
+            if not conn.line_checked:
+                line = data if newline < 0 else data[:newline]
+                if newline >= 0:
+                    conn.line_checked = True
+                    parse_request_line(bytes(line).removesuffix(b"\r"))
+                elif len(line) > MAX_REQUEST_LINE:
+                    raise Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+                elif not _LINE_BYTES.fullmatch(line):
+                    raise Refused(400, "bad request line: only visible ASCII and single spaces")
+            if len(data) > MAX_HEAD:
+                raise Refused(431, f"request head larger than {MAX_HEAD} bytes")
+        except Refused as exc:
+            self._forget(conn)
+            self._answer(conn.sock, exc.response)
+
+    def _answer(self, sock: socket.socket, response: Response, head_only: bool = False) -> None:
+        """Send a small response without blocking the selector thread, then end the
+        connection: what the client still sends is read and dropped for up to LINGER
+        seconds, since closing with unread input resets the connection, which can destroy
+        the response before the client has read it."""
+        data = response.encode(head_only)
+        try:
+            if sock.send(data) != len(data):  # a fresh socket's buffer takes far more
+                raise BlockingIOError
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            _close(sock)
+            return
+        self._watch(_Connection(sock, time.monotonic() + LINGER, lingering=True))
+
+    def _hand_over(self, sock: socket.socket, request: Request) -> None:
+        with self._queued_lock:
+            full = self._queued >= MAX_QUEUED
+            if not full:
+                self._queued += 1
+        if full:
+            self._shed["refused"] += 1
+            busy = Response.text(503, "busy: try again shortly", ("Retry-After", "1"))
+            self._answer(sock, busy, request.method == "HEAD")
+            return
+        try:
+            self._pool.submit(self._serve_pooled, sock, request)
+        except RuntimeError:  # shutting down
+            self._done_pooled()
+            _close(sock)
+
+    def _log_shed(self, now: float) -> None:
+        if now - self._shed_logged < SHED_LOG_INTERVAL or not any(self._shed.values()):
+            return
+        self._log.warning(
+            "http_connections_shed", **self._shed, seconds=round(now - self._shed_logged)
+        )
+        self._shed = dict.fromkeys(self._shed, 0)
+        self._shed_logged = now
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _serve_pooled(self, sock: socket.socket, request: Request) -> None:
+        try:
+            try:
+                response = route(self.replica, request)
+            except Exception:
+                self._log.exception("http_request_failed", path=request.path)
+                response = Response.text(500, "internal error (see the replica's log)")
+            sock.settimeout(WRITE_TIMEOUT)
+            sock.sendall(response.encode(request.method == "HEAD"))
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the client went away or would not read: nothing more to do
+        finally:
+            _close(sock)
+            self._done_pooled()
+
+    def _done_pooled(self) -> None:
+        with self._queued_lock:
+            self._queued -= 1

@@ -107,7 +107,9 @@ def _child_main(
     except LeadershipLost as exc:
         outcome = ("lost", str(exc))
     except BaseException as exc:  # report everything; the parent decides what it means
-        outcome = ("error", f"{type(exc).__name__}: {exc}")
+        # As scheduler.runner.describe_error: ``Type: text``, or ``Type`` (``sys.exit()``).
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        outcome = ("error", text)
     else:
         outcome = ("ok", "")
     with contextlib.suppress(OSError):  # the replica is gone (kill -9): nobody to tell

@@ -4,11 +4,15 @@ The decorator does not wrap the function, it only records how to schedule it; th
 stays callable as written (handy in unit tests of the job itself). Definitions are checked
 when the decorator runs, i.e. when the jobs module is imported at start-up, so a bad cron
 expression or a duplicate name stops the replica before it joins the election.
+
+Every argument is checked for its type and bounds (no NaN, no infinity, no bool for a
+number, nothing that overflows a datetime): see :func:`build_spec` for the bounds.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 import re
 import sys
@@ -21,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
 
-from scheduler.errors import JobDefinitionError, JobsModuleError
+from scheduler.errors import JobDefinitionError, JobsModuleError, excerpt, printable
 from scheduler.schedules import EpochInterval, WallCron, describe_interval
 
 if TYPE_CHECKING:
@@ -39,7 +43,48 @@ JobFunc = Callable[["JobContext"], object]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,12})?)(ms|s|m|h|d)")
+
+#: Job names: 1 to 200 ASCII letters, digits and ``_ . : -``, starting with a letter, digit
+#: or ``_``; ``<`` and ``>`` are allowed too, for the default name of a nested function
+#: (``module.outer.<locals>.job``). No whitespace, no ``/`` (a ZooKeeper path separator).
+JOB_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:<>-]{0,199}")
+JOB_NAME_RULE = (
+    "1 to 200 ASCII letters, digits or '_.:-<>' characters, starting with a letter, digit or '_'"
+)
+#: ``every=`` bounds: at least 100 ms (a claim per fire costs a backend round trip), at most
+#: 366 days (use cron= for rarer jobs), a whole number of milliseconds.
+EVERY_MIN = timedelta(milliseconds=100)
+EVERY_MAX = timedelta(days=366)
+#: ``misfire_grace=`` bounds in seconds: at least 1 s, at most 7 days (the catch-up look-back).
+MISFIRE_GRACE_MIN = 1.0
+MISFIRE_GRACE_MAX = 7 * 86400.0
+#: Time zone names as the IANA database spells them (``America/Argentina/Buenos_Aires``).
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+_MAX_CRON = 200
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or ``None`` for a bool, a non-number, NaN, an infinity or
+    an integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def job_name_problem(name: object) -> str | None:
+    """What is wrong with ``name`` as a job name, or ``None`` if it is a valid one."""
+    if not isinstance(name, str):
+        return f"name must be a string, got {type(name).__name__}"
+    if not name:
+        return "name must not be empty"
+    if not JOB_NAME_PATTERN.fullmatch(name):
+        return f"name must be {JOB_NAME_RULE}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +129,20 @@ def parse_every(value: str | int | float | timedelta) -> timedelta:
     """``30s``, ``5m``, ``1h30m``, ``500ms``, a number of seconds or a timedelta -> timedelta.
 
     Raises:
-        ValueError: malformed, zero or negative.
+        ValueError: malformed, not finite, not a whole number of milliseconds, or outside
+            :data:`EVERY_MIN` to :data:`EVERY_MAX` (100 ms to 366 days).
     """
+    bounds = f"from {describe_interval(EVERY_MIN)} to {describe_interval(EVERY_MAX)}"
     if isinstance(value, timedelta):
         interval = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        interval = timedelta(seconds=value)
-    elif isinstance(value, str) and value.strip():
+        seconds = _finite(value)
+        if seconds is None:
+            raise ValueError(f"interval must be a finite number of seconds, got {excerpt(value)}")
+        if not 0 < seconds <= EVERY_MAX.total_seconds():
+            raise ValueError(f"interval must be {bounds}, got {excerpt(value)} s")
+        interval = timedelta(seconds=seconds)
+    elif isinstance(value, str) and value.strip() and len(value) <= 64:
         text = value.strip().replace(" ", "")
         pos, seconds = 0, 0.0
         for match in _DURATION.finditer(text):
@@ -99,12 +151,20 @@ def parse_every(value: str | int | float | timedelta) -> timedelta:
             seconds += float(match.group(1)) * _UNITS[match.group(2)]
             pos = match.end()
         if pos != len(text):
-            raise ValueError(f"cannot read {value!r} as a duration (e.g. '30s', '5m', '1h30m')")
+            raise ValueError(
+                f"cannot read {excerpt(value)} as a duration (e.g. '30s', '5m', '1h30m')"
+            )
+        if not 0 < seconds <= EVERY_MAX.total_seconds():
+            raise ValueError(f"interval must be {bounds}, got {excerpt(value)}")
         interval = timedelta(seconds=seconds)
+    elif isinstance(value, str):
+        raise ValueError(f"expected a duration such as '30s', got {excerpt(value)}")
     else:
-        raise ValueError(f"expected a duration such as '30s', got {value!r}")
-    if interval <= timedelta(0):
-        raise ValueError(f"interval must be positive, got {value!r}")
+        raise ValueError(f"expected a duration such as '30s', got {type(value).__name__}")
+    if not EVERY_MIN <= interval <= EVERY_MAX:
+        raise ValueError(f"interval must be {bounds}, got {interval.total_seconds():g} s")
+    if interval % timedelta(milliseconds=1):
+        raise ValueError("interval must be a whole number of milliseconds")
     return interval
 
 
@@ -113,10 +173,31 @@ def _zone(name: str | tzinfo | None) -> tzinfo:
         return UTC
     if isinstance(name, tzinfo):
         return name
+    if not isinstance(name, str):
+        raise ValueError(f"timezone must be an IANA zone name, got {type(name).__name__}")
+    if len(name) > 64 or not _ZONE_NAME.fullmatch(name):
+        raise ValueError(f"unknown time zone {excerpt(name)}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown time zone {excerpt(name)}") from exc
+
+
+def _importable(func: Callable[..., Any]) -> bool:
+    """Whether a child process can find ``func`` by module and qualified name."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or module == "__main__":
+        return False
+    return all(part.isidentifier() for part in (*module.split("."), *qualname.split(".")))
+
+
+def _resolves(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` is what its module and qualified name lead to, once imported."""
+    found: Any = sys.modules.get(func.__module__)
+    for part in func.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is func
 
 
 def build_spec(
@@ -133,46 +214,85 @@ def build_spec(
 ) -> JobSpec:
     """Validate a job definition and build its spec (what the decorator does).
 
+    Bounds: ``name`` matches :data:`JOB_NAME_PATTERN` (1 to 200 characters, see there);
+    ``every`` from 100 ms to 366 days in whole milliseconds; ``misfire_grace`` from 1 s to 7
+    days; ``cron`` one line of at most 200 printable ASCII characters; ``timezone`` an IANA
+    name. Numbers must be finite and not bools. ``isolation="process"`` needs a function a
+    child process can import by module and qualified name (not a lambda, not nested).
+
     Raises:
         JobDefinitionError: naming the job, for any invalid argument.
     """
-    job_name = name or f"{func.__module__}.{func.__qualname__}"
-    if not job_name or any(ch.isspace() for ch in job_name):
-        raise JobDefinitionError(job_name, "name must be non-empty and contain no whitespace")
+    if not callable(func):
+        raise JobDefinitionError(excerpt(name or func), "a job must be a function")
+    if name is None:
+        job_name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
+        problem = job_name_problem(job_name)
+        if problem is not None:
+            raise JobDefinitionError(
+                job_name, f"the default name is not a valid job name; pass name= ({problem})"
+            )
+    else:
+        job_name = name if isinstance(name, str) else excerpt(name)
+        problem = job_name_problem(name)
+        if problem is not None:
+            raise JobDefinitionError(job_name, problem)
     if (cron is None) == (every is None):
         raise JobDefinitionError(job_name, "give exactly one of cron= or every=")
-    if catch_up not in CATCH_UP_POLICIES:
+    if not isinstance(catch_up, str) or catch_up not in CATCH_UP_POLICIES:
         raise JobDefinitionError(
-            job_name, f"catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, got {catch_up!r}"
+            job_name,
+            f"catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, got {excerpt(catch_up)}",
         )
     if isinstance(misfire_grace, bool) or not isinstance(misfire_grace, int | float):
-        raise JobDefinitionError(job_name, f"misfire_grace must be seconds, got {misfire_grace!r}")
-    if misfire_grace <= 0:
-        raise JobDefinitionError(job_name, f"misfire_grace must be > 0 s, got {misfire_grace}")
-    if on_lost is not None and not callable(on_lost):
-        raise JobDefinitionError(job_name, f"on_lost must be callable, got {on_lost!r}")
-    if isolation not in ISOLATIONS:
         raise JobDefinitionError(
-            job_name, f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}"
+            job_name, f"misfire_grace must be a number of seconds, got {excerpt(misfire_grace)}"
         )
-    if isolation == "process" and "<locals>" in func.__qualname__:
+    grace = _finite(misfire_grace)
+    if grace is None or not MISFIRE_GRACE_MIN <= grace <= MISFIRE_GRACE_MAX:
         raise JobDefinitionError(
-            job_name, "isolation='process' needs a module-level function (a child imports it)"
+            job_name,
+            f"misfire_grace must be from {MISFIRE_GRACE_MIN:g} to {MISFIRE_GRACE_MAX:g} seconds "
+            f"(7 days), got {excerpt(misfire_grace)}",
+        )
+    if on_lost is not None and not callable(on_lost):
+        raise JobDefinitionError(job_name, f"on_lost must be callable, got {excerpt(on_lost)}")
+    if not isinstance(isolation, str) or isolation not in ISOLATIONS:
+        raise JobDefinitionError(
+            job_name,
+            f"isolation must be one of {', '.join(ISOLATIONS)}, got {excerpt(isolation)}",
+        )
+    if isolation == "process" and not _importable(func):
+        raise JobDefinitionError(
+            job_name,
+            "isolation='process' needs a module-level function a child process can import "
+            f"by name, not {excerpt(getattr(func, '__qualname__', func))}",
         )
     trigger: BaseTrigger
     if cron is not None:
-        fields = cron.split() if isinstance(cron, str) else []
-        if len(fields) != 5:
+        if not isinstance(cron, str):
+            raise JobDefinitionError(job_name, f"cron must be a string, got {excerpt(cron)}")
+        shown = excerpt(cron)
+        if len(cron) > _MAX_CRON or not (cron.isascii() and cron.replace("\t", " ").isprintable()):
             raise JobDefinitionError(
-                job_name, f"cron expression {cron!r} must have 5 fields (min hour dom mon dow)"
+                job_name,
+                f"cron expression {shown} must be one line of at most {_MAX_CRON} ASCII characters",
+            )
+        if len(cron.split()) != 5:
+            raise JobDefinitionError(
+                job_name, f"cron expression {shown} must have 5 fields (min hour dom mon dow)"
             )
         try:
             tz = _zone(timezone)
-            trigger = WallCron(cron, tz)
         except ValueError as exc:
-            raise JobDefinitionError(job_name, f"invalid cron expression {cron!r}: {exc}") from exc
+            raise JobDefinitionError(job_name, str(exc)) from exc
+        try:
+            trigger = WallCron(cron, tz)
+        except (ValueError, TypeError, OverflowError) as exc:
+            why = printable(str(exc))[:120]
+            raise JobDefinitionError(job_name, f"invalid cron expression {shown}: {why}") from exc
         if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
-            raise JobDefinitionError(job_name, f"cron expression {cron!r} can never fire")
+            raise JobDefinitionError(job_name, f"cron expression {shown} can never fire")
         schedule = str(trigger)
     else:
         if timezone is not None:
@@ -182,8 +302,6 @@ def build_spec(
             interval = parse_every(every)
         except ValueError as exc:
             raise JobDefinitionError(job_name, f"invalid every=: {exc}") from exc
-        if interval % timedelta(milliseconds=1):
-            raise JobDefinitionError(job_name, "every= must be a whole number of milliseconds")
         trigger = EpochInterval(interval)
         schedule = f"every {describe_interval(interval)}"
     return JobSpec(
@@ -191,7 +309,7 @@ def build_spec(
         func=func,
         schedule=schedule,
         trigger=trigger,
-        misfire_grace=float(misfire_grace),
+        misfire_grace=grace,
         catch_up=catch_up,  # checked against CATCH_UP_POLICIES above
         on_lost=on_lost,
         isolation=isolation,  # checked against ISOLATIONS above
@@ -298,25 +416,53 @@ def load_jobs(modules: Iterable[str], registry: JobRegistry = REGISTRY) -> list[
     project's own ``jobs/`` package is found by the ``baton`` console script.
 
     Raises:
-        JobsModuleError: a module cannot be found or fails to import (not a definition error).
-        JobDefinitionError: a job in it is invalid.
+        JobsModuleError: a module cannot be found or fails to import (not a definition error),
+            also when importing it calls ``sys.exit()`` or raises another ``BaseException``.
+        JobDefinitionError: a job in it is invalid, or a ``process`` job's function cannot
+            be found again by its module and qualified name.
     """
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
     for module in modules:
+        current = module
         try:
             imported = importlib.import_module(module)
             # A package (such as the project's ``jobs/``) brings all its modules.
             for info in pkgutil.walk_packages(getattr(imported, "__path__", []), module + "."):
+                current = info.name
                 importlib.import_module(info.name)
         except JobDefinitionError:
             raise
         except ModuleNotFoundError as exc:
-            if exc.name is not None and module.startswith(exc.name):
+            if exc.name is not None and current.startswith(exc.name):
                 raise JobsModuleError(
-                    module, "not found (is it on PYTHONPATH, or spelled differently?)"
+                    current, "not found (is it on PYTHONPATH, or spelled differently?)"
                 ) from exc
-            raise JobsModuleError(module, f"import failed: {exc}") from exc
+            raise JobsModuleError(current, f"import failed: {_why(exc)}") from exc
         except Exception as exc:
-            raise JobsModuleError(module, f"import failed: {type(exc).__name__}: {exc}") from exc
-    return registry.specs()
+            raise JobsModuleError(current, f"import failed: {_why(exc)}") from exc
+        except BaseException as exc:  # sys.exit(), KeyboardInterrupt, ... at import time
+            raise JobsModuleError(
+                current, f"import raised {_why(exc)} (a jobs module must only define jobs)"
+            ) from exc
+    specs = registry.specs()
+    for spec in specs:
+        if spec.isolation == "process" and not _resolves(spec.func):
+            raise JobDefinitionError(
+                spec.name,
+                "isolation='process' needs a function a child process finds as "
+                f"{excerpt(spec.func.__module__ + '.' + spec.func.__qualname__)}, "
+                "but that name does not lead to it",
+            )
+    return specs
+
+
+def _why(exc: BaseException) -> str:
+    """``Type: message`` of an exception from a user's module, one short printable line."""
+    try:
+        text = printable(str(exc))
+    except Exception:  # a user's exception whose __str__ fails
+        text = ""
+    if len(text) > 160:
+        text = text[:160] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -3,6 +3,14 @@
 Every line carries ``replica``; leadership changes are single named events
 (``leadership_acquired``, ``leadership_lost``, ``lease_released``) and job lines carry
 ``job``, ``scheduled_time`` and ``token``.
+
+Libraries log through the standard library (kazoo, redis-py, APScheduler). Until
+:func:`configure` runs they print nothing (a read command prints its one line and no
+library chatter); once it runs, their records go through the same renderer as Baton's own
+events, so ``--log-format json`` yields JSON lines only. Each keeps its logger name
+(``logger``) and its message as ``event``, and only the levels in :data:`LIBRARY_LEVELS`
+pass: kazoo's connection warnings ("Connection dropped" at every reconnect attempt) say
+what Baton's own events (``zookeeper_suspended``, ``backend_unavailable``) already say.
 """
 
 from __future__ import annotations
@@ -12,14 +20,43 @@ import sys
 from typing import Literal, TextIO
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 LogFormat = Literal["json", "console", "auto"]
+
+#: The least level of each library's records that reaches the log once configured.
+LIBRARY_LEVELS = {
+    "kazoo": logging.ERROR,
+    "apscheduler": logging.ERROR,
+    "redis": logging.WARNING,
+}
+
+
+def _silence_libraries() -> None:
+    """Keep library records off stderr until :func:`configure` installs a handler.
+
+    Without any handler, the standard library prints warnings through its "last resort"
+    handler, bare text on stderr; a ``NullHandler`` on each library's logger stops that and
+    changes nothing once the root handler exists.
+    """
+    for name, level in LIBRARY_LEVELS.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
+_silence_libraries()
 
 
 def configure(
     replica_id: str, log_format: LogFormat = "auto", stream: TextIO | None = None
 ) -> structlog.stdlib.BoundLogger:
-    """Configure structlog process-wide and return a logger bound to ``replica_id``."""
+    """Configure structlog process-wide and return a logger bound to ``replica_id``.
+
+    Records of the standard library's loggers (the libraries') are rendered the same way,
+    on the same stream.
+    """
     out = stream if stream is not None else sys.stderr
     use_json = log_format == "json" or (log_format == "auto" and not out.isatty())
     renderer: structlog.typing.Processor = (
@@ -27,11 +64,12 @@ def configure(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             renderer,
@@ -40,10 +78,33 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    # Third-party libraries (APScheduler, kazoo) log through stdlib logging: keep only
-    # warnings, on the same stream, so they do not drown Baton's own events.
-    logging.basicConfig(stream=out, level=logging.WARNING, force=True)
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+    def add_replica(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        event.setdefault("replica", replica_id)
+        return event
+
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                timestamper,
+                add_replica,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    _silence_libraries()
     return get_logger(replica=replica_id)
 
 

@@ -1,4 +1,4 @@
-"""Presence records: which replicas are alive in a cluster (``baton status``)."""
+"""Presence records: which replicas are alive in a cluster and which jobs they schedule."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ class Member:
         version: the Baton version it runs.
         started: wall-clock time the replica started.
         last_seen: wall-clock time of its latest announcement.
+        jobs: the names of the jobs it schedules (``baton pause`` checks a name against
+            them); ``None`` when it did not say (a replica of an older version).
     """
 
     replica_id: str
@@ -25,6 +27,7 @@ class Member:
     version: str
     started: datetime
     last_seen: datetime
+    jobs: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +36,7 @@ class Member:
             "version": self.version,
             "started": self.started.isoformat(),
             "last_seen": self.last_seen.isoformat(),
+            "jobs": None if self.jobs is None else list(self.jobs),
         }
 
     def to_json(self) -> str:
@@ -41,50 +45,21 @@ class Member:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Member:
         data = json.loads(raw)
+        jobs = data.get("jobs")
+        # Any process with backend access can write a presence record: a job list that is
+        # not a list of strings reads as "did not say", never as names.
+        valid = isinstance(jobs, list) and all(isinstance(j, str) for j in jobs)
         return cls(
             replica_id=data["replica_id"],
             host=data["host"],
             version=data["version"],
             started=datetime.fromisoformat(data["started"]),
             last_seen=datetime.fromisoformat(data["last_seen"]),
+            jobs=tuple(jobs) if valid else None,
         )
 
 
 #: Control keys (see LeaseBackend.set_control).
 RESIGN = "resign"
+#: ``pause:<job>``: the operator's intent only (who asked); see :mod:`scheduler.pauses`.
 PAUSE_PREFIX = "pause:"
-#: ``resumed:<job>``: the job's last pauses, newest last, as a JSON list of
-#: ``{"paused_at": ISO, "resumed_at": ISO}`` (the operator's clock), so no leader's catch-up
-#: runs the fires those pauses skipped.
-RESUMED_PREFIX = "resumed:"
-#: Pauses remembered per job: more than fit in any sensible misfire_grace.
-PAUSES_KEPT = 20
-
-
-def paused_windows(controls: dict[str, str], job: str) -> list[tuple[datetime, datetime]]:
-    """The (start, end) of ``job``'s last finished pauses (an unreadable record: none)."""
-    raw = controls.get(RESUMED_PREFIX + job)
-    if raw is None:
-        return []
-    try:
-        items = json.loads(raw)
-        return [
-            (datetime.fromisoformat(i["paused_at"]), datetime.fromisoformat(i["resumed_at"]))
-            for i in items
-        ]
-    except (ValueError, KeyError, TypeError):
-        return []
-
-
-def add_paused_window(
-    controls: dict[str, str], job: str, paused_at: str, resumed_at: str, by: str
-) -> str:
-    """The ``resumed:<job>`` value with one more finished pause (the oldest dropped)."""
-    try:
-        items = json.loads(controls.get(RESUMED_PREFIX + job, "[]"))
-        if not isinstance(items, list):
-            items = []
-    except ValueError:
-        items = []
-    items.append({"paused_at": paused_at, "resumed_at": resumed_at, "by": by})
-    return json.dumps(items[-PAUSES_KEPT:])

@@ -9,13 +9,17 @@ from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.config import Settings
 from scheduler.elector import Elector
-from scheduler.errors import ConfigError
+from scheduler.errors import BackendError, BackendPermanentError, ConfigError
 from scheduler.http import StatusServer
 from scheduler.jobs import JobSpec
 from scheduler.lease import Holder
 from scheduler.logs import get_logger
 from scheduler.metrics import Metrics
 from scheduler.runner import Runner
+
+#: Seconds between reads of the presence records while checking that no live replica uses
+#: this replica's id (see Replica.check_replica_id).
+DUPLICATE_POLL = 0.2
 
 
 class Replica:
@@ -36,12 +40,19 @@ class Replica:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         timings = settings.timings()
         self.backend = backend or settings.open_backend(timings.op_timeout, clock)
         self.holder = Holder.new(settings.replica_id)
         self.metrics = Metrics()
         self.elector = Elector(
-            self.backend, settings.cluster, self.holder, timings, clock, self.metrics
+            self.backend,
+            settings.cluster,
+            self.holder,
+            timings,
+            clock,
+            self.metrics,
+            jobs=[spec.name for spec in specs],
         )
         self.runner = Runner(
             specs,
@@ -86,12 +97,92 @@ class Replica:
         """Why this replica is not ready (/readyz), or ``None``."""
         if not self.runner.specs:
             return "no jobs loaded"
+        refusal = self.elector.refusal
+        if refusal is not None:
+            return f"refused for good, not retried (fix, then wait for the re-check): {refusal}"
         if not self.elector.backend_ok:
             return f"backend {self.backend.url} not reachable (yet)"
         return self.runner.loop_problem()
 
+    def preflight(self) -> None:
+        """Check, before joining, that the backend allows every operation a replica needs.
+
+        Runs the backend's ``check`` and ``preflight`` (each operation once, harmlessly). No
+        answer is not fatal: it is logged and the elector keeps retrying.
+
+        Raises:
+            BackendPermanentError: refused for good (credentials, an ACL, a read-only
+                database, a newer schema, ZooKeeper nodes not under our ACL); the backend
+                is closed and nothing was started.
+        """
+        try:
+            self.backend.check()
+            self.backend.preflight(self.settings.cluster)
+        except BackendPermanentError:
+            self.backend.close()
+            raise
+        except BackendError as exc:
+            self.log.warning("backend_unavailable", error=str(exc), detail="will keep retrying")
+
+    def check_replica_id(self, stop: threading.Event) -> None:
+        """Refuse to start while another live replica of the cluster has our replica id.
+
+        Two replicas with one id would share a presence record and look like one replica in
+        ``baton status``, history and logs. A presence record with our id is either a live
+        replica's, refreshed at least every 2 x renew_interval, or one left by a replica that
+        died (it expires lease_ttl after its last refresh; on ZooKeeper with its session).
+        So the record is watched until it changes (alive: refuse), disappears, or stays the
+        same for lease_ttl + renew_interval (left behind: go on). A restart after a clean
+        shutdown finds no record (withdrawn) and does not wait. Two replicas started within
+        one announcement of each other are not told apart; nor is anything checked while
+        the backend does not answer (the elector retries it).
+
+        Raises:
+            ConfigError: another live replica uses this replica id.
+        """
+        me, t = self.settings.replica_id, self._timings
+        deadline = self._clock.monotonic() + t.lease_ttl + t.renew_interval
+        first = None
+        while not stop.is_set():
+            try:
+                found = [
+                    m for m in self.backend.members(self.settings.cluster) if m.replica_id == me
+                ]
+            except BackendError as exc:
+                self.log.warning("replica_id_unchecked", error=str(exc))
+                return
+            if not found:
+                return
+            if first is None:
+                first = found[0]
+                self.log.info(
+                    "replica_id_check",
+                    detail="a presence record with this replica id exists; "
+                    "waiting to see whether its replica is alive",
+                )
+            elif found[0] != first:
+                other = found[0]
+                self.backend.close()
+                raise ConfigError(
+                    "replica_id",
+                    f"another live replica uses {me!r} (host {other.host[:60]!r}, started "
+                    f"{other.started.isoformat(timespec='seconds')}); "
+                    "give each replica its own replica_id",
+                )
+            if self._clock.monotonic() >= deadline:
+                return  # never refreshed: left by a replica that is gone
+            stop.wait(DUPLICATE_POLL)
+
     def run(self, stop: threading.Event) -> None:
-        """Elect and fire until ``stop`` is set, then shut down gracefully."""
+        """Elect and fire until ``stop`` is set, then shut down gracefully.
+
+        Raises:
+            ConfigError: another live replica uses this replica id (nothing was started).
+        """
+        self.check_replica_id(stop)
+        if stop.is_set():  # a signal while checking: nothing was started
+            self.backend.close()
+            return
         t = self._timings
         self.log.info(
             "replica_started",

@@ -35,7 +35,8 @@ from scheduler.errors import LeadershipLost as JobLeadershipLost
 from scheduler.isolation import run_in_child
 from scheduler.jobs import JobSpec
 from scheduler.logs import get_logger
-from scheduler.members import PAUSE_PREFIX, paused_windows
+from scheduler.members import PAUSE_PREFIX
+from scheduler.pauses import PAUSED_FIRES_PREFIX, add_skipped, skipped_runs, was_skipped
 from scheduler.recovery import NEVER_STARTED, ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
 from scheduler.runs import Retention, RunRecord, fire_key
 from scheduler.schedules import Ahead, fires_between
@@ -63,6 +64,23 @@ FLUSH_RETRY = 1.0
 
 def _run_by_lane() -> None:
     """Stands in for the job function in APScheduler's bookkeeping; lanes call the job."""
+
+
+def _pool_problem(pool: ThreadPoolExecutor, name: str) -> str | None:
+    """Why ``pool`` can no longer run work, or ``None``."""
+    # ThreadPoolExecutor keeps its threads private and never replaces one that died: work
+    # queued behind a dead worker waits for ever (a lane stays busy, its job never runs).
+    if getattr(pool, "_shutdown", False):
+        return f"{name} is shut down"
+    dead = sum(not thread.is_alive() for thread in getattr(pool, "_threads", ()))
+    return f"{name}: {dead} worker thread(s) died" if dead else None
+
+
+def describe_error(exc: BaseException) -> str:
+    """How history records a failed run: ``Type: text``, or ``Type`` when the text is empty
+    (``sys.exit()``). /status shows only the ``Type`` part by default (scheduler.http)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Lane:
@@ -98,28 +116,46 @@ class Lane:
                 return
             self._busy = True
             self.idle.clear()
-        self._runner.pool.submit(self._drain)
+        try:
+            self._runner.pool.submit(self._drain)
+        except RuntimeError:  # the pool is shut down (replica closing): nobody will drain
+            with self._lock:
+                self._go_idle()
 
     def drop_pending(self) -> None:
         with self._lock:
             self._pending = []
             self._kept.clear()
 
+    def _go_idle(self) -> None:
+        """Forget queued fires and mark the lane idle (with ``_lock`` held)."""
+        self._pending = []
+        self._kept.clear()
+        self._busy = False
+        self.idle.set()
+
     def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._pending or not self._runner.accepting:
-                    self._pending = []
-                    self._kept.clear()
-                    self._busy = False
-                    self.idle.set()
-                    return
-                fire = self._pending.pop(0)
-                self._kept.discard(fire)
-            try:
-                self._runner.run_fire(self, fire)
-            except Exception:
-                self._runner.log.exception("fire_failed", job=self.spec.name)
+        # The lane outlives any one fire: nothing a fire raises (a job's sys.exit() is
+        # recorded by Runner._run; anything else is a bug, logged here) reaches the pool's
+        # worker, and the lane never stays busy with nobody draining it.
+        idle = False
+        try:
+            while True:
+                with self._lock:  # idle in the same step as the check: no fire slips by
+                    if not self._pending or not self._runner.accepting:
+                        self._go_idle()
+                        idle = True
+                        return
+                    fire = self._pending.pop(0)
+                    self._kept.discard(fire)
+                try:
+                    self._runner.run_fire(self, fire)
+                except BaseException:
+                    self._runner.log.exception("fire_failed", job=self.spec.name)
+        finally:
+            if not idle:  # the lane's own bookkeeping raised: free it all the same
+                with self._lock:
+                    self._go_idle()
 
 
 class LaneExecutor(BaseExecutor):  # type: ignore[misc]
@@ -185,9 +221,14 @@ class Runner:
         self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
         self._unsaved: list[RunRecord] = []
         self._unsaved_lock = threading.Lock()
+        # Fires skipped as paused and not yet recorded in the backend (scheduler.pauses); the
+        # lock also keeps this replica's read-modify-writes of those records apart.
+        self._paused_unsaved: dict[str, set[datetime]] = {}
+        self._paused_lock = threading.Lock()
         # Wakes the maintenance loop: outcomes to store, claims to settle (scheduler.recovery).
         self._maintenance_wake = threading.Event()
         self._stopped = threading.Event()
+        self._maintenance: threading.Thread | None = None
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_executor(LaneExecutor(self), alias="baton")
         elector.add_listener(self._on_leadership)
@@ -219,17 +260,25 @@ class Runner:
                 replace_existing=True,
             )
         self._scheduler.start()
-        threading.Thread(
+        self._maintenance = threading.Thread(
             target=self._maintenance_loop, name="baton-maintenance", daemon=True
-        ).start()
+        )
+        self._maintenance.start()
 
     def loop_problem(self) -> str | None:
-        """Why the fire loop is not running, or ``None``."""
+        """Why this runner has stopped working (/healthz), or ``None``.
+
+        The fire loop or the maintenance loop is not running, or a job or hook pool lost a
+        thread or was shut down: fires would queue behind it for ever.
+        """
         # APScheduler 3 keeps its loop thread private; a dead thread is a dead scheduler.
         thread = getattr(self._scheduler, "_thread", None)
         if not self._scheduler.running or thread is None or not thread.is_alive():
             return "scheduler loop is not running"
-        return None
+        maintenance = self._maintenance
+        if maintenance is not None and not maintenance.is_alive() and not self._stopped.is_set():
+            return "maintenance loop is not running"
+        return _pool_problem(self.pool, "job pool") or _pool_problem(self.hook_pool, "hook pool")
 
     def hold_fires(self, held: bool) -> None:
         """Start no new fire while ``held`` (a graceful resign in progress)."""
@@ -309,28 +358,39 @@ class Runner:
             self._run(lane, started, term, log)
 
     def _start(self, claimed: RunRecord, term: Term, log: Any) -> RunRecord | None:
-        """Mark ``claimed`` started in the backend (fenced by the lease); ``None``: not run."""
-        if not self.attempts.start(claimed.attempt):
+        """Mark ``claimed`` started in the backend (fenced by the lease); ``None``: not run.
+
+        The attempt counts as started here (:meth:`Attempts.start`) only once the backend
+        has stored it so and the job is about to be called: an attempt whose start was
+        refused or unanswered goes back to recovery, which may hand it over again.
+        """
+        if self.attempts.started(claimed.attempt):
             log.error("fire_already_started", attempt=claimed.attempt)
             return None
+        started: RunRecord | None = None
         if claimed.outcome == "running":
             # Adopted after a start whose answer was lost: stored as started, never run.
-            return replace(claimed, started=self.clock.now())
-        try:
-            return self.backend.start(term.lease, claimed.started_now(self.clock.now()))
-        except LeaseLost as exc:
-            log.warning("fire_abandoned", reason=f"lease lost before the start: {exc.reason}")
-            self.recovery.doubt(claimed)  # still claimed: given back once settled
-        except ClaimLost as exc:
-            log.error("claim_lost", reason=exc.reason)
-        except BackendError as exc:
-            # The start may have landed. Not run now; settled once the backend answers (run
-            # in this term, or recorded lost: a started fire is never given back).
-            self.elector.backend_ok = False
-            log.warning("start_failed", error=str(exc))
-            self.recovery.doubt(claimed)
-            self.recovery.skipped(term)
-        return None
+            started = replace(claimed, started=self.clock.now())
+        else:
+            try:
+                started = self.backend.start(term.lease, claimed.started_now(self.clock.now()))
+            except LeaseLost as exc:
+                log.warning("fire_abandoned", reason=f"lease lost before the start: {exc.reason}")
+                self.elector.lease_lost(term, exc.reason)
+                self.recovery.doubt(claimed)  # still claimed: given back once settled
+            except ClaimLost as exc:
+                log.error("claim_lost", reason=exc.reason)
+            except BackendError as exc:
+                # The start may have landed. Not run now; settled once the backend answers
+                # (run in this term, or recorded lost: a started fire is never given back).
+                self.elector.backend_ok = False
+                log.warning("start_failed", error=str(exc))
+                self.elector.report(exc)  # refused for good: leadership ends, logged once
+                self.recovery.doubt(claimed)
+                self.recovery.skipped(term)
+        if started is None or not self.attempts.start(claimed.attempt):
+            return None
+        return started
 
     def _claim_fire(
         self,
@@ -348,6 +408,8 @@ class Runner:
         """
         if PAUSE_PREFIX + spec.name in self.elector.controls:
             log.info("fire_paused")
+            # Recorded, so that no leader's catch-up runs it after the resume.
+            self._record_paused(spec.name, fire)
             return None
         if not self.elector.backend_ok:
             # A call went unanswered: claim nothing until a renewal confirms the backend
@@ -386,6 +448,7 @@ class Runner:
         except LeaseLost as exc:
             claims.labels("lease_lost").inc()
             log.warning("claim_refused", reason=exc.reason)
+            self.elector.lease_lost(term, exc.reason)
             return None
         except BackendError as exc:
             # No answer: the claim may have landed all the same. Not run now; settled once
@@ -393,6 +456,7 @@ class Runner:
             claims.labels("error").inc()
             self.elector.backend_ok = False
             log.warning("claim_failed", error=str(exc))
+            self.elector.report(exc)  # refused for good: leadership ends, logged once
             self.recovery.doubt(run)
             self.recovery.skipped(term)
             return None
@@ -453,8 +517,10 @@ class Runner:
                 lane.spec.func(ctx)
             except JobLeadershipLost as exc:
                 outcome, message = "lost", str(exc)
-            except Exception as exc:
-                outcome, message = "error", f"{type(exc).__name__}: {exc}"
+            except BaseException as exc:
+                # Also sys.exit(), KeyboardInterrupt, GeneratorExit and other BaseExceptions:
+                # in a pool thread they end only this run, never the lane or the replica.
+                outcome, message = "error", describe_error(exc)
                 log.exception("job_failed", error=message)
             else:
                 outcome, message = "ok", ""
@@ -497,7 +563,7 @@ class Runner:
     def _call_hook(self, hook: Any, argument: object) -> None:
         try:
             hook(argument)
-        except Exception:
+        except BaseException:  # a hook's sys.exit() too: never the end of the hook pool
             self.log.exception("hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
 
     def _exit_after_loss(self, reason: str) -> None:
@@ -518,7 +584,11 @@ class Runner:
         newest claim, if any (an older hole is superseded by the later run). A job with no
         history at all has missed nothing: a cold start does not replay the past.
         """
-        self.elector.refresh_controls()  # pauses set while this replica followed
+        if not self.elector.refresh_controls():  # pauses set while this replica followed
+            # Without them, a fire another leader skipped as paused would look missed
+            # (scheduler.pauses): catch up once they can be read (the maintenance loop).
+            self.recovery.skipped(term)
+            return
         now = self.clock.now()
         for spec in self.specs:
             if not term.valid():
@@ -531,6 +601,11 @@ class Runner:
                 missed = self._missed(spec, recent[0].scheduled_time, now)
             except BackendError as exc:
                 self.log.warning("catch_up_failed", job=spec.name, error=str(exc))
+                self.elector.report(exc)
+                continue
+            except Exception as exc:  # one job's bug must not skip the catch-up of the rest
+                error = f"{type(exc).__name__}: {exc}"
+                self.log.error("catch_up_failed", job=spec.name, error=error)
                 continue
             if not missed:
                 continue
@@ -549,18 +624,56 @@ class Runner:
         # Up to CLAIM_AHEAD past now: APScheduler handed this replica those fires early,
         # while it did not lead yet, so it dropped them; the lane waits for their instant.
         due = fires_between(spec.trigger, start, now + CLAIM_AHEAD)
-        # Fires an operator's pause skipped are not missed ones: never run them later.
-        for start, end in paused_windows(self.elector.controls, spec.name):
-            due = [f for f in due if not start <= f <= end]
+        # A fire a leader skipped because the job was paused was handled, as a claimed one
+        # was: never missed, so never run later (scheduler.pauses).
+        runs = skipped_runs(self.elector.controls.get(PAUSED_FIRES_PREFIX + spec.name))
+        with self._paused_lock:
+            unsaved = set(self._paused_unsaved.get(spec.name, ()))
+        paused = {fire_key(f) for f in due if f in unsaved or was_skipped(runs, f)}
         if spec.catch_up == "latest":
-            return [f for f in due if f > newest_claim][-1:]
+            handled = max([newest_claim, *(f for f in due if fire_key(f) in paused)])
+            return [f for f in due if f > handled][-1:]
         if not due:
             return []
-        claimed = self.backend.claimed(self.cluster, spec.name, due[0], due[-1])
-        # Holes count from the earliest claim seen: fires before any claim are the time
-        # before this job ever ran, which a cold start does not replay.
-        anchor = min(claimed) if claimed else fire_key(newest_claim)
-        return [f for f in due if fire_key(f) > anchor and fire_key(f) not in claimed]
+        handled_keys = self.backend.claimed(self.cluster, spec.name, due[0], due[-1]) | paused
+        # Holes count from the earliest fire handled: fires before any are the time before
+        # this job ever ran, which a cold start does not replay.
+        anchor = min(handled_keys) if handled_keys else fire_key(newest_claim)
+        return [f for f in due if fire_key(f) > anchor and fire_key(f) not in handled_keys]
+
+    # -- fires skipped as paused ----------------------------------------------------------------
+
+    def _record_paused(self, job: str, fire: datetime) -> None:
+        """Add ``fire`` to ``job``'s record of fires skipped as paused (scheduler.pauses)."""
+        with self._paused_lock:
+            self._paused_unsaved.setdefault(job, set()).add(fire.astimezone(UTC))
+        self._flush_paused(job)
+
+    def _flush_paused(self, job: str) -> None:
+        """Write ``job``'s unsaved skipped fires to the backend; kept for a retry on failure."""
+        spec = self.lanes[job].spec
+        key = PAUSED_FIRES_PREFIX + job
+        with self._paused_lock:
+            fires = set(self._paused_unsaved.get(job, ()))
+            if not fires:
+                return
+            # Past the catch-up look-back, with the margin attempts keep for clock steps.
+            horizon = self.clock.now() - timedelta(seconds=2 * spec.misfire_grace + ATTEMPT_MEMORY)
+            try:
+                current = self.backend.controls(self.cluster).get(key)
+                value = add_skipped(
+                    current, fires, lambda f: spec.trigger.get_next_fire_time(f, f), horizon
+                )
+                self.backend.set_control(self.cluster, key, value)
+            except BackendError as exc:
+                # Retried by the maintenance loop (within FLUSH_RETRY) and the next skip.
+                self.log.warning("paused_fires_record_deferred", job=job, error=str(exc))
+                return
+            left = self._paused_unsaved[job] - fires
+            if left:
+                self._paused_unsaved[job] = left
+            else:
+                del self._paused_unsaved[job]
 
     def _close_orphans(self, recent: list[RunRecord], term: Term, now: datetime) -> None:
         """Settle the unfinished runs of older terms among ``recent``.
@@ -594,6 +707,7 @@ class Runner:
             self.backend.finish(self.cluster, run)
         except BackendError as exc:
             self.log.warning("history_write_deferred", job=run.job, error=str(exc))
+            self.elector.report(exc)
             with self._unsaved_lock:
                 self._unsaved.append(run)
             self._maintenance_wake.set()
@@ -617,6 +731,9 @@ class Runner:
             self._maintenance_wake.clear()
             if self._unsaved:
                 self._flush()
+            if self._paused_unsaved and self.elector.backend_ok:
+                for job in list(self._paused_unsaved):
+                    self._flush_paused(job)
             if self.recovery.pending() and self.elector.backend_ok and self.accepting:
                 term = self.recovery.settle()
                 if term is not None:

@@ -149,5 +149,6 @@ def expire_lease(
 @pytest.fixture
 def election(request: pytest.FixtureRequest) -> str:
     """An election name unique to this test run, so tests never share a lease or history."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[-60:]
+    # Within the documented cluster charset: 1-128 of [A-Za-z0-9._-], not starting . or -.
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[-60:].lstrip(".-") or "t"
     return f"{base}-{uuid.uuid4().hex[:12]}"

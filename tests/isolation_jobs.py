@@ -42,3 +42,14 @@ def stubborn_job(ctx: JobContext) -> None:
             time.sleep(0.01)
         except BaseException:
             pass
+
+
+def exiting_job(ctx: JobContext) -> None:
+    """Ends its process's main thread the way a script would."""
+    _note_pid()
+    raise SystemExit()
+
+
+def interrupted_job(ctx: JobContext) -> None:
+    _note_pid()
+    raise KeyboardInterrupt

@@ -1,12 +1,18 @@
-"""Backends by URL scheme: ``sqlite://``, ``redis://``/``rediss://``, ``zookeeper://``."""
+"""Backends by URL scheme: ``sqlite://``, ``redis://``/``rediss://``, ``zookeeper://``.
+
+Each scheme has one parser that turns its URL into typed options with an allow-list
+(:func:`check_url` runs it without opening anything); :func:`redact` hides credentials in
+any text. The URL rules are in :mod:`scheduler.backends.urls` and the README ("Backends").
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.urls import BackendURL, redact, reveal, scheme_of, shown_excerpt
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import ConfigError
+from scheduler.errors import ConfigError, excerpt
 
 if TYPE_CHECKING:
     from scheduler.backends.zookeeper import ZooKeeperOptions
@@ -17,62 +23,91 @@ SCHEMES = ("sqlite", "redis", "rediss", "zookeeper")
 DEFAULT_OP_TIMEOUT = 2.0
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``, fit for logs and error messages.
+def _unsupported(url: str) -> ConfigError:
+    scheme = scheme_of(url)
+    named = f"unsupported URL scheme {excerpt(scheme, 32)}" if scheme else "no URL scheme"
+    return ConfigError(
+        "backend",
+        f"{named} in {shown_excerpt(url)}; expected one of {', '.join(s + '://' for s in SCHEMES)}",
+    )
 
-    Works on text, not on a parsed URL: a ZooKeeper URL lists several ``host:port`` pairs,
-    which ``urllib`` cannot parse as one port.
+
+def check_url(url: str | BackendURL) -> str:
+    """Parse ``url`` with its scheme's parser, opening nothing; the redacted URL.
+
+    Raises:
+        ConfigError: the scheme is unknown or the URL malformed (key ``backend``), naming
+            the problem, the redacted URL and the scheme's allowed options.
     """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hosts}{slash}{tail}"
+    text = reveal(url)
+    scheme = scheme_of(text)
+    if scheme == "sqlite":
+        from scheduler.backends.sqlite import path_from_url
+
+        path_from_url(text)
+        return redact(text)
+    if scheme in ("redis", "rediss"):
+        from scheduler.backends import redis
+
+        return redis.parse_url(text).shown
+    if scheme == "zookeeper":
+        from scheduler.backends import zookeeper
+
+        return zookeeper.parse_url(text).shown
+    raise _unsupported(text)
 
 
 def from_url(
-    url: str,
+    url: str | BackendURL,
     *,
     op_timeout: float = DEFAULT_OP_TIMEOUT,
     clock: Clock = SYSTEM_CLOCK,
     zookeeper: ZooKeeperOptions | None = None,
+    create: bool = True,
 ) -> LeaseBackend:
     """Open the backend named by ``url``.
 
     Args:
-        url: ``sqlite:///path``, ``redis://[user:password@]host:port/db``, ``rediss://...``
-            or ``zookeeper://[user:password@]host:port[,host:port...]/chroot``.
+        url: ``sqlite:///path``, ``redis://[[user]:password@]host[:port][/db]``,
+            ``rediss://...`` or ``zookeeper://[user:password@]host:port[,host:port...]/chroot``
+            (README, "Backends", for every form and option).
         op_timeout: seconds any single backend call may take before it fails with
             :class:`~scheduler.errors.BackendUnavailable`.
         clock: the clock deadlines are computed from.
         zookeeper: session and TLS options of a ``zookeeper://`` backend (ignored for the
             others); defaults to :class:`~scheduler.backends.zookeeper.ZooKeeperOptions`.
+        create: whether a missing embedded (SQLite) database may be created. Only a replica
+            creates one; read and operator commands pass ``False`` and get a
+            :class:`~scheduler.errors.ConfigError` for a missing file instead.
 
     Raises:
         ConfigError: the URL scheme is unknown or the URL is malformed (key ``backend``).
     """
-    scheme = url.split("://", 1)[0] if "://" in url else ""
+    text = reveal(url)
+    scheme = scheme_of(text)
     if scheme == "sqlite":
         from scheduler.backends.sqlite import SqliteBackend
 
-        return SqliteBackend.from_url(url, op_timeout=op_timeout, clock=clock)
+        return SqliteBackend.from_url(text, op_timeout=op_timeout, clock=clock, create=create)
     if scheme in ("redis", "rediss"):
         from scheduler.backends.redis import RedisBackend
 
-        return RedisBackend.from_url(url, op_timeout=op_timeout, clock=clock)
+        return RedisBackend.from_url(text, op_timeout=op_timeout, clock=clock)
     if scheme == "zookeeper":
         from scheduler.backends.zookeeper import ZooKeeperBackend
 
-        return ZooKeeperBackend.from_url(url, op_timeout=op_timeout, clock=clock, options=zookeeper)
-    raise ConfigError(
-        "backend",
-        f"unsupported URL scheme {scheme or '(none)'!r} in {redact(url)!r}; "
-        f"expected one of {', '.join(s + '://' for s in SCHEMES)}",
-    )
+        return ZooKeeperBackend.from_url(
+            text, op_timeout=op_timeout, clock=clock, options=zookeeper
+        )
+    raise _unsupported(text)
 
 
-__all__ = ["DEFAULT_OP_TIMEOUT", "SCHEMES", "LeaseBackend", "from_url", "redact"]
+__all__ = [
+    "DEFAULT_OP_TIMEOUT",
+    "SCHEMES",
+    "BackendURL",
+    "LeaseBackend",
+    "check_url",
+    "from_url",
+    "redact",
+]

@@ -23,9 +23,12 @@ outcome; see :mod:`scheduler.runs`). The shared rules every backend keeps, atomi
 
 Outcomes are kept apart: contention returns ``None``; acting on a lease that is no longer
 ours raises :class:`~scheduler.errors.LeaseLost`; success returns a value. Any call may raise
-:class:`~scheduler.errors.BackendUnavailable` (no answer within ``op_timeout``) or
-:class:`~scheduler.errors.BackendAuthError`; no call blocks longer than ``op_timeout`` plus
-the connect time, and none retries internally — retry policy belongs to the elector.
+:class:`~scheduler.errors.BackendUnavailable` (no answer within ``op_timeout``: transient,
+the elector retries) or a :class:`~scheduler.errors.BackendPermanentError` (credentials
+refused, an ACL that denies the operation, a read-only database, a newer schema: the
+elector does not retry it, see :mod:`scheduler.elector`); no call blocks longer than
+``op_timeout`` plus the connect time, and none retries internally — retry policy belongs to
+the elector.
 """
 
 from __future__ import annotations
@@ -203,11 +206,26 @@ class LeaseBackend(Protocol):
         ...
 
     def check(self) -> None:
-        """Verify the backend answers and accepts our credentials.
+        """Verify the backend answers and accepts our credentials; writes nothing.
 
         Raises:
             BackendUnavailable: no answer in time.
-            BackendAuthError: credentials refused.
+            BackendPermanentError: credentials refused, or data this Baton cannot use.
+        """
+        ...
+
+    def preflight(self, name: str) -> None:
+        """Exercise every operation a replica of cluster ``name`` needs, once, harmlessly.
+
+        ``baton run`` calls it at start-up (and the elector again while a permanent refusal
+        lasts), so that a missing permission is one clear error before the replica joins,
+        not a refusal found at the first claim. Writes only probe data of its own, which it
+        removes, and the structure a replica would create anyway.
+
+        Raises:
+            BackendUnavailable: no answer in time (the replica starts and retries).
+            BackendPermanentError: an operation is refused for good: credentials, an ACL,
+                a read-only database, a newer schema, nodes not protected by our ACL.
         """
         ...
 

@@ -52,29 +52,34 @@ since acquire is ``SET NX``) until its TTL runs out.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
 
 import redis as redis_lib
 from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.retry import Retry
 
-from scheduler.backends import redact
+from scheduler.backends.urls import BackendURL, URLForm, parse_host, reveal, split_url
 from scheduler.clock import Clock
 from scheduler.errors import (
     BackendAuthError,
     BackendError,
+    BackendPermanentError,
     BackendUnavailable,
     ClaimLost,
     ConfigError,
     FireNotDue,
     LeaseLost,
+    excerpt,
 )
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
 from scheduler.members import Member
@@ -315,6 +320,10 @@ return out
 
 RELEASED = "released"
 
+#: The fire instant of the preflight's probe runs: long past, so never "not due", and
+#: never inside a claim epoch (see ACQUIRE_LUA).
+_PREFLIGHT_FIRE = datetime(2000, 1, 1, tzinfo=UTC)
+
 #: Seconds a fire may be claimed ahead of the Redis server's clock: the runner claims 25 ms
 #: ahead, plus room for ordinary clock offsets. Fires further ahead are refused until due
 #: (FireNotDue), so a replica whose clock runs fast cannot claim ticks early, and claims
@@ -325,6 +334,31 @@ CLAIM_ALLOWANCE = 1.0
 #: unfinished ones kept). Bounds the script's run time, which blocks the whole server.
 TRIM_SCAN = 1000
 
+#: The port of a Redis URL without one.
+DEFAULT_PORT = 6379
+#: The highest database number a URL may name. Redis numbers its databases from 0 to
+#: ``databases - 1`` (16 by default: 0-15; Redis Cluster has only 0); the bound catches
+#: typos without refusing servers configured with more.
+MAX_DB = 9999
+
+_OPTIONS = ("db", "username", "password", "client_name")
+_TLS_OPTIONS = (
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
+_FORMS = {
+    "redis": URLForm(
+        "redis", "redis://[[user]:password@]host[:port][/db][?option=value&...]", _OPTIONS
+    ),
+    "rediss": URLForm(
+        "rediss",
+        "rediss://[[user]:password@]host[:port][/db][?option=value&...]",
+        _OPTIONS + _TLS_OPTIONS,
+    ),
+}
 # Query options that would undo the bounded, non-retrying calls; op_timeout sets them.
 _MANAGED_OPTIONS = (
     "socket_timeout",
@@ -333,6 +367,12 @@ _MANAGED_OPTIONS = (
     "retry_on_timeout",
     "retry_on_error",
 )
+_REFUSED = {
+    option: "remove it from the URL; Baton bounds every call by op_timeout and never "
+    "retries inside one"
+    for option in _MANAGED_OPTIONS
+}
+_CLIENT_NAME = re.compile(r"[!-~]{1,64}")
 
 # Server replies that mean "not now" rather than "never": a failover in progress, a busy
 # script, a full server. redis-py strips the code from the replies it maps to a class, so
@@ -345,6 +385,12 @@ _TRANSIENT_ERRORS = (
 )
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 _AUTH_REPLIES = ("WRONGPASS", "NOAUTH", "invalid username-password pair", "invalid password")
+# What a command inside a script says when the ACL denies it a command, a key or a channel
+# (Redis 7.0: "The user executing the script can't ..."; later: NOPERM in the text).
+# redis-py maps only replies that start with NOPERM to NoPermissionError.
+_DENIED_REPLIES = ("NOPERM", "The user executing the script can't", "no permissions to")
+# The server does not offer a command Baton needs (renamed or disabled by its operator).
+_MISSING_REPLIES = ("unknown command", "ERR unknown command")
 
 
 def _keys(name: str) -> tuple[str, str, str]:
@@ -383,6 +429,128 @@ def _ttl_ms(ttl: float) -> int:
     return ms
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisTarget:
+    """A parsed ``redis://`` or ``rediss://`` URL.
+
+    Attributes:
+        tls: ``rediss://``: TLS with the server certificate and host name always verified.
+        host: the server's host name or IP address (IPv6 without brackets).
+        port: 1-65535 (default 6379).
+        db: the database number, 0 to :data:`MAX_DB` (default 0).
+        username: the ACL user, or ``None`` (Redis's ``default`` user).
+        password: the password (never shown), or ``None``.
+        client_name: the name CLIENT LIST shows for Baton's connections, or ``None``.
+        ssl_ca_certs: PEM file of the CAs to verify the server with (default: system CAs).
+        ssl_certfile: PEM client certificate, for servers that require one.
+        ssl_keyfile: the private key of ``ssl_certfile``.
+        shown: the URL with the password (and secret option values) replaced by ``***``.
+    """
+
+    tls: bool
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None = field(repr=False)
+    client_name: str | None
+    ssl_ca_certs: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    shown: str
+
+
+def parse_url(url: str | BackendURL) -> RedisTarget:
+    """Parse ``redis://[[user]:password@]host[:port][/db][?option=value&...]``.
+
+    ``rediss://`` is the same over TLS. The password may be given in the URL's credentials
+    (as typed, or percent-encoded) or as ``?password=``, not both; the user likewise as
+    ``?username=``. Options: ``db`` (instead of the path), ``username``, ``password``,
+    ``client_name``; ``rediss://`` also ``ssl_ca_certs``, ``ssl_certfile`` and
+    ``ssl_keyfile`` (existing files, the last two together), ``ssl_cert_reqs=required`` and
+    ``ssl_check_hostname=true`` (the only values: verification cannot be turned off).
+    Timeouts and retries are not options: ``op_timeout`` bounds every call.
+
+    Raises:
+        ConfigError: naming the problem, the redacted URL and the allowed options (key
+            ``backend``).
+    """
+    text = reveal(url)
+    scheme = text.partition("://")[0].lower()
+    form = _FORMS.get(scheme, _FORMS["redis"])
+    parts = split_url(text, form, _REFUSED)
+    options = parts.options
+    host, port = parse_host(parts.hosts, DEFAULT_PORT, form, text)
+
+    db_text = options.get("db")
+    if parts.path not in ("", "/"):
+        if db_text is not None:
+            raise form.error(text, "the database is given twice (in the path and as ?db=)")
+        db_text = parts.path[1:]
+    db = 0
+    if db_text is not None:
+        if not (db_text.isascii() and db_text.isdigit() and len(db_text) <= 9):
+            raise form.error(
+                text,
+                f"the database must be a number from 0 to {MAX_DB}, got {excerpt(db_text, 20)}",
+            )
+        db = int(db_text)
+        if db > MAX_DB:
+            raise form.error(text, f"the database must be a number from 0 to {MAX_DB}, got {db}")
+
+    username, password = parts.user, parts.password
+    if "username" in options:
+        if username:
+            raise form.error(text, "the user is given twice (before '@' and as ?username=)")
+        username = options["username"]
+    if "password" in options:
+        if password is not None:
+            raise form.error(text, "the password is given twice (before '@' and as ?password=)")
+        password = options["password"]
+    if username is not None and password is None:
+        raise form.error(text, "a user needs a password (write [user]:password@)")
+    if password == "":
+        raise form.error(text, "the password is empty")
+
+    client_name = options.get("client_name")
+    if client_name is not None and not _CLIENT_NAME.fullmatch(client_name):
+        raise form.error(text, "client_name must be 1 to 64 printable characters without spaces")
+
+    if scheme == "rediss":
+        if options.get("ssl_cert_reqs", "required").lower() != "required":
+            raise form.error(
+                text,
+                "ssl_cert_reqs must be 'required': Baton never connects to a server "
+                "whose certificate it cannot verify",
+            )
+        if options.get("ssl_check_hostname", "true").lower() not in ("true", "yes", "1"):
+            raise form.error(
+                text,
+                "ssl_check_hostname must stay on: a certificate is only proof of identity "
+                "for the host it names",
+            )
+        if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
+            raise form.error(
+                text, "ssl_certfile and ssl_keyfile go together (give both or neither)"
+            )
+        for option in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            if option in options and not Path(options[option]).is_file():
+                raise form.error(text, f"{option} names no file: {excerpt(options[option], 80)}")
+    return RedisTarget(
+        tls=scheme == "rediss",
+        host=host,
+        port=port,
+        db=db,
+        username=username or None,
+        password=password,
+        client_name=client_name,
+        ssl_ca_certs=options.get("ssl_ca_certs"),
+        ssl_certfile=options.get("ssl_certfile"),
+        ssl_keyfile=options.get("ssl_keyfile"),
+        shown=parts.shown,
+    )
+
+
 class RedisBackend:
     """Leases and run records in one Redis server (or one Cluster slot per election).
 
@@ -410,6 +578,19 @@ class RedisBackend:
         self._history = client.register_script(HISTORY_LUA)
         self._announce = client.register_script(ANNOUNCE_LUA)
         self._members = client.register_script(MEMBERS_LUA)
+        self._scripts = (
+            self._acquire,
+            self._renew,
+            self._release,
+            self._read,
+            self._claim,
+            self._start,
+            self._finish,
+            self._unclaim,
+            self._history,
+            self._announce,
+            self._members,
+        )
         self._floors: dict[str, int] = {}
         self._floors_lock = threading.Lock()
         self._pubsub: PubSub | None = None
@@ -417,63 +598,50 @@ class RedisBackend:
         self._closed = threading.Event()
 
     @classmethod
-    def from_url(cls, url: str, *, op_timeout: float, clock: Clock) -> RedisBackend:
-        """Open ``redis://[user:password@]host:port/db`` or ``rediss://...`` (TLS).
+    def from_url(cls, url: str | BackendURL, *, op_timeout: float, clock: Clock) -> RedisBackend:
+        """Open ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS).
 
         No connection is made until the first call.
 
         Args:
-            url: the server URL; query options are passed to redis-py, except those that
-                would turn off TLS verification or change timeouts and retries.
+            url: the server URL (see :func:`parse_url` for its options).
             op_timeout: seconds each connect and each reply may take.
             clock: the clock deadlines are computed from.
 
         Raises:
-            ConfigError: the URL is malformed or tries to weaken TLS verification or the
-                timeouts (key ``backend``).
+            ConfigError: the URL is malformed, has an option not allowed, or tries to weaken
+                TLS verification or the timeouts (key ``backend``).
         """
-        shown = redact(url)
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ConfigError("backend", f"{shown!r} is not a redis:// or rediss:// URL")
-        # Every value of a repeated option is checked: redis-py uses the first, a proxy the last.
-        query = parse_qs(parts.query)
-        for option in _MANAGED_OPTIONS:
-            if option in query:
-                raise ConfigError(
-                    "backend",
-                    f"{shown!r}: remove {option!r} from the URL; "
-                    "Baton bounds every call by op_timeout and never retries inside one",
-                )
+        target = parse_url(url)
         options: dict[str, Any] = {
             "socket_timeout": op_timeout,
             "socket_connect_timeout": op_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_timeout": False,
+            "retry": Retry(NoBackoff(), 0),  # no retries, for timeouts and errors alike
             "retry_on_error": [],
             "decode_responses": True,
         }
-        if parts.scheme == "rediss":
-            if any(value.lower() != "required" for value in query.get("ssl_cert_reqs", [])):
-                raise ConfigError(
-                    "backend",
-                    f"{shown!r}: ssl_cert_reqs must be 'required'; "
-                    "Baton never connects to a server whose certificate it cannot verify",
-                )
-            check_hostname = query.get("ssl_check_hostname", [])
-            if any(value.lower() not in ("true", "yes", "1") for value in check_hostname):
-                raise ConfigError(
-                    "backend",
-                    f"{shown!r}: ssl_check_hostname must stay on; "
-                    "a certificate is only proof of identity for the host it names",
-                )
-            options["ssl_cert_reqs"] = "required"
-            options["ssl_check_hostname"] = True
-        try:
-            client = redis_lib.Redis.from_url(url, **options)
-        except ValueError as exc:
-            raise ConfigError("backend", f"{shown!r}: {exc}") from None
-        return cls(client, shown, clock)
+        if target.tls:
+            options.update(
+                ssl=True,
+                ssl_cert_reqs="required",
+                ssl_check_hostname=True,
+                ssl_ca_certs=target.ssl_ca_certs,
+                ssl_certfile=target.ssl_certfile,
+                ssl_keyfile=target.ssl_keyfile,
+            )
+        client = redis_lib.Redis(
+            host=target.host,
+            port=target.port,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            client_name=target.client_name,
+            **options,
+        )
+        return cls(client, target.shown, clock)
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.url!r})"
 
     # --- the LeaseBackend protocol -------------------------------------------------------
 
@@ -722,6 +890,96 @@ class RedisBackend:
         with self._errors():
             self._client.ping()
 
+    def preflight(self, name: str) -> None:
+        """Run every script and command a replica of ``name`` uses once, on probe keys.
+
+        A Redis ACL can deny a command (``EVALSHA``, ``SCRIPT LOAD``, a command inside a
+        script), a key pattern or a pub/sub channel; each shows only when used. So this
+        loads every script (needed after a server restart), then plays a whole term on
+        keys of its own under the cluster's prefix (``baton:{name}:preflight:<random>:*``,
+        same hash slot): acquire, renew, claim, start, finish, trim, unclaim, history,
+        presence and controls, release (which publishes on the cluster's real channel: a
+        spurious wake-up followers shrug off); it reads the real lease and controls and
+        subscribes to the real channel once. The probe keys are deleted at the end. The
+        user thus needs the keys ``baton:*`` (or ``baton:{<cluster>}:*``) and the channel
+        ``baton:{<cluster>}:events``.
+
+        Raises:
+            BackendUnavailable: no answer in time.
+            BackendAuthError: a command, key or channel is denied, or credentials refused.
+        """
+        lease_key, info_key, _ = _keys(name)
+        prefix = f"baton:{{{name}}}:preflight:{uuid.uuid4().hex}"
+        probe = {k: f"{prefix}:{k}" for k in ("lease", "info", "token", "epoch", "runs", "index")}
+        probe["members"], probe["controls"] = f"{prefix}:members", f"{prefix}:controls"
+        holder = f"preflight-{uuid.uuid4().hex}"
+        ttl_ms = 10_000
+        first, second = (
+            RunRecord(
+                "preflight", _PREFLIGHT_FIRE + timedelta(seconds=i), holder, 0, _PREFLIGHT_FIRE
+            )
+            for i in range(2)
+        )
+        lease, runs = [probe["lease"], probe["info"]], [probe["runs"], probe["index"]]
+        allowance = round(CLAIM_ALLOWANCE * 1000)
+        with self._errors():
+            try:
+                # DEL first: the clean-up needs it, so nothing is left behind when it is denied.
+                self._client.delete(*probe.values())
+                for script in self._scripts:
+                    self._client.script_load(script.script)
+                self._read(keys=[lease_key, info_key])
+                self._client.hgetall(f"baton:{{{name}}}:controls")
+                _, token = self._acquire(
+                    keys=[*lease, probe["token"], probe["epoch"]],
+                    args=[holder, ttl_ms, 0, holder, "preflight", "", allowance],
+                )
+                token = str(token)
+                self._renew(keys=lease, args=[holder, token, ttl_ms])
+                for run, limit in ((first, 10), (second, 1)):  # the second trims the first
+                    self._claim(
+                        keys=[*lease, *runs, probe["epoch"]],
+                        args=[holder, token, str(run.key), run.to_json(), limit,
+                              str(run.key), allowance, run.attempt, TRIM_SCAN],
+                    )  # fmt: skip
+                    if run is first:
+                        started = run.started_now(_PREFLIGHT_FIRE)
+                        self._start(
+                            keys=[*lease, probe["runs"]],
+                            args=[holder, token, str(run.key), run.attempt, started.to_json()],
+                        )
+                        done = started.finished("ok", _PREFLIGHT_FIRE, "")
+                        self._finish(
+                            keys=[probe["runs"]], args=[str(run.key), run.attempt, done.to_json()]
+                        )
+                self._unclaim(keys=runs, args=[str(second.key), second.attempt])
+                self._history(keys=runs, args=[10])
+                self._client.hget(probe["runs"], str(first.key))
+                self._client.zrangebyscore(probe["index"], 0, second.key)
+                self._announce(keys=[probe["members"]], args=[holder, "{}", ttl_ms])
+                self._members(keys=[probe["members"]])
+                self._client.hdel(probe["members"], holder)
+                self._client.hset(probe["controls"], "preflight", "1")
+                self._client.hdel(probe["controls"], "preflight")
+                self._release(keys=lease, args=[holder, token, _channel(name)])
+                self._probe_subscribe(_channel(name))
+            finally:
+                with suppress(redis_lib.RedisError, OSError):
+                    self._client.delete(*probe.values())
+
+    def _probe_subscribe(self, channel: str) -> None:
+        """Subscribe to ``channel`` on a connection of its own and wait for the answer."""
+        pubsub = PubSub(self._client.connection_pool)
+        try:
+            pubsub.subscribe(channel)
+            timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+            reply = pubsub.get_message(timeout=float(timeout or 2.0))
+            if reply is None:
+                raise redis_lib.TimeoutError(f"no answer to SUBSCRIBE {channel}")
+        finally:
+            with suppress(redis_lib.RedisError, OSError):
+                pubsub.close()
+
     def close(self) -> None:
         """Close the pub/sub connection and the pool; leases are left to expire."""
         self._closed.set()
@@ -776,6 +1034,16 @@ class RedisBackend:
                 raise BackendAuthError(
                     self.url, "authentication failed: check the password"
                 ) from None
+            if any(marker in reply for marker in _DENIED_REPLIES):
+                raise BackendAuthError(
+                    self.url,
+                    f"permission denied: the Redis user lacks an ACL permission "
+                    f"({reply.split(' script: ', 1)[0]})",
+                ) from None
+            if reply.startswith(_MISSING_REPLIES):
+                raise BackendPermanentError(
+                    self.url, f"the server refuses a command Baton needs: {reply[:200]}"
+                ) from None
             if isinstance(exc, _TRANSIENT_ERRORS) or reply.startswith(_TRANSIENT_REPLIES):
                 raise BackendUnavailable(
                     self.url, f"server cannot serve us now: {type(exc).__name__}: {reply}"
@@ -787,4 +1055,4 @@ class RedisBackend:
             raise BackendUnavailable(self.url, f"unreachable: {exc}") from exc
 
 
-__all__ = ["RedisBackend"]
+__all__ = ["DEFAULT_PORT", "MAX_DB", "RedisBackend", "RedisTarget", "parse_url"]

@@ -61,11 +61,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from scheduler.backends import DEFAULT_OP_TIMEOUT
+from scheduler.backends.urls import MAX_URL_LENGTH, BackendURL, URLForm, redact, reveal
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import BackendUnavailable, ClaimLost, ConfigError, LeaseLost
+from scheduler.errors import (
+    BackendError,
+    BackendPermanentError,
+    BackendReadOnlyError,
+    BackendSchemaError,
+    BackendUnavailable,
+    ClaimLost,
+    ConfigError,
+    LeaseLost,
+    excerpt,
+)
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
 from scheduler.members import Member
 from scheduler.runs import OUTCOMES, UNFINISHED, Retention, RunRecord, fire_key
@@ -132,6 +143,15 @@ _SCHEMA = (
     """,
 )
 
+# The control key the preflight writes and deletes in one transaction (no operator key: a
+# NUL cannot be typed on a command line).
+_PROBE_KEY = "\x00preflight"
+# OS errors of a path that will not take writes, and of a path that cannot be a database.
+_READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_PATH_ERRNOS = frozenset(
+    {errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.ELOOP, errno.ENAMETOOLONG, errno.EEXIST}
+)
+
 # Added by schema version 3; a version-1 or -2 file's runs table gains it in place.
 _ADD_ATTEMPT = "ALTER TABLE runs ADD COLUMN attempt TEXT NOT NULL DEFAULT ''"
 
@@ -148,36 +168,41 @@ def read_boot_id() -> str:
         return ""
 
 
-def path_from_url(url: str) -> Path:
+_FORM = URLForm("sqlite", "sqlite:///relative/path.db or sqlite:////absolute/path.db")
+
+
+def path_from_url(url: str | BackendURL) -> Path:
     """The absolute database path named by a ``sqlite:///`` URL.
 
     ``sqlite:///relative/path.db`` is relative to the current directory (resolved now, so a
     later ``chdir`` does not move the database); ``sqlite:////absolute/path.db`` is absolute.
+    Percent-escapes in the path are decoded. The URL has no host, credentials or options.
 
     Raises:
         ConfigError: the URL is not of that form (key ``backend``).
     """
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite" or not url.startswith("sqlite:///"):
-        raise ConfigError(
-            "backend",
-            f"malformed SQLite URL {url!r}; expected sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db",
+    text = reveal(url)
+    if len(text) > MAX_URL_LENGTH:
+        raise _FORM.error(
+            text, f"the URL is {len(text)} characters long (at most {MAX_URL_LENGTH})"
         )
-    if parts.query or parts.fragment:
-        raise ConfigError(
-            "backend", f"SQLite URL {url!r} must not have a query or fragment (?...#...)"
-        )
-    raw = unquote(parts.path[1:])
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise _FORM.error(text, "it has a control character")
+    if text[: len("sqlite:///")].lower() != "sqlite:///":
+        raise _FORM.error(text, "a SQLite URL has no host: three slashes, then the path")
+    parts = urlsplit(text)
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise _FORM.error(text, "no ?query or #fragment is allowed (write '?' as %3F, '#' as %23)")
+    try:
+        raw = unquote(parts.path[1:], errors="strict")
+    except UnicodeDecodeError:
+        raise _FORM.error(text, "the path is not percent-encoded UTF-8") from None
     if not raw or raw.endswith("/"):
-        raise ConfigError("backend", f"SQLite URL {url!r} names no database file")
+        raise _FORM.error(text, "it names no database file")
     if raw == ":memory:":
-        raise ConfigError(
-            "backend",
-            f"SQLite URL {url!r}: an in-memory database cannot be shared by replicas; name a file",
-        )
+        raise _FORM.error(text, "an in-memory database cannot be shared by replicas; name a file")
     if "\x00" in raw:
-        raise ConfigError("backend", f"SQLite URL {url!r} contains a NUL character")
+        raise _FORM.error(text, "the path has a NUL character")
     return Path(os.path.abspath(raw))
 
 
@@ -198,12 +223,19 @@ class SqliteBackend:
 
     One connection per instance, shared by the instance's threads under a lock. The
     connection is opened (and the schema created) on first use, so constructing the backend
-    never touches the filesystem; an unusable path surfaces as
-    :class:`~scheduler.errors.BackendUnavailable` from the first call (or :meth:`check`).
+    never touches the filesystem; an unusable path surfaces from the first call (or
+    :meth:`check`, :meth:`preflight`) as :class:`~scheduler.errors.BackendUnavailable` when
+    retrying may help (a lock, an I/O error, a full disk), else as a
+    :class:`~scheduler.errors.BackendPermanentError` (read-only, a newer schema, no file).
 
     Args:
         path: the database file; missing parent directories are created.
         url: the URL to name the backend by in messages.
+        create: whether a missing file (and its directories) may be created, with the
+            schema; only a replica (``baton run``) does. Without, the file must exist and
+            hold a Baton database, else the first call raises
+            :class:`~scheduler.errors.ConfigError`: the read and operator commands never
+            create a fresh, empty database that would answer "no leader".
         op_timeout: seconds one call may wait for the write lock (SQLite's busy timeout) and
             for other threads using this instance.
         clock: the clock lease expiries are read from; its ``monotonic`` must be the host's
@@ -220,11 +252,13 @@ class SqliteBackend:
         op_timeout: float = DEFAULT_OP_TIMEOUT,
         clock: Clock = SYSTEM_CLOCK,
         boot_id: str | None = None,
+        create: bool = True,
     ) -> None:
         if op_timeout <= 0:
             raise ConfigError("backend", f"op_timeout must be positive, got {op_timeout!r}")
         self.url = url
         self.path = path
+        self.create = create
         self.op_timeout = op_timeout
         self.boot_id = read_boot_id() if boot_id is None else boot_id
         self._clock = clock
@@ -240,17 +274,25 @@ class SqliteBackend:
     @classmethod
     def from_url(
         cls,
-        url: str,
+        url: str | BackendURL,
         *,
         op_timeout: float = DEFAULT_OP_TIMEOUT,
         clock: Clock = SYSTEM_CLOCK,
+        create: bool = True,
     ) -> SqliteBackend:
         """The backend for ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+
+        Args:
+            url: the URL.
+            op_timeout: seconds one call may wait (see the class).
+            clock: the clock lease expiries are read from.
+            create: whether a missing database may be created (see the class).
 
         Raises:
             ConfigError: the URL is malformed (key ``backend``).
         """
-        return cls(path_from_url(url), url=url, op_timeout=op_timeout, clock=clock)
+        path = path_from_url(url)
+        return cls(path, url=redact(reveal(url)), op_timeout=op_timeout, clock=clock, create=create)
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.url!r})"
@@ -604,11 +646,33 @@ class SqliteBackend:
         are writable and that no other process holds the lock for longer than ``op_timeout``.
 
         Raises:
-            BackendUnavailable: the file cannot be opened or written, or stays locked.
+            BackendUnavailable: the file stays locked, or an I/O error.
+            BackendPermanentError: the file or its directory cannot be opened or written
+                (:class:`~scheduler.errors.BackendReadOnlyError`), or has a schema this
+                Baton does not know (:class:`~scheduler.errors.BackendSchemaError`).
         """
         with self._session() as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
+
+    def preflight(self, name: str) -> None:
+        """Open the database (creating it and its schema if need be) and commit one write
+        that leaves no trace: an inserted and deleted control of cluster ``name``.
+
+        A file, directory or file system that takes no writes shows only at a write: a
+        read-only file opens (read-only) and even takes the write lock.
+
+        Raises:
+            BackendUnavailable: locked for longer than ``op_timeout``, an I/O error.
+            BackendReadOnlyError: the file, its directory or the file system is read-only.
+            BackendSchemaError: a schema version this Baton does not know, or no database.
+        """
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO controls (name, key, value) VALUES (?, ?, '')",
+                (name, _PROBE_KEY),
+            )
+            conn.execute("DELETE FROM controls WHERE name = ? AND key = ?", (name, _PROBE_KEY))
 
     def close(self) -> None:
         """Close the connection and wake any waiter. Leases are left to expire."""
@@ -672,7 +736,8 @@ class SqliteBackend:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[sqlite3.Connection]:
-        """The connection, held exclusively, with every SQLite error made BackendUnavailable."""
+        """The connection, held exclusively, with every SQLite error made a BackendError
+        (transient or permanent, see :meth:`_error`)."""
         started = time.monotonic()
         if self._closed:
             raise BackendUnavailable(self.url, "backend is closed")
@@ -694,7 +759,7 @@ class SqliteBackend:
                 self._busy_ms = busy_ms
             yield conn
         except sqlite3.Error as exc:
-            raise BackendUnavailable(self.url, self._describe(exc)) from exc
+            raise self._error(exc) from exc
         finally:
             self._lock.release()
 
@@ -722,16 +787,20 @@ class SqliteBackend:
         self._prepare_path()
         try:
             conn = sqlite3.connect(
-                self.path,
+                # mode=rw: fails, instead of creating the file, should it vanish meanwhile.
+                self.path if self.create else f"file:{quote(str(self.path))}?mode=rw",
+                uri=not self.create,
                 timeout=self.op_timeout,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise BackendUnavailable(self.url, self._open_failure(exc)) from exc
+            raise self._open_failure(exc) from exc
         try:
             self._busy_ms = int(self.op_timeout * 1000)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            if not self.create:
+                self._require_schema(conn)
             mode = self._switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise BackendUnavailable(
@@ -743,7 +812,7 @@ class SqliteBackend:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise BackendUnavailable(self.url, self._open_failure(exc)) from exc
+                raise self._open_failure(exc) from exc
             raise
         self._conn = conn
         return conn
@@ -774,13 +843,13 @@ class SqliteBackend:
         try:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
-                raise BackendUnavailable(
+                raise BackendSchemaError(
                     self.url,
                     f"{self.path} has schema version {version}, newer than this Baton "
                     f"supports ({SCHEMA_VERSION}); upgrade Baton",
                 )
             if version not in (0, 1, 2, SCHEMA_VERSION):
-                raise BackendUnavailable(
+                raise BackendSchemaError(
                     self.url, f"{self.path} has unknown schema version {version}"
                 )
             for statement in _SCHEMA:
@@ -799,8 +868,34 @@ class SqliteBackend:
                     conn.rollback()
             raise
 
+    def _require_schema(self, conn: sqlite3.Connection) -> None:
+        """Refuse, without writing, a file that holds no Baton database (``create=False``)."""
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 0:
+            raise ConfigError(
+                "backend",
+                f"{excerpt(str(self.path))} holds no Baton database (no replica has run on "
+                "it: check the path, or start one with `baton run`)",
+            )
+
     def _prepare_path(self) -> None:
-        """Create missing parent directories; refuse paths SQLite could only fail on vaguely."""
+        """Create missing parent directories; refuse paths SQLite could only fail on vaguely.
+
+        Without ``create``, a missing file is a :class:`ConfigError` and nothing is created.
+        """
+        if not self.create:
+            if not self.path.exists():
+                raise ConfigError(
+                    "backend",
+                    f"no database at {excerpt(str(self.path))} (read commands never create "
+                    "one: check the path and the current directory, or start a replica with "
+                    "`baton run`)",
+                )
+            if self.path.is_dir():
+                raise ConfigError(
+                    "backend", f"{excerpt(str(self.path))} is a directory, not a database file"
+                )
+            return
         parent = self.path.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -811,28 +906,45 @@ class SqliteBackend:
                 reason = f"{blocker} is a file, not a directory"
             else:
                 reason = _os_reason(exc)
-            raise BackendUnavailable(
-                self.url, f"cannot create directory {parent} for the database: {reason}"
+            raise _os_error(
+                exc, self.url, f"cannot create directory {parent} for the database: {reason}"
             ) from exc
         if self.path.is_dir():
-            raise BackendUnavailable(
+            raise BackendPermanentError(
                 self.url, f"cannot open database {self.path}: it is a directory, not a file"
             )
 
-    def _open_failure(self, exc: sqlite3.Error) -> str:
-        """Explain why the file could not be opened, with the OS's reason when there is one."""
+    def _open_failure(self, exc: sqlite3.Error) -> BackendError:
+        """Why the file could not be opened, with the OS's reason when there is one, as the
+        error to raise: permanent when the file or directory cannot be written or is no
+        file (see :func:`_os_error`), transient otherwise."""
         # SQLite says only "unable to open database file"; asking the OS names the cause.
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if self.create else 0), 0o666)
             os.close(fd)
         except OSError as os_exc:
-            return f"cannot open database {self.path}: {_os_reason(os_exc)}"
+            reason = f"cannot open database {self.path}: {_os_reason(os_exc)}"
+            return _os_error(os_exc, self.url, reason)
         if not os.access(self.path.parent, os.W_OK | os.X_OK):
-            return (
+            return BackendReadOnlyError(
+                self.url,
                 f"cannot open database {self.path}: directory {self.path.parent} is not "
-                "writable (WAL mode creates -wal and -shm files beside the database)"
+                "writable (WAL mode creates -wal and -shm files beside the database)",
             )
-        return f"cannot open database {self.path}: {self._describe(exc)}"
+        return self._error(exc, f"cannot open database {self.path}: ")
+
+    def _error(self, exc: sqlite3.Error, prefix: str = "") -> BackendError:
+        """``exc`` as the error to raise: read-only, not a (usable) database and corruption
+        are permanent; a lock held too long, I/O errors and a full disk are transient."""
+        message = prefix + self._describe(exc)
+        code = getattr(exc, "sqlite_errorname", "")
+        if code.startswith("SQLITE_READONLY") and code != "SQLITE_READONLY_RECOVERY":
+            return BackendReadOnlyError(self.url, message)
+        if code.startswith("SQLITE_NOTADB"):
+            return BackendSchemaError(self.url, message)
+        if code.startswith("SQLITE_CORRUPT"):
+            return BackendPermanentError(self.url, message)
+        return BackendUnavailable(self.url, message)
 
     def _describe(self, exc: sqlite3.Error) -> str:
         """A one-line explanation of a SQLite error, naming the usual causes."""
@@ -881,6 +993,17 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 def _check_ttl(ttl: float) -> None:
     if not ttl > 0:
         raise ValueError(f"lease ttl must be positive seconds, got {ttl!r}")
+
+
+def _os_error(exc: OSError, url: str, message: str) -> BackendError:
+    """The error for an OS refusal: permanent when retrying cannot help (permissions, a
+    read-only file system, a path that cannot be a file), transient otherwise (an I/O error,
+    a full disk, too many open files)."""
+    if exc.errno in _READ_ONLY_ERRNOS:
+        return BackendReadOnlyError(url, message)
+    if exc.errno in _PATH_ERRNOS:
+        return BackendPermanentError(url, message)
+    return BackendUnavailable(url, message)
 
 
 def _os_reason(exc: OSError) -> str:

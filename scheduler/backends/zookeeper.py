@@ -74,11 +74,21 @@ accepts any digest at connect time and refuses it only at use, so :meth:`check` 
 chroot node and reports a wrong password as :class:`~scheduler.errors.BackendAuthError`.
 The first replica to create the chroot sets its ACL.
 
-**Bounded calls.** Every call waits for a session at most ``op_timeout`` (plus
-``connection_timeout`` when a new session must be established) and for each answer until
-the same deadline; nothing is retried inside a call beyond re-reading a latch or a run node
-that changed under it (at most three reads). kazoo keeps reconnecting in the background,
-which is the session layer's job, not a retried call.
+**Bounded calls.** A call has one deadline for its session and its answers: ``op_timeout``
+after it begins, or ``connection_timeout`` (default 2 s) when that is longer and a new
+session must be established (the first one, or a replacement after expiry). So a read
+command (``op_timeout`` 2 s) gives up on an unreachable ensemble after 2 s. Nothing is
+retried inside a call beyond re-reading a latch or a run node that changed under it (at most
+three reads). kazoo keeps reconnecting in the background, which is the session layer's job,
+not a retried call; its own log lines (``Connection dropped`` at every attempt) are kept
+below error level by :mod:`scheduler.logs`, as Baton logs the states itself.
+
+**Preflight.** Before a replica joins, :meth:`~ZooKeeperBackend.preflight` creates the
+election's nodes (with our ACL) and a probe node and, with credentials, refuses any node of
+the tree (chroot, election, latch, runs and each job's runs, controls, members, their
+children) whose ACL lets anyone but us change it: a node created earlier without
+credentials, or squatted by another client, could hold planted run records that make every
+tick look claimed, or a planted latch node that leads forever.
 """
 
 from __future__ import annotations
@@ -93,12 +103,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -122,16 +132,20 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.retry import KazooRetry
-from kazoo.security import make_digest_acl, make_digest_acl_credential
+from kazoo.security import Permissions, make_digest_acl, make_digest_acl_credential
 
+from scheduler.backends.urls import BackendURL, URLForm, parse_host, reveal, split_url
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import (
     BackendAuthError,
     BackendError,
     BackendUnavailable,
+    BackendUnprotectedError,
     ClaimLost,
     ConfigError,
     LeaseLost,
+    excerpt,
+    printable,
 )
 from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
 from scheduler.logs import get_logger
@@ -145,8 +159,9 @@ DEFAULT_PORT = 2181
 #: Seconds; the session timeout when neither the config nor the caller gives one (the
 #: default ``lease_ttl``).
 DEFAULT_SESSION_TIMEOUT = 10.0
-#: Seconds; the longest default wait for a new session (never more than the session timeout).
-DEFAULT_CONNECTION_TIMEOUT = 5.0
+#: Seconds; the default wait for a new session (never more than the session timeout): the
+#: read commands' whole budget, so they give up on a dead ensemble in 2 s.
+DEFAULT_CONNECTION_TIMEOUT = 2.0
 
 OnSuspended = Literal["lose", "wait"]
 ON_SUSPENDED: tuple[OnSuspended, ...] = ("lose", "wait")
@@ -178,6 +193,54 @@ _UNAVAILABLE = (
     SessionMovedError,
     ThrottledOpError,
 )
+# The election's directories, and how many levels below each the preflight's ACL check
+# descends: runs/<job>/<fire key>, latch/<node>, controls/<key>, members/<replica>.
+_TREE = {"latch": 1, "runs": 2, "controls": 1, "members": 1}
+# Run nodes per job whose ACL the preflight checks: the newest (zero-padded fire keys sort
+# in time order); planted ones that make ticks look claimed sit at the coming fires.
+_ACL_SCAN = 100
+# What Baton does on its nodes (ADMIN, changing an ACL, it never needs).
+_NEEDED = Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE
+_PERMS = (
+    (Permissions.CREATE, "c"),
+    (Permissions.DELETE, "d"),
+    (Permissions.READ, "r"),
+    (Permissions.WRITE, "w"),
+    (Permissions.ADMIN, "a"),
+)
+
+
+def _acl_problem(acls: list[Any], ours: str) -> str | None:
+    """Why the ACL ``acls`` does not keep a node for our digest identity ``ours``
+    (``user:hash``) alone, or ``None``: another identity may change it (read is fine), or
+    we may not read, write, create and delete."""
+    user = ours.split(":", 1)[0]
+    granted = 0
+    intruders = []
+    for acl in acls:
+        if acl.id.scheme == "digest" and acl.id.id == ours:
+            granted |= acl.perms
+        elif acl.perms & ~Permissions.READ:
+            intruders.append(acl)
+    shown = ",".join(_acl_text(acl, ours) for acl in acls) or "(none)"
+    if intruders:
+        first = intruders[0]
+        who = "anyone" if first.id.scheme == "world" else _acl_text(first, ours)
+        return f"has ACL {shown} ({who} may change it, not only user {user!r})"
+    if granted & _NEEDED != _NEEDED:
+        return f"has ACL {shown} (user {user!r} may not read, write, create and delete)"
+    return None
+
+
+def _acl_text(acl: Any, ours: str) -> str:
+    """One ACL entry as zkCli shows it (``world:anyone:cdrwa``), without password digests:
+    a digest entry shows its user only (and whether it is ours)."""
+    perms = "".join(letter for bit, letter in _PERMS if acl.perms & bit) or "-"
+    scheme, ident = str(acl.id.scheme), str(acl.id.id)
+    if scheme == "digest":
+        user = ident.split(":", 1)[0]
+        ident = user if ident == ours else f"{user}(another password)"
+    return f"{scheme}:{printable(ident[:60])}:{perms}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +252,12 @@ class ZooKeeperOptions:
             latch node (default 10 s; the config default is ``lease_ttl``, the shortest
             allowed). It bounds failover after ``kill -9``: shorter fails over faster, but a
             GC pause or network hiccup longer than it costs the session.
-        connection_timeout: seconds a call may wait for a new session to be established
-            (the first one, or a replacement after expiry); default
-            ``min(5, session_timeout)``. At most ``session_timeout``: waiting longer for a
-            connection cannot save a session that has expired meanwhile.
+        connection_timeout: seconds a call may take, answers included, when a new session
+            must be established first (the first one, or a replacement after expiry), if
+            longer than the call's ``op_timeout``; default ``min(2, session_timeout)``. The
+            read commands wait that long for an unreachable ensemble. At most
+            ``session_timeout``: waiting longer for a connection cannot save a session that
+            has expired meanwhile.
         on_suspended: ``lose`` (default, Curator's policy): leadership ends the moment the
             connection drops, which may cost a handover after a blip; ``wait``: keep leading
             through a short disconnection until the elector's renew deadline.
@@ -252,7 +317,8 @@ class ZooKeeperOptions:
 
     @property
     def connect_wait(self) -> float:
-        """Seconds a call waits for a new session (``connection_timeout`` or its default)."""
+        """Seconds a call may take when it must wait for a new session, unless its
+        ``op_timeout`` is longer (``connection_timeout`` or its default)."""
         if self.connection_timeout is not None:
             return self.connection_timeout
         return min(DEFAULT_CONNECTION_TIMEOUT, self.session_timeout)
@@ -286,71 +352,53 @@ class ZooKeeperTarget:
         hosts: ``host:port,host:port`` for kazoo.
         root: the absolute chroot path Baton's nodes live under.
         user: digest user name, or ``None`` without credentials.
-        password: digest password (never shown).
+        password: digest password (never shown, not even by ``repr``).
         shown: the URL with the password replaced by ``***``.
     """
 
     hosts: str
     root: str
     user: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     shown: str
 
 
-def parse_url(url: str) -> ZooKeeperTarget:
-    """Parse ``zookeeper://[user:password@]host1:2181,host2:2181/chroot``.
+_FORM = URLForm(
+    "zookeeper",
+    "zookeeper://[user:password@]host[:port][,host[:port]...][/chroot]",
+    (),
+    "; session and TLS options go in the zookeeper: config section",
+)
+
+
+def parse_url(url: str | BackendURL) -> ZooKeeperTarget:
+    """Parse ``zookeeper://[user:password@]host1[:2181][,host2[:2181]...][/chroot]``.
+
+    The credentials are a digest ``user:password`` (both non-empty; the password as typed
+    or percent-encoded); hosts are names, IPv4 or bracketed IPv6 addresses with an optional
+    port (default 2181); the chroot defaults to ``/baton``. The URL takes no ``?options``:
+    session and TLS options are the ``zookeeper:`` config section.
 
     Raises:
-        ConfigError: the URL is malformed (key ``backend``).
+        ConfigError: naming the problem and the redacted URL (key ``backend``).
     """
-    if not url.startswith("zookeeper://"):
-        raise ConfigError("backend", "a ZooKeeper URL starts with zookeeper://")
-    parts = urlsplit(url)
-    userinfo, _, netloc = parts.netloc.rpartition("@")
-    user = password = None
-    if userinfo:
-        raw_user, colon, raw_password = userinfo.partition(":")
-        if not raw_user or not colon or not raw_password:
-            raise ConfigError("backend", "ZooKeeper credentials must be user:password@")
-        user, password = unquote(raw_user), unquote(raw_password)
-    shown_netloc = f"{quote(user or '', safe='')}:***@{netloc}" if user else netloc
-    shown = f"zookeeper://{shown_netloc}{parts.path}"
-    if parts.query or parts.fragment:
-        raise ConfigError(
-            "backend",
-            f"{shown!r}: a ZooKeeper URL takes no ?query or #fragment; "
-            "session and TLS options go in the zookeeper: config section",
-        )
+    text = reveal(url)
+    parts = split_url(text, _FORM)
+    user, password = parts.user, parts.password
+    if user is not None and (not user or not password):
+        raise _FORM.error(text, "credentials must be user:password (both non-empty)")
     hosts = []
-    for item in netloc.split(","):
-        host, port = _host_port(item.strip(), shown)
+    for item in parts.hosts.split(","):
+        host, port = parse_host(item, DEFAULT_PORT, _FORM, text)
         hosts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    path = unquote(parts.path).rstrip("/")
+    try:
+        path = unquote(parts.path, errors="strict").rstrip("/")
+    except UnicodeDecodeError:
+        raise _FORM.error(text, "the chroot is not percent-encoded UTF-8") from None
     root = path or DEFAULT_CHROOT
     for segment in root.split("/")[1:]:
-        _check_segment(segment, "backend", f"chroot {root!r} in {shown!r}")
-    return ZooKeeperTarget(",".join(hosts), root, user, password, shown)
-
-
-def _host_port(item: str, shown: str) -> tuple[str, int]:
-    if not item:
-        raise ConfigError("backend", f"{shown!r}: empty host in the host list")
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif item.count(":") == 1:
-        host, _, port_text = item.partition(":")
-    else:
-        host, port_text = item, ""
-    if not host:
-        raise ConfigError("backend", f"{shown!r}: empty host in {item!r}")
-    try:
-        port = int(port_text) if port_text else DEFAULT_PORT
-    except ValueError:
-        raise ConfigError("backend", f"{shown!r}: bad port in {item!r}") from None
-    if not 0 < port < 65536:
-        raise ConfigError("backend", f"{shown!r}: port out of range in {item!r}")
-    return host, port
+        _check_segment(segment, "backend", f"chroot {excerpt(root, 80)} in {parts.shown!r}")
+    return ZooKeeperTarget(",".join(hosts), root, user, password, parts.shown)
 
 
 def _check_segment(segment: str, key: str, what: str) -> None:
@@ -511,7 +559,7 @@ class ZooKeeperBackend:
     @classmethod
     def from_url(
         cls,
-        url: str,
+        url: str | BackendURL,
         *,
         op_timeout: float,
         clock: Clock = SYSTEM_CLOCK,
@@ -1096,6 +1144,110 @@ class ZooKeeperBackend:
                     "wrong password?",
                 )
 
+    def preflight(self, name: str) -> None:
+        """Create the election's nodes and a probe node; with credentials, refuse every node
+        of the tree that is not protected by our ACL.
+
+        ``baton run`` calls it before joining. The nodes checked are the chroot, the
+        election, its ``latch``, ``runs`` (each job's directory and its newest run nodes),
+        ``controls`` and ``members`` with their children, and the ``leader`` note: all of
+        them before anything is created, and those that were missing again after. A node
+        whose ACL lets another identity than our digest user change it (``world:anyone``,
+        an ``ip:`` range, another user, another password of ours) may hold planted run
+        records (every tick then looks claimed) or a planted latch node (it leads for ever);
+        granting others read only is allowed. A node that does not grant us read, write,
+        create and delete would fail at first use, and is refused too.
+
+        Raises:
+            BackendUnavailable: no answer in time.
+            BackendAuthError: the credentials are refused, or missing for protected nodes.
+            BackendUnprotectedError: naming the first such node, its ACL and the fix.
+        """
+        self.check()
+        election = self._election(name)
+        dirs = {f"{election}/{d}": depth for d, depth in _TREE.items()}
+        user, password = self._target.user, self._target.password
+        ours = make_digest_acl_credential(user, password) if user and password else None
+        tree = {self._root: 0, election: 0, **dirs, f"{election}/leader": 0}
+        with self._errors("preflight"):
+            missing = set(tree) if ours is None else self._check_acls(tree, ours)
+            deadline = self._begin()
+            for path in dirs:
+                self._ensure(path, deadline)
+            if ours is not None and missing:
+                # Created by us just now, unless another client was faster.
+                self._check_acls({p: d for p, d in tree.items() if p in missing}, ours)
+            deadline = self._begin()
+            probe = f"{election}/preflight-{uuid.uuid4().hex}"
+            self._wait(
+                self._client.create_async(probe, b"", acl=self._acl, ephemeral=True),
+                deadline,
+                "create",
+            )
+            self._wait(self._client.set_async(probe, b"probe"), deadline, "set")
+            self._wait(self._client.delete_async(probe), deadline, "delete")
+
+    def _check_acls(self, tree: dict[str, int], ours: str) -> set[str]:
+        """Refuse the first node of ``tree`` (path -> how many levels of descendants to
+        check too) whose ACL is not ours alone; return the paths that do not exist.
+
+        ``ours`` is our digest identity (``user:hash``). The ACLs and child lists of one
+        level are all asked at once: one round trip per level, each within ``op_timeout``.
+        Of each job's run nodes only the newest :data:`_ACL_SCAN` are checked (planted ones
+        would sit at the coming fires), so a long history does not make the check slow.
+
+        Raises:
+            BackendUnprotectedError: naming the first such node, and how many more there are.
+        """
+        user = ours.split(":", 1)[0]
+        missing: set[str] = set()
+        problems: list[tuple[str, str]] = []
+        level = list(tree.items())
+        while level:
+            deadline = self._begin()
+            asked = [
+                (
+                    path,
+                    depth,
+                    self._client.get_acls_async(path),
+                    self._client.get_children_async(path) if depth else None,
+                )
+                for path, depth in level
+            ]
+            level = []
+            for path, depth, acl_result, children_result in asked:
+                try:
+                    acls, _ = self._wait(acl_result, deadline, "getACL")
+                except NoNodeError:
+                    missing.add(path)
+                    continue
+                except NoAuthError:
+                    problems.append((path, f"has an ACL that does not let user {user!r} read it"))
+                    continue
+                problem = _acl_problem(acls, ours)
+                if problem is not None:
+                    problems.append((path, problem))
+                if children_result is None:
+                    continue
+                try:
+                    children = self._wait(children_result, deadline, "getChildren")
+                except (NoNodeError, NoAuthError):
+                    continue  # gone meanwhile, or unreadable (reported through its ACL)
+                if depth == 1 and path.rsplit("/", 2)[-2] == "runs":  # a job's run nodes
+                    children = sorted(children, reverse=True)[:_ACL_SCAN]
+                level += [(f"{path}/{child}", depth - 1) for child in children]
+        if problems:
+            path, problem = problems[0]
+            more = f"; {len(problems) - 1} more nodes too" if len(problems) > 1 else ""
+            raise BackendUnprotectedError(
+                self.url,
+                path,
+                f"node {printable(path[:160])} {problem}{more}: delete it (zkCli: deleteall) "
+                f"or, if it holds Baton's own data, protect it (zkCli: addauth digest "
+                f"{user}:<password>, then setAcl -R <node> auth::cdrwa)",
+            )
+        return missing
+
     def close(self) -> None:
         """End the session (its latch nodes go at once) and stop kazoo's threads."""
         with self._cond:
@@ -1492,7 +1644,9 @@ class ZooKeeperBackend:
                 raise BackendUnavailable(self.url, "backend closed")
             wait = self._op_timeout
             if self._session_id is None:
-                wait += self.options.connect_wait  # a new session must be established
+                # A new session must be established: the session and the answers share one
+                # deadline, so an unreachable ensemble costs connect_wait, not more.
+                wait = max(wait, self.options.connect_wait)
             deadline = now + wait if limit is None else min(now + wait, limit)
             if not self._started:
                 self._started = True

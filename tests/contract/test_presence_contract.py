@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from scheduler.backends import LeaseBackend
@@ -32,6 +33,19 @@ def test_announce_lists_members_sorted_and_updates_in_place(
     assert [m.replica_id for m in again] == ["r1", "r2"]
     assert again[0].last_seen > first[0].last_seen
     assert backend.members(f"{election}-other") == []
+
+
+def test_announced_job_names_round_trip(
+    make_backend: Callable[..., LeaseBackend], election: str
+) -> None:
+    """The jobs a replica announces come back as announced (baton pause checks names with
+    them); a record without a job list (an older replica) reads as "did not say"."""
+    backend = make_backend()
+    backend.announce(election, replace(member("r1"), jobs=("billing.reconcile", "a.b")), 30)
+    backend.announce(election, member("r2"), 30)
+    r1, r2 = backend.members(election)
+    assert r1.jobs == ("billing.reconcile", "a.b")
+    assert r2.jobs is None
 
 
 def test_withdraw_removes_a_member_and_is_idempotent(

@@ -41,7 +41,6 @@ from tests.chaos.proxy import Proxy, ProxyLoop
 from tests.harness.redis_server import RedisServer
 from tests.harness.zookeeper_server import ZooKeeperServer
 
-CLUSTER = "f11"
 TIMINGS = LeaseTimings.of(30.0, None, None)
 OP_TIMEOUT = 0.5
 BEHIND = timedelta(seconds=5)  # the runner's wall clock is this far behind the server's
@@ -70,8 +69,17 @@ class StandInElector:
     def stall_reason(self) -> str | None:
         return None
 
-    def refresh_controls(self) -> None:
-        """No controls in this test."""
+    def refresh_controls(self) -> bool:
+        """No controls in this test: read, and empty."""
+        return True
+
+    def lease_lost(self, term: Term, reason: str) -> None:
+        """The backend said the lease is gone: this term is over."""
+        if self.term is term:
+            self.term = None
+
+    def report(self, exc: Exception) -> None:
+        """A backend error: the test drives the outcome itself."""
 
 
 @dataclass
@@ -131,15 +139,16 @@ def link(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Link]:
 class Replica:
     """A runner with its stand-in elector, on a fake clock, through ``url``."""
 
-    def __init__(self, name: str, url: str, clock: FakeClock, job: Any) -> None:
+    def __init__(self, name: str, url: str, clock: FakeClock, job: Any, cluster: str) -> None:
         self.clock = clock
+        self.cluster = cluster
         self.backend: LeaseBackend = from_url(url, op_timeout=OP_TIMEOUT, clock=clock)
         self.elector = StandInElector(name)
-        self.runner = Runner([job], self.elector, self.backend, CLUSTER, clock=clock)  # type: ignore[arg-type]
+        self.runner = Runner([job], self.elector, self.backend, cluster, clock=clock)  # type: ignore[arg-type]
         self.lane = self.runner.lanes[job.name]
 
     def lead(self) -> Term:
-        lease = self.backend.try_acquire(CLUSTER, self.elector.holder, TIMINGS.lease_ttl)
+        lease = self.backend.try_acquire(self.cluster, self.elector.holder, TIMINGS.lease_ttl)
         assert lease is not None, "the lease should be free"
         self.elector.term = Term(lease, TIMINGS, self.clock)
         return self.elector.term
@@ -162,7 +171,7 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link) -> None:
+def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link, election: str) -> None:
     """Catch-up runs t, the trigger proposes t again in the same term while the link is cut,
     the term ends, a new leader catches up: t ran exactly once, its record intact."""
     ran: list[tuple[str, datetime]] = []
@@ -174,7 +183,7 @@ def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link) -> None:
 
     job = build_spec(tick, every="1s", name="f11.tick", catch_up="all", misfire_grace=30.0)
     real = datetime.now(UTC).replace(microsecond=0)
-    r1 = Replica("r1", link.url, FakeClock(wall=real - BEHIND), job)
+    r1 = Replica("r1", link.url, FakeClock(wall=real - BEHIND), job, election)
     r2: Replica | None = None
     try:
         term = r1.lead()
@@ -193,11 +202,13 @@ def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link) -> None:
         r1.runner.recovery.settle()  # the backend answers: doubts are settled
         _wait(lambda: not r1.runner.recovery.pending(), 10, "r1's doubts to settle")
 
-        stored = r1.backend.lookup(CLUSTER, job.name, t)
+        stored = r1.backend.lookup(election, job.name, t)
         assert stored is not None, "the record of t's run was deleted"
         assert (stored.replica_id, stored.outcome) == ("r1", "ok")
 
-        r2 = Replica("r2", link.direct_url, FakeClock(wall=real + timedelta(seconds=2)), job)
+        r2 = Replica(
+            "r2", link.direct_url, FakeClock(wall=real + timedelta(seconds=2)), job, election
+        )
         r2.runner._catch_up(r2.lead())
         _wait(lambda: r2 is not None and r2.lane.idle.is_set(), 10, "r2's catch-up")
         runs_of_t = [replica for replica, fire in ran if fire == t]
@@ -208,3 +219,37 @@ def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link) -> None:
             r1.close()
         if r2 is not None:
             r2.close()
+
+
+def test_a_start_left_unanswered_still_runs_once_in_the_same_term(
+    link: Link, election: str
+) -> None:
+    """The claim of t is answered, its start is not (the link is cut): once the backend
+    answers, the term that still leads runs t — once — instead of dropping it as an
+    attempt already made (found by a chaos run: seed 5909, Redis)."""
+    ran: list[datetime] = []
+
+    def tick(ctx: JobContext) -> None:
+        ran.append(ctx.scheduled_time)
+
+    job = build_spec(tick, every="1s", name="f11.start", catch_up="all", misfire_grace=30.0)
+    real = datetime.now(UTC).replace(microsecond=0)
+    r1 = Replica("r1", link.url, FakeClock(wall=real - BEHIND), job, election)
+    try:
+        term = r1.lead()
+        t = r1.clock.now() - timedelta(seconds=1)
+        log = r1.runner.log.bind(job=job.name)
+        claimed = r1.runner._claim_fire(job, t, term, 1.0, log)
+        assert claimed is not None and claimed.outcome == "claimed"
+        link.cut()
+        assert r1.runner._start(claimed, term, log) is None  # unanswered: not run
+        link.heal()
+        r1.elector.backend_ok = True
+        r1.runner.recovery.settle()  # the backend answers: the doubt is settled
+        _wait(lambda: bool(ran) and r1.lane.idle.is_set(), 10, "t to run")
+        assert ran == [t]
+        stored = r1.backend.lookup(r1.cluster, job.name, t)
+        assert stored is not None and (stored.attempt, stored.outcome) == (claimed.attempt, "ok")
+    finally:
+        link.heal()
+        r1.close()

@@ -1,4 +1,4 @@
-"""A new leader's catch-up leaves alone the fires an operator's pause skipped.
+"""A new leader's catch-up leaves alone the fires a leader skipped because of a pause.
 
 Embedded backend and a fake clock; ``baton pause``/``resume`` end to end (with a leadership
 change after the resume) is in tests/scenarios/test_operator.py.
@@ -11,11 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.jobs import build_spec
-from scheduler.members import PAUSES_KEPT, RESUMED_PREFIX, add_paused_window, paused_windows
+from scheduler.jobs import JobSpec, build_spec
+from scheduler.pauses import (
+    MAX_RUNS,
+    PAUSED_FIRES_PREFIX,
+    add_skipped,
+    skipped_runs,
+    was_skipped,
+)
+from scheduler.runs import fire_key
 from tests.harness.catch_up import queued_by_catch_up
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
+LONG_AGO = BASE - timedelta(days=1)
 
 
 def _noop(ctx: object) -> None:
@@ -26,42 +34,75 @@ def at(second: int) -> datetime:
     return BASE + timedelta(seconds=second)
 
 
+def _skipped(spec: JobSpec, seconds: list[int], raw: str | None = None) -> str:
+    def after(fire: datetime) -> datetime | None:
+        return spec.trigger.get_next_fire_time(fire, fire)  # type: ignore[no-any-return]
+
+    return add_skipped(raw, [at(s) for s in seconds], after, LONG_AGO)
+
+
 @pytest.mark.parametrize(
-    ("policy", "resumed", "expected"),
-    [("all", 24, list(range(25, 31))), ("latest", 30, [])],
+    ("policy", "skipped_until", "expected"),
+    [
+        # Skipped :11-:23 as paused, then the leader died: the fires after it are missed.
+        ("all", 23, list(range(24, 31))),
+        ("latest", 23, [30]),
+        # Skipped :11-:30: nothing is missed, whatever the policy.
+        ("all", 30, []),
+        ("latest", 30, []),
+    ],
 )
-def test_catch_up_skips_the_fires_of_a_finished_pause(
-    tmp_path: Path, policy: str, resumed: int, expected: list[int]
+def test_catch_up_skips_the_fires_a_pause_skipped(
+    tmp_path: Path, policy: str, skipped_until: int, expected: list[int]
 ) -> None:
-    """Ran :00-:10, paused from :11, resumed at ``resumed``, ran nothing since; now :30 and
-    a new leader catches up: only fires after the resume, never one the pause skipped."""
+    """Ran :00-:10 (with a short pause at :05-:06 recorded too), then skipped as paused from
+    :11; now :30 and a new leader catches up: never a fire a pause skipped."""
     spec = build_spec(_noop, every="1s", name="job", catch_up=policy, misfire_grace=30.0)
-    value = add_paused_window({}, "job", at(5).isoformat(), at(6).isoformat(), "op")
-    value = add_paused_window(
-        {RESUMED_PREFIX + "job": value}, "job", at(11).isoformat(), at(resumed).isoformat(), "op"
-    )
-    controls = {RESUMED_PREFIX + "job": value}
-    queued = queued_by_catch_up(tmp_path, spec, [at(s) for s in range(11)], at(30), controls)
+    value = _skipped(spec, [5, 6])
+    value = _skipped(spec, list(range(11, skipped_until + 1)), value)
+    ran = [at(s) for s in range(11) if s not in (5, 6)]
+    controls = {PAUSED_FIRES_PREFIX + "job": value}
+    queued = queued_by_catch_up(tmp_path, spec, ran, at(30), controls)
     assert queued == [at(s) for s in expected]
 
 
-def test_paused_windows_keep_the_newest_and_ignore_unreadable_records() -> None:
-    value = ""
-    for n in range(PAUSES_KEPT + 3):
-        value = add_paused_window(
-            {RESUMED_PREFIX + "j": value} if value else {},
-            "j",
-            at(2 * n).isoformat(),
-            at(2 * n + 1).isoformat(),
-            "op",
-        )
-    windows = paused_windows({RESUMED_PREFIX + "j": value}, "j")
-    newest = PAUSES_KEPT + 2
-    assert len(windows) == PAUSES_KEPT
-    assert windows[0] == (at(6), at(7)) and windows[-1] == (at(2 * newest), at(2 * newest + 1))
-    assert paused_windows({}, "j") == []
-    assert paused_windows({RESUMED_PREFIX + "j": "{not json"}, "j") == []
-    assert paused_windows({RESUMED_PREFIX + "j": '[{"paused_at": 1}]'}, "j") == []
-    assert add_paused_window({RESUMED_PREFIX + "j": "{not json"}, "j", "a", "b", "op") == (
-        '[{"paused_at": "a", "resumed_at": "b", "by": "op"}]'
-    )
+def test_latest_does_not_run_an_older_fire_of_a_pause_nobody_recorded(tmp_path: Path) -> None:
+    """catch_up=latest: a fire older than one skipped as paused is superseded by it, as an
+    older hole is by a later claim (the leader that coalesced its backlog recorded only the
+    newest)."""
+    spec = build_spec(_noop, every="1s", name="job", catch_up="latest", misfire_grace=30.0)
+    controls = {PAUSED_FIRES_PREFIX + "job": _skipped(spec, [25])}
+    now = at(25) + timedelta(milliseconds=500)
+    queued = queued_by_catch_up(tmp_path, spec, [at(s) for s in range(11)], now, controls)
+    assert queued == []
+
+
+def test_skipped_runs_merge_consecutive_fires_only() -> None:
+    """Consecutive fires become one run; a fire between two runs that was not skipped (it
+    ran, or was missed for another reason) keeps them apart, so it can still be caught up."""
+    spec = build_spec(_noop, every="2s", name="j")
+    value = _skipped(spec, [10, 12, 14])
+    value = _skipped(spec, [18, 20], value)
+    value = _skipped(spec, [8], value)
+    runs = skipped_runs(value)
+    assert runs == [(fire_key(at(8)), fire_key(at(14))), (fire_key(at(18)), fire_key(at(20)))]
+    assert was_skipped(runs, at(12)) and was_skipped(runs, at(18))
+    assert not was_skipped(runs, at(16)) and not was_skipped(runs, at(22))
+    # Adding a fire already recorded changes nothing.
+    assert _skipped(spec, [12, 20], value) == value
+
+
+def test_skipped_runs_drop_old_and_unreadable_records() -> None:
+    """Runs past the horizon go; at most MAX_RUNS stay; a record that is not a list of
+    integer pairs counts as nothing recorded."""
+    spec = build_spec(_noop, every="1s", name="j")
+    value = None
+    for n in range(MAX_RUNS + 5):
+        value = _skipped(spec, [3 * n], value)  # never consecutive: one run each
+    runs = skipped_runs(value)
+    assert len(runs) == MAX_RUNS and runs[-1] == (fire_key(at(3 * (MAX_RUNS + 4))),) * 2
+    fresh = add_skipped(value, [at(1000)], lambda f: None, keep_after=at(999))
+    assert skipped_runs(fresh) == [(fire_key(at(1000)), fire_key(at(1000)))]
+    for bad in (None, "{not json", '{"a": 1}', "[[1]]", '[["1", "2"]]', "[[5, 3]]", "[[true, 2]]"):
+        assert skipped_runs(bad) == []
+    assert skipped_runs("[[1, 2], [7]]") == [(1, 2)]

@@ -49,9 +49,9 @@ def test_unrelated_baton_env_vars_are_ignored() -> None:
     ("source", "key", "fragment"),
     [
         ({"environ": {"BATON_LEASE_TTL": "ten"}}, "lease_ttl", "BATON_LEASE_TTL"),
-        ({"overrides": {"history_limit": 0}}, "history_limit", "greater than or equal to 1"),
+        ({"overrides": {"history_limit": 0}}, "history_limit", "whole number from 1 to 10000"),
         ({"overrides": {"log_format": "xml"}}, "log_format", "'json', 'console' or 'auto'"),
-        ({"overrides": {"cluster": "a b"}}, "cluster", "pattern"),
+        ({"overrides": {"cluster": "a b"}}, "cluster", "1 to 128 letters, digits"),
     ],
 )
 def test_bad_values_name_key_and_source(
@@ -105,3 +105,105 @@ def test_redact_hides_passwords_in_every_url_form(url: str, shown: str) -> None:
     from scheduler.backends import redact
 
     assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("lease_ttl: true\n", "lease_ttl", "got True"),
+        ("lease_ttl: .nan\n", "lease_ttl", "got nan"),
+        ("lease_ttl: .inf\n", "lease_ttl", "from 1 to 3600"),
+        ("lease_ttl: 0.001\n", "lease_ttl", "from 1 to 3600"),
+        ("lease_ttl: '10'\n", "lease_ttl", "got '10'"),
+        ("history_limit: 2.0\n", "history_limit", "whole number"),
+        ("exit_on_lost: 1\n", "exit_on_lost", "true or false"),
+        ('replica_id: "a\\nb"\n', "replica_id", "got 'a\\nb'"),
+        ("cluster: '..'\n", "cluster", "starting with a letter, digit or '_'"),
+        ("http:\n  prot: 1\n", "http.prot", "did you mean http.port"),
+    ],
+)
+def test_file_values_are_strict_and_bounded(
+    tmp_path: Path, text: str, key: str, fragment: str
+) -> None:
+    """A YAML bool or string is not a number, NaN and inf are refused, names have a charset."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ={})
+    assert info.value.key == key and fragment in str(info.value), str(info.value)
+
+
+def test_ints_are_accepted_where_seconds_are_expected(tmp_path: Path) -> None:
+    """Strict types still take an integer for a number of seconds."""
+    s = load_settings(write(tmp_path, "lease_ttl: 6\nshutdown_grace: 0\n"), environ={})
+    assert (s.lease_ttl, s.shutdown_grace) == (6.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("BATON_LEASE_TTL", " 12.5 ", ("lease_ttl", 12.5)),
+        ("BATON_HISTORY_LIMIT", "7", ("history_limit", 7)),
+        ("BATON_EXIT_ON_LOST", "Yes", ("exit_on_lost", True)),
+        ("BATON_EXIT_ON_LOST", "off", ("exit_on_lost", False)),
+    ],
+)
+def test_env_strings_are_read_into_the_keys_type(
+    variable: str, value: str, expected: tuple[str, object]
+) -> None:
+    """BATON_* strings become numbers and booleans once, at the edge."""
+    settings = load_settings(environ={variable: value})
+    assert getattr(settings, expected[0]) == expected[1]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e400", "\u0661\u0660", "true", ""])
+def test_env_numbers_must_be_finite_ascii(value: str) -> None:
+    """NaN, infinities, non-ASCII digits and words are refused, naming the variable."""
+    with pytest.raises(ConfigError, match="BATON_LEASE_TTL") as info:
+        load_settings(environ={"BATON_LEASE_TTL": value})
+    assert info.value.key == "lease_ttl"
+
+
+def test_timings_bounds_name_both_fields() -> None:
+    """lease_ttl within 1..3600 s; renew_deadline above 1.2 x renew_interval, naming both."""
+    with pytest.raises(ConfigError, match="lease_ttl"):
+        LeaseTimings.of(0.5)
+    with pytest.raises(ConfigError, match="lease_ttl"):
+        LeaseTimings.of(float("nan"))
+    with pytest.raises(ConfigError, match=r"'renew_interval'.*renew_deadline"):
+        LeaseTimings.of(10, renew_interval=5, renew_deadline=5.5)
+    assert LeaseTimings.of(1).op_timeout >= 0.05
+
+
+def test_yaml_aliases_and_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    """A billion-laughs file is refused before it expands; a key given twice is an error."""
+    bomb = "cluster: &a [x, x, x]\nreplica_id: [*a, *a, *a]\n"
+    with pytest.raises(ConfigError, match="aliases"):
+        load_settings(write(tmp_path, bomb), environ={})
+    with pytest.raises(ConfigError, match="duplicate key 'lease_ttl'"):
+        load_settings(write(tmp_path, "lease_ttl: 5\nlease_ttl: 6\n"), environ={})
+
+
+def test_huge_and_non_utf8_files_are_short_errors(tmp_path: Path) -> None:
+    """Over 1 MiB, or bytes that are not UTF-8: one short error, no content echoed."""
+    big = write(tmp_path, "# " + "x" * (1 << 20))
+    with pytest.raises(ConfigError, match="larger than 1 MiB") as info:
+        load_settings(big, environ={})
+    assert len(str(info.value)) < 300
+    raw = tmp_path / "latin1.yaml"
+    raw.write_bytes(b"cluster: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at 12\)"):
+        load_settings(raw, environ={})
+
+
+def test_bad_values_are_echoed_short_and_printable() -> None:
+    """A 1 MB value is cut to about 200 characters; control characters are escaped."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"replica_id": "r\n" * 500_000}, environ={})
+    message = str(info.value)
+    assert len(message) < 400 and "\n" not in message and "(1000000 characters)" in message
+
+
+def test_backend_value_is_never_echoed() -> None:
+    """A bad backend value may hold a password: the error does not repeat it."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"backend": "redis://:pw@h/0" + "x" * 5000}, environ={})
+    assert "pw" not in str(info.value)

@@ -91,3 +91,11 @@ def test_child_ends_itself_at_the_lease_deadline(pidfile: Path) -> None:
     assert result.outcome == "lost" and "exit status 86" in result.message
     assert ended >= deadline - 0.1, "the child ended before its deadline"
     assert not alive(int(pidfile.read_text()))
+
+
+def test_sys_exit_and_keyboard_interrupt_in_the_child_are_errors(pidfile: Path) -> None:
+    """sys.exit() or KeyboardInterrupt in a process job: an error naming the type."""
+    result = run_in_child(isolation_jobs.exiting_job, context(threading.Event(), far), 0.5)
+    assert (result.outcome, result.message) == ("error", "SystemExit")
+    result = run_in_child(isolation_jobs.interrupted_job, context(threading.Event(), far), 0.5)
+    assert (result.outcome, result.message) == ("error", "KeyboardInterrupt")

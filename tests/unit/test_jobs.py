@@ -48,9 +48,9 @@ def test_default_name_is_module_and_qualname() -> None:
         ({"cron": "* * * *"}, "must have 5 fields"),
         ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"every": "soon"}, "cannot read 'soon'"),
-        ({"every": "0s"}, "must be positive"),
+        ({"every": "0s"}, "must be from 100ms to 366d"),
         ({"every": "1s", "catch_up": "sometimes"}, "catch_up must be one of"),
-        ({"every": "1s", "misfire_grace": 0}, "misfire_grace must be > 0"),
+        ({"every": "1s", "misfire_grace": 0}, "misfire_grace must be from 1 to 604800"),
         ({}, "exactly one of cron= or every="),
         ({"cron": "* * * * *", "every": "1s"}, "exactly one of cron= or every="),
         ({"every": "1s", "timezone": "UTC"}, "timezone= applies to cron= only"),
@@ -128,3 +128,101 @@ def test_load_jobs_imports_a_package_and_its_modules(
         load_jobs(["broken_jobs"], registry)
     sys.modules.pop("myjobs_pkg", None)
     sys.modules.pop("myjobs_pkg.billing", None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every": "1s", "misfire_grace": float("inf")}, "misfire_grace must be from 1"),
+        ({"every": "1s", "misfire_grace": float("nan")}, "misfire_grace must be from 1"),
+        ({"every": "1s", "misfire_grace": 10**400}, "misfire_grace must be from 1"),
+        ({"every": "1s", "misfire_grace": True}, "misfire_grace must be a number"),
+        ({"every": float("nan")}, "finite"),
+        ({"every": float("inf")}, "finite"),
+        ({"every": 10**12}, "from 100ms to 366d"),
+        ({"every": "99999999999d"}, "from 100ms to 366d"),
+        ({"every": timedelta.max}, "from 100ms to 366d"),
+        ({"every": "10ms"}, "from 100ms to 366d"),
+        ({"every": True}, "expected a duration"),
+        ({"cron": "* * * *\n*"}, "one line"),
+        ({"cron": "0 3 * * *", "timezone": "../../etc/passwd"}, "unknown time zone"),
+        ({"cron": "0 3 * * *", "timezone": 5}, "IANA zone name"),
+        ({"every": "1s", "catch_up": None}, "catch_up must be one of"),
+        ({"every": "1s", "isolation": ["process"]}, "isolation must be one of"),
+    ],
+)
+def test_numbers_and_strings_are_bounded(kwargs: dict[str, object], message: str) -> None:
+    """No NaN, infinity, bool or overflowing value reaches a spec; errors name the job."""
+    with pytest.raises(JobDefinitionError, match=message) as info:
+        singleton_job(name="billing.bounded", **kwargs)(lambda ctx: None)  # type: ignore[arg-type]
+    assert info.value.job == "billing.bounded"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "must not be empty"),
+        ("a b", "must be 1 to 200"),
+        ("a\nb", "must be 1 to 200"),
+        ("a/b", "must be 1 to 200"),
+        ("j" * 201, "must be 1 to 200"),
+        (5, "must be a string"),
+    ],
+)
+def test_job_names_have_a_charset_and_length(name: object, message: str) -> None:
+    """name="" is refused, not replaced by the default; whitespace, / and long names too."""
+    with pytest.raises(JobDefinitionError, match=message) as info:
+        singleton_job(every="1s", name=name)(lambda ctx: None)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_process_isolation_needs_an_importable_function() -> None:
+    """A lambda or a nested function cannot run in a child: refused at definition time."""
+
+    def nested(ctx: object) -> None: ...
+
+    for func in (nested, lambda ctx: None):
+        with pytest.raises(JobDefinitionError, match="isolation='process'"):
+            singleton_job(every="1s", name="t.proc", isolation="process")(func)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import sys\nsys.exit(3)\n",
+        "raise KeyboardInterrupt\n",
+        "raise GeneratorExit\n",
+        "class Boom(BaseException): ...\nraise Boom('x')\n",
+    ],
+)
+def test_jobs_module_ending_the_process_is_a_module_error(
+    body: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sys.exit() or a BaseException at import is a JobsModuleError naming the module."""
+    (tmp_path / "exiting_jobs.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(JobsModuleError, match="'exiting_jobs': import raised"):
+            load_jobs(["exiting_jobs"], JobRegistry())
+    finally:
+        sys.modules.pop("exiting_jobs", None)
+
+
+def test_process_job_whose_name_was_rebound_is_refused_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process job the child could not find by module and qualname stops start-up."""
+    (tmp_path / "rebound_jobs.py").write_text(
+        "from scheduler import singleton_job\n"
+        "@singleton_job(every='1s', name='t.rebound', isolation='process')\n"
+        "def job(ctx): ...\n"
+        "job = None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = JobRegistry()
+    monkeypatch.setattr("scheduler.jobs.REGISTRY", registry)
+    try:
+        with pytest.raises(JobDefinitionError, match=r"'t\.rebound'.*does not lead to it"):
+            load_jobs(["rebound_jobs"], registry)
+    finally:
+        sys.modules.pop("rebound_jobs", None)

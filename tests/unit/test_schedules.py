@@ -51,7 +51,8 @@ def test_cron_in_utc_matches_expression() -> None:
 
 
 def test_cron_fall_back_repeated_time_fires_once_at_first_occurrence() -> None:
-    """Berlin 2026-10-25 repeats 02:00-03:00: 02:30 fires once (00:30 UTC), never again."""
+    """Berlin 2026-10-25 repeats 02:00-03:00: fixed 02:30 fires once (00:30 UTC); an hourly
+    job fires in both halves (02:00 CEST and 02:00 CET), as cron(8) does."""
     fires = fires_between(
         WallCron("30 2 * * *", BERLIN), utc(2026, 10, 24, 23), utc(2026, 10, 25, 3)
     )
@@ -59,14 +60,14 @@ def test_cron_fall_back_repeated_time_fires_once_at_first_occurrence() -> None:
     hourly = fires_between(
         WallCron("0 * * * *", BERLIN), utc(2026, 10, 24, 23), utc(2026, 10, 25, 3)
     )
-    assert hhmm(hourly) == ["23:00", "00:00", "02:00"]
+    assert hhmm(hourly) == ["23:00", "00:00", "01:00", "02:00"]
     assert hourly == sorted(set(hourly))
 
 
-def test_cron_spring_forward_skipped_time_fires_once_in_old_offset() -> None:
-    """Berlin 2026-03-29 skips 02:00-03:00: 02:30 fires at 03:30 CEST (01:30 UTC), once."""
+def test_cron_spring_forward_skipped_time_fires_once_at_the_change() -> None:
+    """Berlin 2026-03-29 skips 02:00-03:00: 02:30 fires at 03:00 CEST (01:00 UTC), once."""
     fires = fires_between(WallCron("30 2 * * *", BERLIN), utc(2026, 3, 28, 23), utc(2026, 3, 29, 3))
-    assert hhmm(fires) == ["01:30"]
+    assert hhmm(fires) == ["01:00"]
     every20 = fires_between(
         WallCron("*/20 * * * *", BERLIN), utc(2026, 3, 29, 0), utc(2026, 3, 29, 2)
     )
@@ -82,8 +83,8 @@ def test_cron_instants_strictly_increase_through_a_whole_year() -> None:
         nxt = trigger.get_next_fire_time(fire, fire)
         assert nxt is not None and nxt > fire
         fire, count = nxt, count + 1
-    # 6 half-hours a day, but the spring gap merges 02:xx into 03:xx (two fewer).
-    assert count == 365 * 6 - 2
+    # 6 half-hours a day: spring skips 02:00 and 02:30, autumn runs them twice.
+    assert count == 365 * 6
 
 
 def test_impossible_cron_has_no_next_fire() -> None:

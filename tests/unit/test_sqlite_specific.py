@@ -25,10 +25,18 @@ from typing import Any
 
 import pytest
 
-from scheduler.backends import from_url
+from scheduler.backends import from_url, redact
 from scheduler.backends.sqlite import SCHEMA_VERSION, SqliteBackend, path_from_url
 from scheduler.clock import FakeClock
-from scheduler.errors import BackendUnavailable, ClaimLost, ConfigError, LeaseLost
+from scheduler.errors import (
+    BackendPermanentError,
+    BackendReadOnlyError,
+    BackendSchemaError,
+    BackendUnavailable,
+    ClaimLost,
+    ConfigError,
+    LeaseLost,
+)
 from scheduler.lease import Holder, Lease
 from scheduler.runs import Retention, RunRecord
 
@@ -412,36 +420,38 @@ def test_absolute_url_resolves_to_absolute_path(tmp_path: Path) -> None:
     ],
 )
 def test_malformed_url_is_config_error(bad: str) -> None:
-    """A URL that names no usable file is refused at construction, naming the key."""
+    """A URL that names no usable file is refused at construction, naming the key and
+    echoing the URL redacted (option values hidden)."""
     with pytest.raises(ConfigError) as error:
         SqliteBackend.from_url(bad, op_timeout=5.0, clock=FakeClock())
     assert error.value.key == "backend"
-    assert bad in str(error.value)
+    assert redact(bad) in str(error.value)
 
 
-def test_path_that_is_a_directory_is_backend_unavailable(tmp_path: Path) -> None:
-    """A URL naming a directory fails with a clear message, not a raw sqlite3 error."""
+def test_path_that_is_a_directory_is_a_permanent_error(tmp_path: Path) -> None:
+    """A URL naming a directory fails for good with a clear message, not a raw sqlite3
+    error (retrying cannot turn a directory into a file)."""
     (tmp_path / "adir").mkdir()
     b = SqliteBackend.from_url(f"sqlite:///{tmp_path}/adir", op_timeout=5.0, clock=FakeClock())
-    with pytest.raises(BackendUnavailable, match="is a directory"):
+    with pytest.raises(BackendPermanentError, match="is a directory"):
         b.check()
 
 
-def test_parent_that_is_a_file_is_backend_unavailable(tmp_path: Path) -> None:
-    """A URL under a regular file names the file that is in the way."""
+def test_parent_that_is_a_file_is_a_permanent_error(tmp_path: Path) -> None:
+    """A URL under a regular file names the file that is in the way, and is not retried."""
     (tmp_path / "afile").write_text("")
     b = SqliteBackend.from_url(
         f"sqlite:///{tmp_path}/afile/x.db", op_timeout=5.0, clock=FakeClock()
     )
-    with pytest.raises(BackendUnavailable, match="afile is a file, not a directory"):
+    with pytest.raises(BackendPermanentError, match="afile is a file, not a directory"):
         b.read("cluster")
 
 
-def test_non_database_file_is_backend_unavailable(tmp_path: Path) -> None:
-    """A URL pointing at some other file is reported as such."""
+def test_non_database_file_is_a_schema_error(tmp_path: Path) -> None:
+    """A URL pointing at some other file is reported as such, for good."""
     (tmp_path / "notes.txt").write_text("not a database\n" * 200)
     b = SqliteBackend.from_url(f"sqlite:///{tmp_path}/notes.txt", op_timeout=5.0, clock=FakeClock())
-    with pytest.raises(BackendUnavailable, match="not a usable Baton database"):
+    with pytest.raises(BackendSchemaError, match="not a usable Baton database"):
         b.check()
 
 
@@ -475,8 +485,8 @@ def _obey_file_permissions() -> None:
 
 
 @pytest.mark.parametrize("where", ["new-file-in-readonly-dir", "missing-dir-under-readonly-dir"])
-def test_unwritable_location_is_backend_unavailable_with_os_reason(where: str) -> None:
-    """Permission denied is reported as BackendUnavailable carrying the OS's words."""
+def test_unwritable_location_is_read_only_error_with_os_reason(where: str) -> None:
+    """Permission denied is reported as BackendReadOnlyError (permanent) with the OS's words."""
     top = Path(tempfile.mkdtemp(prefix="baton-ro-"))
     try:
         top.chmod(0o755)
@@ -493,7 +503,8 @@ def test_unwritable_location_is_backend_unavailable_with_os_reason(where: str) -
             preexec_fn=_obey_file_permissions if os.geteuid() == 0 else None,
         )
         message = out.stdout.strip()
-        assert message.startswith("scheduler.errors.BackendUnavailable: "), (message, out.stderr)
+        expected = f"scheduler.errors.{BackendReadOnlyError.__name__}: "
+        assert message.startswith(expected), (message, out.stderr)
         assert "Permission denied" in message
         assert str(target.parent if where.startswith("missing") else target) in message
     finally:
@@ -636,7 +647,7 @@ def test_newer_schema_is_refused(url: str) -> None:
     path = path_from_url(url)
     with sqlite3.connect(path) as raw:
         raw.execute("PRAGMA user_version = 99")
-    with pytest.raises(BackendUnavailable, match="schema version 99"):
+    with pytest.raises(BackendSchemaError, match="schema version 99"):
         backend(url).check()
 
 

@@ -68,7 +68,7 @@ in it: they come from the Secret and the pod name (env), which override the file
 {{- define "baton.configFile" -}}
 {{- $config := deepCopy .Values.config }}
 {{- $_ := set $config "jobs" .Values.jobs }}
-{{- $_ := set $config "http" (dict "port" (int .Values.http.port) "host" .Values.http.host) }}
+{{- $_ := set $config "http" (dict "port" (int .Values.http.port) "host" .Values.http.host "status_error_text" (.Values.http.status_error_text | default false)) }}
 {{- toYaml $config }}
 {{- end }}
 

@@ -1,0 +1,318 @@
+"""Bad-input catalogue: backend URLs and credentials, for every scheme and every command.
+
+Each case asserts the edge contract of :func:`tests.badinput.harness.check` (exit code, one
+line, no traceback, no sentinel secret). URL problems are configuration errors (exit 2,
+naming the redacted URL and the scheme's allowed options); an unreachable backend is exit 1;
+refused credentials exit 2 (they will not start working on a retry). Read commands never
+create an embedded database: a missing file or directory is exit 2, and nothing appears.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.badinput.harness import Case, check, run_case
+from tests.harness.replicas import ROOT, wait_for
+
+#: The sentinel, percent-encoded as the README asks (the harness checks its decoded form).
+ENCODED = "Hunter2-s3cr3t%2Fw%40rd"
+#: One valid jobs module, for ``baton jobs`` and ``baton run``.
+JOBS = """
+from scheduler import singleton_job
+
+@singleton_job(every="1s", name="cases.tick")
+def tick(ctx): ...
+"""
+REDIS_SAYS = "options: db, username, password, client_name"
+LONG = "a" * 5000
+
+
+def redis_case(id: str, url: str, says: str = "", exit: int = 2, command: str = "leader") -> Case:
+    return Case(id, (command, "--backend", url), exit=exit, says=says)
+
+
+CASES = [
+    # -- schemes ----------------------------------------------------------------------------
+    redis_case("scheme-unknown", "mysql://db/1", "unsupported URL scheme 'mysql'"),
+    redis_case("scheme-missing", "just-a-file.db", "no URL scheme"),
+    redis_case("scheme-missing-secret", ":{secret}@127.0.0.1:6379/0", "no URL scheme"),
+    redis_case("scheme-typo-secret", "rediz://:{secret}@127.0.0.1/0", "unsupported URL scheme"),
+    redis_case("scheme-one-slash-secret", "redis:/:{secret}@127.0.0.1/0", "no URL scheme"),
+    redis_case("url-too-long", "redis://" + LONG, "characters long"),
+    redis_case("url-non-ascii", "redis://h\u00e9st:6379/0", "non-ASCII"),
+    redis_case("url-space-in-host", "redis://my host:6379/0", "space"),
+    redis_case("url-fragment-secret", "redis://:{secret}@127.0.0.1:6379/0#x", "#fragment"),
+    # -- Redis options --------------------------------------------------------------------
+    redis_case("redis-unknown-option", "redis://127.0.0.1:{dead_port}/0?frob=1", REDIS_SAYS),
+    redis_case("redis-unknown-option-secret", "redis://:{secret}@127.0.0.1/0?frob=1", "frob"),
+    redis_case("redis-option-twice", "redis://127.0.0.1/0?client_name=a&client_name=b", "twice"),
+    redis_case("redis-option-no-value", "redis://127.0.0.1/0?client_name", "no value"),
+    redis_case("redis-socket-timeout", "redis://127.0.0.1/0?socket_timeout=60", "op_timeout"),
+    redis_case("redis-retry-on-timeout", "redis://127.0.0.1/0?retry_on_timeout=1", "op_timeout"),
+    redis_case("redis-ssl-option-on-plain", "redis://127.0.0.1/0?ssl_ca_certs=/x", "unknown"),
+    redis_case("redis-client-name-space", "redis://127.0.0.1/0?client_name=a%20b", "client_name"),
+    redis_case("redis-password-query-raw-at", "redis://127.0.0.1/0?password={secret}", "%40"),
+    redis_case(
+        "redis-password-twice", "redis://:{secret}@127.0.0.1/0?password=" + ENCODED, "twice"
+    ),
+    redis_case("redis-user-twice", "redis://me:{secret}@127.0.0.1/0?username=you", "twice"),
+    redis_case("redis-user-without-password", "redis://{secret}@127.0.0.1/0", "needs a password"),
+    redis_case("redis-empty-password", "redis://me:@127.0.0.1/0", "password is empty"),
+    redis_case("redis-query-user-only", "redis://127.0.0.1/0?username=me", "needs a password"),
+    # -- Redis database numbers -------------------------------------------------------------
+    redis_case("redis-db-abc", "redis://:{secret}@127.0.0.1:6379/abc", "database"),
+    redis_case("redis-db-negative", "redis://127.0.0.1:6379/-1", "from 0 to 9999"),
+    redis_case("redis-db-huge", "redis://127.0.0.1:6379/99999", "from 0 to 9999"),
+    redis_case("redis-db-query-abc", "redis://127.0.0.1:6379?db=abc", "database"),
+    redis_case("redis-db-twice", "redis://127.0.0.1:6379/1?db=2", "twice"),
+    redis_case("redis-db-path-extra", "redis://127.0.0.1:6379/0/1", "database"),
+    redis_case("redis-db-float", "redis://127.0.0.1:6379/1.5", "database"),
+    # -- hosts and ports --------------------------------------------------------------------
+    redis_case("port-zero", "redis://127.0.0.1:0/0", "port"),
+    redis_case("port-70000", "redis://:{secret}@127.0.0.1:70000/0", "port"),
+    redis_case("port-abc", "redis://127.0.0.1:abc/0", "port"),
+    redis_case("port-empty", "redis://127.0.0.1:/0", "port"),
+    redis_case("port-negative", "redis://127.0.0.1:-1/0", "port"),
+    redis_case("host-empty", "redis:///0", "host is empty"),
+    redis_case("host-empty-secret", "redis://:{secret}@/0", "host is empty"),
+    redis_case("host-only-port", "redis://:6379/0", "host is empty"),
+    redis_case("host-empty-label", "redis://a..b:6379/0", "malformed"),
+    redis_case("ipv6-without-brackets", "redis://::1:6379/0", "brackets"),
+    redis_case("ipv6-unclosed", "redis://[::1:6379/0", "closing"),
+    redis_case("ipv6-not-an-address", "redis://[zz::1]:6379/0", "not an IPv6"),
+    redis_case("ipv6-junk-after", "redis://[::1]x:6379/0", "after the IPv6"),
+    redis_case(
+        "ipv6-unreachable-secret",
+        "redis://:{secret}@[::1]:{dead_port}/0",
+        "unreachable",
+        exit=1,
+    ),
+    # -- rediss (TLS) -----------------------------------------------------------------------
+    redis_case("rediss-cert-none", "rediss://:{secret}@localhost/0?ssl_cert_reqs=none", "required"),
+    redis_case("rediss-hostname-off", "rediss://localhost/0?ssl_check_hostname=false", "stay on"),
+    redis_case("rediss-ca-missing", "rediss://localhost/0?ssl_ca_certs={tmp}/nope.pem", "no file"),
+    Case(
+        "rediss-cert-without-key",
+        ("leader", "--backend", "rediss://localhost/0?ssl_certfile={tmp}/baton.yaml"),
+        exit=2,
+        config="cluster: c\n",
+        says="together",
+    ),
+    redis_case("rediss-unknown-option", "rediss://localhost/0?ssl_ciphers=NULL", "ssl_ca_certs"),
+    # -- credentials against a real server (it has no password, so a user it lacks is refused)
+    redis_case(
+        "redis-user-refused", "redis://nobody:{secret}@127.0.0.1:{redis_port}/0", "authentication"
+    ),
+    redis_case(
+        "redis-encoded-password-refused",
+        f"redis://127.0.0.1:{{redis_port}}/0?username=nobody&password={ENCODED}",
+        "authentication",
+    ),
+    redis_case(
+        "redis-unreachable-secret", "redis://:{secret}@127.0.0.1:{dead_port}/0", "unreachable", 1
+    ),
+    redis_case(
+        "redis-unreachable-query-secret",
+        f"redis://127.0.0.1:{{dead_port}}/0?password={ENCODED}",
+        "unreachable",
+        1,
+    ),
+    redis_case(
+        "status-json-unreachable-secret",
+        "redis://:{secret}@127.0.0.1:{dead_port}/0",
+        "unreachable",
+        1,
+        command="status",
+    ),
+    Case(
+        "history-bad-option-secret",
+        ("history", "x", "--backend", "redis://:{secret}@127.0.0.1/0?x=1"),
+        exit=2,
+        says="unknown option",
+    ),
+    Case(
+        "jobs-bad-db-secret",
+        ("jobs", "--jobs", "badjobs", "--backend", "redis://:{secret}@127.0.0.1/x"),
+        exit=2,
+        jobs=JOBS,
+        says="database",
+    ),
+    Case(
+        "run-bad-option-secret",
+        ("run", "--jobs", "badjobs", "--backend", "redis://:{secret}@127.0.0.1/0?x=1"),
+        exit=2,
+        jobs=JOBS,
+        says="unknown option",
+    ),
+    Case(
+        "run-password-refused",
+        (
+            "run",
+            "--jobs",
+            "badjobs",
+            "--backend",
+            "redis://nobody:{secret}@127.0.0.1:{redis_port}/0",
+        ),
+        exit=2,
+        jobs=JOBS,
+        says="authentication",
+    ),
+    # -- where the URL came from ---------------------------------------------------------------
+    Case(
+        "config-file-bad-option-secret",
+        ("status", "--config", "{tmp}/baton.yaml"),
+        exit=2,
+        config="backend: 'redis://:{secret}@127.0.0.1/0?frob=1'\n",
+        says="baton.yaml",
+    ),
+    Case(
+        "env-bad-db-secret",
+        ("status",),
+        exit=2,
+        env={"BATON_BACKEND": "redis://:{secret}@127.0.0.1/-1"},
+        says="BATON_BACKEND",
+    ),
+    Case(
+        "env-newline-in-url",
+        ("leader",),
+        exit=2,
+        env={"BATON_BACKEND": "redis://127.0.0.1/0\nforged line"},
+        says="control",
+    ),
+    Case(
+        "config-backend-not-text",
+        ("leader", "--config", "{tmp}/baton.yaml"),
+        exit=2,
+        config="backend: 5\n",
+        says="backend",
+    ),
+    Case(
+        "config-backend-list-secret",
+        ("leader", "--config", "{tmp}/baton.yaml"),
+        exit=2,
+        config="backend: ['redis://:{secret}@127.0.0.1/0']\n",
+        says="backend",
+    ),
+    # -- SQLite -----------------------------------------------------------------------------
+    redis_case("sqlite-host", "sqlite://host/x.db", "three slashes"),
+    redis_case("sqlite-credentials-secret", "sqlite://u:{secret}@/x.db", "three slashes"),
+    redis_case("sqlite-query", "sqlite:///{tmp}/b.db?mode=ro", "query"),
+    redis_case("sqlite-memory", "sqlite:///:memory:", "in-memory"),
+    redis_case("sqlite-no-file", "sqlite:///", "no database file"),
+    redis_case("sqlite-trailing-slash", "sqlite:///{tmp}/dir/", "no database file"),
+    redis_case("sqlite-missing-dir-leader", "sqlite:///{tmp}/nodir/sub/b.db", "no database at"),
+    redis_case(
+        "sqlite-missing-file-status", "sqlite:///{tmp}/missing.db", "no database at", 2, "status"
+    ),
+    redis_case("sqlite-relative-missing", "sqlite:///missing.db", "no database at", 2, "status"),
+    redis_case("sqlite-directory", "sqlite:///{tmp}", "directory", 2, "status"),
+    Case(
+        "sqlite-missing-history",
+        ("history", "cases.tick", "--backend", "sqlite:///{tmp}/nodir/b.db"),
+        exit=2,
+        says="no database at",
+    ),
+    Case(
+        "sqlite-missing-jobs",
+        ("jobs", "--jobs", "badjobs", "--backend", "sqlite:///{tmp}/nodir/b.db"),
+        exit=2,
+        jobs=JOBS,
+        says="no database at",
+    ),
+    Case(
+        "sqlite-empty-file",
+        ("leader", "--backend", "sqlite:///{tmp}/baton.yaml"),
+        exit=2,
+        config="",
+        says="no Baton database",
+    ),
+    # -- ZooKeeper --------------------------------------------------------------------------
+    redis_case("zookeeper-option", "zookeeper://127.0.0.1:{dead_port}/b?x=1", "zookeeper: config"),
+    redis_case("zookeeper-empty-host-secret", "zookeeper://u:{secret}@,127.0.0.1/b", "empty"),
+    redis_case("zookeeper-user-only", "zookeeper://baton@127.0.0.1/b", "user:password"),
+    redis_case("zookeeper-empty-password", "zookeeper://baton:@127.0.0.1/b", "user:password"),
+    redis_case("zookeeper-empty-user-secret", "zookeeper://:{secret}@127.0.0.1/b", "user:password"),
+    redis_case("zookeeper-bad-port", "zookeeper://127.0.0.1:99999/b", "port"),
+    redis_case("zookeeper-bad-chroot", "zookeeper://127.0.0.1/a/../b", "node name"),
+    redis_case("zookeeper-ipv6-unbracketed", "zookeeper://::1:2181/b", "brackets"),
+    redis_case("zookeeper-fragment-secret", "zookeeper://u:{secret}@127.0.0.1/b#x", "#fragment"),
+    Case(
+        "zookeeper-unreachable-secret",
+        ("leader", "--backend", "zookeeper://baton:{secret}@127.0.0.1:{dead_port}/b"),
+        exit=1,
+        timeout=60,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_url(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """One clear line naming the (redacted) URL, the right exit code, no secret."""
+    check(case, tmp_path, request)
+
+
+def test_catalogue_is_large_enough() -> None:
+    """The URL catalogue keeps at least 40 cases, ids unique."""
+    assert len(CASES) >= 40
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("leader",),
+        ("status",),
+        ("status", "--json"),
+        ("history", "cases.tick"),
+        ("jobs", "--jobs", "badjobs"),
+    ],
+    ids=lambda c: "-".join(c),
+)
+@pytest.mark.parametrize("where", ["nodir/sub/baton.db", "missing.db"])
+def test_read_commands_create_nothing(
+    command: tuple[str, ...], where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A read command against a missing SQLite file or directory: exit 2, nothing created."""
+    case = Case(
+        "read-creates-nothing",
+        (*command, "--backend", f"sqlite:///{{tmp}}/{where}"),
+        exit=2,
+        jobs=JOBS,
+        says="no database at",
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    check(case, tmp_path, request)
+    after = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
+    assert after == sorted([*before, "badjobs.py"]), after
+
+
+def test_run_still_creates_the_embedded_database(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`baton run` creates the embedded database (and its directory); the reads then work."""
+    (tmp_path / "badjobs.py").write_text(JOBS)
+    url = f"sqlite:///{tmp_path}/new/dir/baton.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "run", "--jobs", "badjobs", "--backend", url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    leader = Case("leader-after-run", ("leader", "--json", "--backend", url), exit=0)
+    try:
+        # The file appears first and its tables a moment later; until then a read command
+        # says it holds no Baton database (exit 2), and still creates nothing.
+        wait_for(lambda: run_case(leader, tmp_path, request).returncode == 0, 30, "a leader")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert (tmp_path / "new" / "dir" / "baton.db").is_file()

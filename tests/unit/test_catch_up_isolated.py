@@ -1,0 +1,64 @@
+"""One job's failing catch-up never disables the catch-up of the jobs after it.
+
+``misfire_grace=float("inf")`` used to pass the decorator; the catch-up's ``timedelta`` then
+raised ``OverflowError`` out of the loop over all jobs, so that job *and every job after it*
+(jobs are sorted by name) were never caught up. The decorator now refuses it (see
+tests/unit/test_jobs.py); this pins the loop's own isolation with a spec built around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from scheduler.backends.sqlite import SqliteBackend
+from scheduler.clock import FakeClock
+from scheduler.elector import Elector, Term
+from scheduler.jobs import build_spec
+from scheduler.lease import Holder
+from scheduler.runner import Runner
+from scheduler.runs import Retention, RunRecord
+from scheduler.timings import LeaseTimings
+
+NOW = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+
+
+def _noop(ctx: object) -> None:
+    """A job that does nothing."""
+
+
+def test_a_failing_job_does_not_skip_the_catch_up_of_later_jobs(tmp_path: Path) -> None:
+    """The first job's planning raises; the second job's missed fire is still queued."""
+    broken = dataclasses.replace(
+        build_spec(_noop, every="1s", name="a.broken", catch_up="latest"),
+        misfire_grace=float("inf"),  # what the decorator used to let through
+    )
+    healthy = build_spec(_noop, every="1s", name="b.healthy", catch_up="latest")
+    clock = FakeClock(start=1000.0, wall=NOW)
+    backend = SqliteBackend.from_url(f"sqlite:///{tmp_path}/baton.db", clock=clock)
+    timings = LeaseTimings.of(10.0)
+    holder = Holder.new("r1")
+    elector = Elector(backend, "c", holder, timings, clock)
+    runner = Runner([broken, healthy], elector, backend, "c", clock=clock)
+    try:
+        lease = backend.try_acquire("c", holder, timings.lease_ttl)
+        assert lease is not None
+        ran = NOW - timedelta(seconds=20)
+        for spec in (broken, healthy):
+            run = RunRecord(spec.name, ran, "r0", lease.token, started=ran)
+            backend.claim(lease, run.finished("ok", ran), Retention())
+        queued: dict[str, list[datetime]] = {}
+
+        def recorder(name: str) -> Callable[..., None]:
+            return lambda fires, keep=False: queued.setdefault(name, []).extend(fires)
+
+        for spec in (broken, healthy):
+            runner.lanes[spec.name].submit = recorder(spec.name)  # type: ignore[method-assign]
+        runner._catch_up(Term(lease, timings, clock))
+    finally:
+        runner.close()
+        backend.close()
+    assert "a.broken" not in queued
+    assert queued["b.healthy"] and queued["b.healthy"][-1] > ran
