@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.backends import from_url
 from scheduler.config import load_settings
 from tests.deploy.chart import ROOT
 
@@ -157,6 +158,9 @@ def test_jobs_import_from_the_image_layout(tmp_path: Path) -> None:
     app = tmp_path / "app"
     shutil.copytree(ROOT / "jobs", app / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "baton.yaml").write_text(_image_default_config())
+    store = from_url(f"sqlite:///{tmp_path}/baton.db")  # as `baton run` would: read
+    store.check()  # commands never create a database, so this test makes one first
+    store.close()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(app),

@@ -439,6 +439,10 @@ def test_kazoo_records_route_through_structlog() -> None:
         structlog.get_config(),
     )
     stream = io.StringIO()
+    # Other tests quieten kazoo.client on their own (tests/chaos/targets.py): start clean.
+    client_logger = logging.getLogger("kazoo.client")
+    saved_client_level = client_logger.level
+    client_logger.setLevel(logging.NOTSET)
     try:
         configure("r-logs", "json", stream)
         logging.getLogger("kazoo.client").warning("Connection dropped: refused")
@@ -450,6 +454,7 @@ def test_kazoo_records_route_through_structlog() -> None:
             root.addHandler(handler)
         root.setLevel(saved_level)
         structlog.configure(**saved_config)
+        client_logger.setLevel(saved_client_level)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["event"], line["logger"], line["replica"]) for line in lines] == [
         ("Unhandled exception in connection loop", "kazoo.client", "r-logs")
