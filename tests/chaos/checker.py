@@ -137,10 +137,15 @@ def _iso(instant: float) -> str:
     return datetime.fromtimestamp(instant, UTC).isoformat()
 
 
-def _scan_logs(paths: list[str]) -> tuple[dict[str, int], dict[str, int], list[str]]:
+def _scan_logs(
+    paths: list[str],
+) -> tuple[dict[str, int], dict[str, int], list[str], set[tuple[str, float]]]:
+    """Event counts, leadership-loss reasons, the first tracebacks, and the fires whose
+    ``start`` went unanswered (``start_failed``: (job, instant))."""
     events: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     tracebacks: list[str] = []
+    unanswered: set[tuple[str, float]] = set()
     for path in paths:
         try:
             lines = Path(path).read_text(errors="replace").splitlines()
@@ -157,11 +162,13 @@ def _scan_logs(paths: list[str]) -> tuple[dict[str, int], dict[str, int], list[s
                     events[name] += 1
                 if name == "leadership_lost":
                     reasons[str(item.get("reason"))] += 1
+                if name == "start_failed" and item.get("job") and item.get("scheduled_time"):
+                    unanswered.add((str(item["job"]), _instant(str(item["scheduled_time"]))))
                 if "exception" in item and len(tracebacks) < EXAMPLES:
                     tracebacks.append(f"{Path(path).name}: {name}: {item['exception'][-300:]}")
             elif line.startswith("Traceback") and len(tracebacks) < EXAMPLES:
                 tracebacks.append(f"{Path(path).name}: {line}")
-    return dict(events), dict(reasons), tracebacks
+    return dict(events), dict(reasons), tracebacks, unanswered
 
 
 def check(workdir: Path) -> dict[str, Any]:
@@ -178,8 +185,8 @@ def check(workdir: Path) -> dict[str, Any]:
         counters = store.counters()
     finally:
         store.close()
-    report = analyse(meta, faults, rows, counters)
-    events, reasons, tracebacks = _scan_logs(meta.get("logs", []))
+    events, reasons, tracebacks, unanswered = _scan_logs(meta.get("logs", []))
+    report = analyse(meta, faults, rows, counters, unanswered)
     report["replica_logs"] = {
         "events": events,
         "leadership_lost_reasons": reasons,
@@ -196,8 +203,13 @@ def analyse(
     faults: list[dict[str, Any]],
     rows: list[Row],
     counters: dict[str, int],
+    unanswered_starts: set[tuple[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """The report for one run (pure: the inputs are what the run recorded)."""
+    """The report for one run (pure: the inputs are what the run recorded).
+
+    ``unanswered_starts``: (job, instant) of the fires whose claimant logged
+    ``start_failed`` (a start sent and not answered), from the replica logs.
+    """
     backend = meta["backend"]
     acquired = [r for r in rows if r.op == "event" and r.phase == "acquired"]
     runs: dict[str, Run] = {}
@@ -252,7 +264,14 @@ def analyse(
                 entry["verdict"] = "outside any fault window"
             elif policy == "all":
                 entry["verdict"] = _all_policy_verdict(
-                    instant, interval, grace, inside, acquired, backend
+                    instant,
+                    interval,
+                    grace,
+                    inside,
+                    acquired,
+                    backend,
+                    faults,
+                    (job, instant) in (unanswered_starts or set()),
                 )
             else:
                 entry["verdict"] = f"in window (catch_up={policy})"
@@ -491,6 +510,8 @@ def _all_policy_verdict(
     inside: list[tuple[float, float, dict[str, Any]]],
     acquired: list[Row],
     backend: str,
+    faults: list[dict[str, Any]],
+    start_unanswered: bool,
 ) -> str:
     """Why a catch_up="all" tick in a fault window was not run (or that it should have been)."""
     kinds = {w[2]["type"] for w in inside}
@@ -501,6 +522,11 @@ def _all_policy_verdict(
     nxt = [r for r in acquired if r.at > instant]
     if not nxt or nxt[0].at - instant > grace - 1.0:
         return "no new term within misfire_grace"
+    if start_unanswered:
+        # Its claimant sent the start and got no answer before its term ended: the record
+        # may say "running" although the job never ran, and a started fire is never given
+        # back (CHAOS.md, F11): at most once.
+        return "its start went unanswered and its term ended (at most once)"
     for _, _, f in inside:
         # A killed leader may have claimed this very fire just before it died: the fire in
         # flight is the first one due after the kill. Claims are at most once, and only the
@@ -511,6 +537,15 @@ def _all_policy_verdict(
             f["inject"] - 1.5 <= instant <= f["inject"] + interval + 0.5
         ):
             return "claimed by the killed leader (at most once)"
+    if backend == "redis" and any(
+        f["type"] == "backend_restart" and instant <= f["inject"] <= w[1]
+        for f in faults
+        for w in inside
+    ):
+        # Redis lost its data while this tick was still being recovered from its own fault
+        # (a claim in doubt, say): every fire claimable before the loss is refused after it
+        # (the claim epoch), so a record that may have been lost is never claimed twice.
+        return "history lost with Redis data before its fault was over"
     return "not caught up although a new term began within misfire_grace"
 
 

@@ -105,9 +105,60 @@ def _meta(seconds: int) -> dict[str, Any]:
     }
 
 
-def _report(rows: Rows, seconds: int = 20, faults: list[dict[str, Any]] | None = None) -> Any:
+def _report(
+    rows: Rows,
+    seconds: int = 20,
+    faults: list[dict[str, Any]] | None = None,
+    unanswered: set[tuple[str, float]] | None = None,
+) -> Any:
     final = sum(1 for r in rows.rows if r.op == "store" and r.accepted)
-    return analyse(_meta(seconds), faults or [], rows.rows, {"chaos.counter": final})
+    return analyse(_meta(seconds), faults or [], rows.rows, {"chaos.counter": final}, unanswered)
+
+
+def _fault(fault_id: int, kind: str, inject: float, heal: float) -> dict[str, Any]:
+    return {
+        "id": fault_id,
+        "type": kind,
+        "victim": "r1",
+        "old_replica": "r1",
+        "old_token": 5,
+        "inject": inject,
+        "heal": heal,
+        "ref": inject,
+        "after": 0.0,
+        "recovered": heal + 0.5,
+    }
+
+
+def test_a_start_that_went_unanswered_excuses_only_its_own_tick() -> None:
+    """A missed tick whose claimant logged start_failed, in a window, with a new term after
+    it, is at most once; the same tick without that log line is not caught up."""
+    rows = Rows()
+    rows.clean(20)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t8")]
+    rows.add("events", T0 + 9, "term", 6, "acquired", T0 + 9.5, op="event", replica="r2")
+    faults = [_fault(1, "partition_delay", T0 + 7.5, T0 + 9.0)]
+    assert not _report(rows, faults=faults)["ok"]
+    report = _report(rows, faults=faults, unanswered={("chaos.tick", T0 + 8)})
+    assert report["ok"], report["violations"]
+    verdicts = report["ticks"]["chaos.tick"]["missed_by_verdict"]
+    assert verdicts == {"its start went unanswered and its term ended (at most once)": 1}
+    assert not _report(rows, faults=faults, unanswered={("chaos.tick", T0 + 9)})["ok"]
+
+
+def test_a_redis_restart_before_the_ticks_fault_was_over_excuses_it() -> None:
+    """A Redis data loss that began while the tick's own fault window was open explains
+    the miss (the claim epoch refuses it); one long after the window does not."""
+    rows = Rows()
+    rows.clean(30)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t8")]
+    rows.add("events", T0 + 9, "term", 6, "acquired", T0 + 9.5, op="event", replica="r2")
+    cut = _fault(1, "partition_delay", T0 + 7.5, T0 + 9.0)
+    soon = _fault(2, "backend_restart", T0 + 12.0, T0 + 13.0)
+    report = _report(rows, 30, faults=[cut, soon])
+    assert report["ok"], report["violations"]
+    late = _fault(2, "backend_restart", T0 + 25.0, T0 + 26.0)
+    assert not _report(rows, 30, faults=[cut, late])["ok"]
 
 
 def test_clean_history_passes() -> None:
