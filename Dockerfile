@@ -1,12 +1,13 @@
 # syntax=docker/dockerfile:1
 # Baton's container image: `baton run` as a non-root user, the example jobs in /app/jobs.
 #
-#   docker build -t baton .
+#   docker build -t baton .        # or: podman build -t baton .
 #   docker run --rm -e BATON_BACKEND=redis://redis:6379/0 baton            # a replica
 #   docker run --rm -e BATON_BACKEND=redis://redis:6379/0 baton leader     # who leads
 #
-# Your own jobs: docs/deploy.md, "Build an image with your jobs". BuildKit (the default
-# builder since Docker 23) is required for the RUN --mount below.
+# Your own jobs: README.md, "Deploy on Kubernetes", "1. Build an image with your jobs".
+# BuildKit (the default builder since Docker 23) or podman/buildah 4.3+ is required for the
+# RUN --mount below.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -50,18 +51,20 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 WORKDIR /app
 COPY jobs/ /app/jobs/
 # Image defaults, in a file so that a mounted config (the chart's ConfigMap replaces
-# /etc/baton) or BATON_<KEY> variables override them: JSON logs, the example jobs. The
-# backend comes from BATON_BACKEND (a Secret), never from this file.
+# /etc/baton) or BATON_<KEY> variables override them: JSON logs, the example jobs,
+# /healthz & co. on port 8080 (the chart's http.port). The backend comes from
+# BATON_BACKEND (a Secret), never from this file.
 RUN python -m compileall -q /app/jobs \
     && mkdir -p /app/.baton /etc/baton \
     && chown baton:baton /app/.baton \
-    && printf 'jobs: [jobs]\nlog_format: json\n' > /etc/baton/baton.yaml
+    && printf 'jobs: [jobs]\nlog_format: json\nhttp:\n  port: 8080\n' > /etc/baton/baton.yaml
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app \
     BATON_CONFIG=/etc/baton/baton.yaml
 
+EXPOSE 8080
 USER ${BATON_UID}:${BATON_GID}
 ENTRYPOINT ["baton"]
 CMD ["run"]

@@ -9,6 +9,7 @@ Sections (``--only`` takes these names, repeated or comma-separated):
 * ``cycles``    lease acquire+release cycles per second vs redis-py Lock
 * ``idle``      idle CPU and RSS of a leader and a follower
 * ``zookeeper`` ZooKeeper rows: failover vs kazoo's Election, claim latency, lateness
+* ``image``     the container image: size (total, Baton's own layers), build times
 
 ``--quick`` is a smoke mode: few repetitions, short loops; its numbers are not for the page.
 A section that fails is reported as "not measured" with the error, and the exit code is 1.
@@ -25,7 +26,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import cycles, failover, idle, lateness, zookeeper
+from benchmarks import cycles, failover, idle, image, lateness, zookeeper
 from benchmarks.machine import facts, load_average
 from benchmarks.report import NOT_MEASURED, Section, Table
 
@@ -35,6 +36,7 @@ SECTIONS: dict[str, tuple[str, Callable[[bool, Path], Section]]] = {
     "cycles": ("3. Lease acquire+release cycles per second", cycles.run),
     "idle": ("4. Idle CPU and memory", idle.run),
     "zookeeper": ("5. ZooKeeper backend vs kazoo", zookeeper.run),
+    "image": ("6. Container image size and build time", image.run),
 }
 
 

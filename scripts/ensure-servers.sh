@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real servers the tests start (redis-server, ZooKeeper) when they are missing.
+# Installs the real servers and tools the tests use (redis-server, ZooKeeper, podman,
+# debootstrap) when they are missing.
 # Tests never skip for a missing server: they fail loudly, so install them here first.
 set -euo pipefail
 need=()
@@ -9,6 +10,10 @@ command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 # The chaos suite's clock faults: libfaketime, and gcc for its small sem_clockwait shim.
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# The image tests (tests/deploy/test_image.py): podman builds the Dockerfile, debootstrap
+# makes the local Debian base it builds on (no registry of base images is reachable).
+command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing test servers: ${need[*]}"
 sudo=""

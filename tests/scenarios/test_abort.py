@@ -81,7 +81,12 @@ def test_paused_replica_cannot_keep_its_job_process_past_the_lease(cluster: Clus
     try:
         died = wait_for(lambda: not alive(start.pid) and time.time(), 10, "the orphaned job to end")
         second = cluster.wait_leader(timeout=10, not_token=first.token)
-        acquired = cluster.replicas[second.replica_id].events("leadership_acquired")[0]
+        # The lease can be seen taken a moment before the new leader's log line is written.
+        acquired = wait_for(
+            lambda: cluster.replicas[second.replica_id].events("leadership_acquired"),
+            5,
+            "the new leader's leadership_acquired line",
+        )[0]
         took_over = datetime.fromisoformat(acquired["timestamp"]).timestamp()
         assert died < took_over, f"job process alive {died - took_over:.3f} s into the new term"
     finally:
