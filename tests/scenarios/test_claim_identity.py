@@ -33,53 +33,16 @@ from scheduler.clock import FakeClock
 from scheduler.context import JobContext
 from scheduler.elector import Term
 from scheduler.jobs import build_spec
-from scheduler.lease import Holder
-from scheduler.metrics import Metrics
 from scheduler.runner import Runner
 from scheduler.timings import LeaseTimings
 from tests.chaos.proxy import Proxy, ProxyLoop
 from tests.harness.redis_server import RedisServer
+from tests.harness.stand_in import StandInElector
 from tests.harness.zookeeper_server import ZooKeeperServer
 
 TIMINGS = LeaseTimings.of(30.0, None, None)
 OP_TIMEOUT = 0.5
 BEHIND = timedelta(seconds=5)  # the runner's wall clock is this far behind the server's
-
-
-class StandInElector:
-    """Says which term this replica leads; everything else the runner asks of an elector."""
-
-    def __init__(self, replica: str) -> None:
-        self.holder = Holder.new(replica)
-        self.term: Term | None = None
-        self.metrics = Metrics()
-        self.timings = TIMINGS
-        self.controls: dict[str, str] = {}
-        self.backend_ok = True
-
-    def current_term(self) -> Term | None:
-        return self.term
-
-    def add_listener(self, listener: object) -> None:
-        """Elections are driven by the test."""
-
-    def on_backend_ok(self, callback: Callable[[], None]) -> None:
-        """The test settles by hand."""
-
-    def stall_reason(self) -> str | None:
-        return None
-
-    def refresh_controls(self) -> bool:
-        """No controls in this test: read, and empty."""
-        return True
-
-    def lease_lost(self, term: Term, reason: str) -> None:
-        """The backend said the lease is gone: this term is over."""
-        if self.term is term:
-            self.term = None
-
-    def report(self, exc: Exception) -> None:
-        """A backend error: the test drives the outcome itself."""
 
 
 @dataclass
@@ -143,7 +106,7 @@ class Replica:
         self.clock = clock
         self.cluster = cluster
         self.backend: LeaseBackend = from_url(url, op_timeout=OP_TIMEOUT, clock=clock)
-        self.elector = StandInElector(name)
+        self.elector = StandInElector(name, TIMINGS)
         self.runner = Runner([job], self.elector, self.backend, cluster, clock=clock)  # type: ignore[arg-type]
         self.lane = self.runner.lanes[job.name]
 

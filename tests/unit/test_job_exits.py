@@ -23,11 +23,10 @@ from scheduler.backends import LeaseBackend, from_url
 from scheduler.context import JobContext
 from scheduler.elector import Term
 from scheduler.jobs import JobSpec, build_spec
-from scheduler.lease import Holder
-from scheduler.metrics import Metrics
 from scheduler.runner import Runner
 from scheduler.timings import LeaseTimings
 from tests.harness.replicas import wait_for
+from tests.harness.stand_in import StandInElector
 
 CLUSTER = "exits"
 TIMINGS = LeaseTimings.of(30.0, None, None)
@@ -74,33 +73,6 @@ ENDINGS: list[tuple[str, Callable[[], None], str]] = [
 ]
 
 
-class StandInElector:
-    """Says which term this replica leads; everything else the runner asks of an elector."""
-
-    def __init__(self, replica: str) -> None:
-        self.holder = Holder.new(replica)
-        self.term: Term | None = None
-        self.metrics = Metrics()
-        self.timings = TIMINGS
-        self.controls: dict[str, str] = {}
-        self.backend_ok = True
-
-    def current_term(self) -> Term | None:
-        return self.term
-
-    def add_listener(self, listener: object) -> None:
-        """Elections are driven by the test."""
-
-    def on_backend_ok(self, callback: Callable[[], None]) -> None:
-        """Nothing to settle in these tests."""
-
-    def stall_reason(self) -> str | None:
-        return None
-
-    def refresh_controls(self) -> None:
-        """No controls in these tests."""
-
-
 class Rig:
     """A started runner leading on SQLite, with one job that ends its thread on every run."""
 
@@ -113,7 +85,7 @@ class Rig:
 
         self.spec: JobSpec = build_spec(job, every="1h", name="exits.job", catch_up="all")
         self.backend: LeaseBackend = from_url(f"sqlite:///{tmp_path}/b.db", op_timeout=1.0)
-        self.elector = StandInElector("r1")
+        self.elector = StandInElector("r1", TIMINGS)
         self.runner = Runner([self.spec], self.elector, self.backend, CLUSTER)  # type: ignore[arg-type]
         lease = self.backend.try_acquire(CLUSTER, self.elector.holder, TIMINGS.lease_ttl)
         assert lease is not None
