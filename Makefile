@@ -6,7 +6,7 @@ DURATION ?= 120
 BACKEND  ?= sqlite
 SEED     ?= 1
 
-.PHONY: demo test lint typecheck servers bench chaos clean
+.PHONY: demo test check lint typecheck servers bench chaos clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(VENV)/.installed
 ## The whole suite on real servers (installs redis-server/zookeeper if missing).
 test: $(VENV)/.installed servers lint typecheck
 	$(BIN)/pytest -q
+
+## The fast tier (seconds, no servers): lint, types, unit tests and the chaos checker's tests.
+check: $(VENV)/.installed lint typecheck
+	$(BIN)/pytest -q tests/unit tests/chaos/test_checker.py
 
 servers:
 	@bash scripts/ensure-servers.sh
