@@ -35,6 +35,7 @@ from scheduler.backends import from_url
 from scheduler.config import load_settings
 from scheduler.errors import BackendError, ConfigError
 from tests.badinput.harness import MAX_LINE, SENTINEL
+from tests.harness.cli import baton
 from tests.harness.redis_server import HOST, RedisServer, free_port
 from tests.harness.replicas import ROOT, wait_for
 from tests.harness.zookeeper_server import ZooKeeperServer
@@ -83,24 +84,6 @@ def redis_urls(port: int) -> dict[str, str]:
         "user-and-password": f"redis://default:{SENTINEL}@{HOST}:{port}/0",
         "query-password": f"redis://{HOST}:{port}/0?password={ENCODED}",
     }
-
-
-def baton(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m scheduler`` in ``cwd`` (jobs module importable from there)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-    full["PYTHONPATH"] = os.pathsep.join([str(cwd), str(ROOT)])
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-    )
 
 
 def assert_clean(what: str, text: str) -> None:

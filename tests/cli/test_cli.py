@@ -18,6 +18,7 @@ import pytest
 from scheduler.backends import from_url
 from scheduler.lease import Holder
 from scheduler.runs import Retention, RunRecord
+from tests.harness.cli import baton
 from tests.harness.redis_server import RedisServer, free_port
 from tests.harness.replicas import ROOT, wait_for
 
@@ -30,23 +31,6 @@ def tick(ctx): ...
 @singleton_job(cron="0 3 * * *", timezone="Europe/Berlin", name="cli.nightly")
 def nightly(ctx): ...
 """
-
-
-def baton(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m scheduler`` as a user would, in ``cwd``."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-    full_env["PYTHONPATH"] = str(ROOT)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:

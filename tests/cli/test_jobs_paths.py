@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from scheduler.backends import from_url
-from tests.harness.replicas import ROOT
+from tests.harness.cli import baton
 
 JOBS = """
 from scheduler import singleton_job
@@ -18,23 +16,6 @@ from scheduler import singleton_job
 @singleton_job(every="5s", name="paths.tick")
 def tick(ctx): ...
 """
-
-
-def baton(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m scheduler`` with only Baton itself on PYTHONPATH, run in ``cwd``."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-    full["PYTHONPATH"] = str(ROOT)
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def make_project(tmp_path: Path) -> Path:

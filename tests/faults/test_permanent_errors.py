@@ -47,6 +47,7 @@ from scheduler.errors import (
 from scheduler.lease import Holder
 from scheduler.logs import configure
 from scheduler.timings import LeaseTimings
+from tests.harness.cli import baton as run_baton
 from tests.harness.process_server import HOST, free_port
 from tests.harness.readonly import obey_file_permissions
 from tests.harness.redis_server import RedisServer
@@ -73,16 +74,12 @@ def baton(
     timeout: float = 30,
     obey_permissions: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m scheduler`` in ``cwd`` (its jobs importable from there)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(ROOT)])
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
+    """``baton`` in ``cwd``; ``obey_permissions``: without the capabilities that let root
+    ignore file modes (see tests/harness/readonly.py)."""
+    return run_baton(
+        *args,
         cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
+        env=env,
         timeout=timeout,
         preexec_fn=obey_file_permissions if obey_permissions else None,
     )

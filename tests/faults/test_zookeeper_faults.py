@@ -616,7 +616,7 @@ def test_wrong_digest_password_is_a_clear_error_from_check(
     with pytest.raises(BackendAuthError, match="user:password"):
         anonymous.check()
 
-    from tests.cli.test_cli import baton
+    from tests.harness.cli import baton
 
     for args in (["leader"], ["run", "--jobs", "tests.replica_jobs"]):
         result = baton(*args, "--backend", wrong_url, cwd=tmp_path)

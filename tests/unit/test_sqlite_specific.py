@@ -280,28 +280,35 @@ def test_processes_starting_together_then_contending_exactly_one_acquires(
     assert record is not None and record.token == acquired[0]["token"]
 
 
+def _open_together(url: str, count: int) -> list[BaseException]:
+    """Open ``count`` backends on ``url`` at the same moment; what their first use raised."""
+    failures: list[BaseException] = []
+    crowd = [backend(url, op_timeout=2.0) for _ in range(count)]
+    barrier = threading.Barrier(count)
+
+    def open_one(b: SqliteBackend) -> None:
+        barrier.wait()
+        try:
+            b.check()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(b,)) for b in crowd]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    for b in crowd:
+        b.close()
+    return failures
+
+
 def test_connections_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
     """The WAL switch and schema creation on a new file tolerate a crowd of openers."""
     failures: list[BaseException] = []
     for attempt in range(60):  # the race is narrow; many fresh files make losing it likely
         url = f"sqlite:///{tmp_path}/{attempt}.db"
-        crowd = [backend(url, op_timeout=2.0) for _ in range(4)]
-        barrier = threading.Barrier(len(crowd))
-
-        def open_one(b: SqliteBackend, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            try:
-                b.check()
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=open_one, args=(b,)) for b in crowd]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT)
-        for b in crowd:
-            b.close()
+        failures.extend(_open_together(url, 4))
     assert not failures, failures[:3]
 
 
@@ -622,23 +629,7 @@ def test_version_2_file_opened_by_a_crowd_is_upgraded_once(tmp_path: Path) -> No
     for attempt in range(20):
         url = f"sqlite:///{tmp_path}/{attempt}.db"
         write_version_2_file(path_from_url(url), RunRecord("job", base, "r0", 41, base))
-        crowd = [backend(url, op_timeout=2.0) for _ in range(4)]
-        barrier = threading.Barrier(len(crowd))
-
-        def open_one(b: SqliteBackend, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            try:
-                b.check()
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=open_one, args=(b,)) for b in crowd]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT)
-        for b in crowd:
-            b.close()
+        failures.extend(_open_together(url, 4))
     assert not failures, failures[:3]
 
 
