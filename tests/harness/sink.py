@@ -47,8 +47,24 @@ class FencedSink:
         self._db = sqlite3.connect(
             self.path, timeout=10, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.executescript(_SCHEMA)
+
+    def _wal(self) -> None:
+        """Switch the file to WAL once. Changing the journal mode does not wait on SQLite's
+        busy handler: a replica's hook opening the sink while the test polls it got
+        "database is locked" (a CI failure). Already WAL: nothing to do; else retry."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                if mode != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def write(
         self,
