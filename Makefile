@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## Three replicas on the embedded backend, a leader crash, and the verdict.
 demo: $(VENV)/.installed
-	$(BIN)/python -m scheduler.demo
+	$(BIN)/python -m scheduler.ops.demo
 
 ## The whole suite on real servers (installs redis-server/zookeeper if missing).
 test: $(VENV)/.installed servers lint typecheck

@@ -18,7 +18,7 @@ from benchmarks.report import NO_TARGET, NOT_MEASURED, Section, Table, verdict
 from benchmarks.stats import percentile
 from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
-from scheduler.lease import Holder
+from scheduler.leadership.lease import Holder
 from tests.harness.redis_server import RedisServer
 
 TTL = 10.0

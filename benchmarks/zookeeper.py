@@ -26,8 +26,8 @@ from benchmarks.report import NO_TARGET, NOT_MEASURED, Section, Table, verdict
 from benchmarks.stats import ms, percentile
 from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
-from scheduler.lease import Holder
-from scheduler.runs import Retention, RunRecord
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.leadership.lease import Holder
 
 #: Session timeout of both contenders, seconds (Baton: lease_ttl, the shortest it allows).
 SESSION_TIMEOUT = 2.0

@@ -5,7 +5,6 @@ Public API::
     from scheduler import singleton_job, JobContext, LeadershipLost
 """
 
-from scheduler.context import JobContext
 from scheduler.errors import (
     BackendAuthError,
     BackendError,
@@ -23,13 +22,14 @@ from scheduler.errors import (
     UserError,
 )
 from scheduler.fencing import RedisFence, SqlFence, StaleFencingToken
-from scheduler.hooks import (
+from scheduler.jobs.context import JobContext
+from scheduler.jobs.spec import JobSpec, singleton_job
+from scheduler.leadership.hooks import (
     LeadershipAcquiredEvent,
     LeadershipLostEvent,
     on_leadership_acquired,
     on_leadership_lost,
 )
-from scheduler.jobs import JobSpec, singleton_job
 
 __version__ = "0.1.0"
 

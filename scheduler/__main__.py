@@ -1,6 +1,6 @@
 """``python -m scheduler`` is the ``baton`` command."""
 
-from scheduler.cli import main
+from scheduler.ops.cli import main
 
 if __name__ == "__main__":
     main()

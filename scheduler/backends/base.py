@@ -7,8 +7,8 @@ A backend keeps, per election name (the ``cluster``):
   only while the claimer holds the lease, so each fire runs at most once cluster-wide.
 
 A run record carries the identity of the claim **attempt** that wrote it
-(:attr:`~scheduler.runs.RunRecord.attempt`) and its state (``claimed`` → ``running`` → an
-outcome; see :mod:`scheduler.runs`). The shared rules every backend keeps, atomically:
+(:attr:`~scheduler.firing.runs.RunRecord.attempt`) and its state (``claimed`` → ``running`` → an
+outcome; see :mod:`scheduler.firing.runs`). The shared rules every backend keeps, atomically:
 
 * **identity**: :meth:`start`, :meth:`finish` and :meth:`unclaim` act only on the record
   written by their own attempt; the fencing token alone does not identify a claim (one
@@ -26,7 +26,7 @@ ours raises :class:`~scheduler.errors.LeaseLost`; success returns a value. Any c
 :class:`~scheduler.errors.BackendUnavailable` (no answer within ``op_timeout``: transient,
 the elector retries) or a :class:`~scheduler.errors.BackendPermanentError` (credentials
 refused, an ACL that denies the operation, a read-only database, a newer schema: the
-elector does not retry it, see :mod:`scheduler.elector`); no call blocks longer than
+elector does not retry it, see :mod:`scheduler.leadership.elector`); no call blocks longer than
 ``op_timeout`` plus the connect time, and none retries internally — retry policy belongs to
 the elector.
 """
@@ -37,9 +37,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from scheduler.lease import Holder, Lease, LeaseRecord
-from scheduler.members import Member
-from scheduler.runs import Retention, RunRecord
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.leadership.lease import Holder, Lease, LeaseRecord
+from scheduler.leadership.members import Member
 
 
 @runtime_checkable
@@ -177,7 +177,7 @@ class LeaseBackend(Protocol):
         ...
 
     def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
-        """Fire keys (see :func:`scheduler.runs.fire_key`) claimed in ``[since, until]``."""
+        """Fire keys (see :func:`scheduler.firing.runs.fire_key`) claimed in ``[since, until]``."""
         ...
 
     def announce(self, name: str, member: Member, ttl: float) -> None:

@@ -81,9 +81,9 @@ from scheduler.errors import (
     LeaseLost,
     excerpt,
 )
-from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
-from scheduler.members import Member
-from scheduler.runs import Retention, RunRecord, fire_key, from_fire_key
+from scheduler.firing.runs import Retention, RunRecord, fire_key, from_fire_key
+from scheduler.leadership.lease import Holder, Lease, LeaseRecord, local_deadline
+from scheduler.leadership.members import Member
 
 # KEYS[1] lease key, KEYS[2] info hash, KEYS[3] token counter
 # ARGV[1] holder id, ARGV[2] TTL in ms, ARGV[3] floor (highest token the caller has seen),

@@ -38,8 +38,8 @@ no attempt matches).
 
 The fencing token of an acquisition is ``tokens.last_token + 1`` for that name, assigned in
 the acquiring transaction; the ``tokens`` row outlives every release and expiry. ``runs.record``
-is the :meth:`~scheduler.runs.RunRecord.to_json` of the record; the other columns index it and
-are written with it in the same statement (``outcome`` at claim, start and finish), so that
+is the :meth:`~scheduler.firing.runs.RunRecord.to_json` of the record; the other columns
+index it and are written with it in the same statement (``outcome`` at claim, start and finish), so that
 claim, start, finish and unclaim compare the claim's attempt and state in their ``WHERE``
 clauses, inside their one transaction.
 
@@ -77,9 +77,9 @@ from scheduler.errors import (
     LeaseLost,
     excerpt,
 )
-from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
-from scheduler.members import Member
-from scheduler.runs import OUTCOMES, UNFINISHED, Retention, RunRecord, fire_key
+from scheduler.firing.runs import OUTCOMES, UNFINISHED, Retention, RunRecord, fire_key
+from scheduler.leadership.lease import Holder, Lease, LeaseRecord, local_deadline
+from scheduler.leadership.members import Member
 
 #: 2 added members and controls, 3 added ``runs.attempt``; older files are upgraded in place.
 SCHEMA_VERSION = 3

@@ -81,7 +81,7 @@ command (``op_timeout`` 2 s) gives up on an unreachable ensemble after 2 s. Noth
 retried inside a call beyond re-reading a latch or a run node that changed under it (at most
 three reads). kazoo keeps reconnecting in the background, which is the session layer's job,
 not a retried call; its own log lines (``Connection dropped`` at every attempt) are kept
-below error level by :mod:`scheduler.logs`, as Baton logs the states itself.
+below error level by :mod:`scheduler.ops.logs`, as Baton logs the states itself.
 
 **Preflight.** Before a replica joins, :meth:`~ZooKeeperBackend.preflight` creates the
 election's nodes (with our ACL) and a probe node and, with credentials, refuses any node of
@@ -147,11 +147,11 @@ from scheduler.errors import (
     excerpt,
     printable,
 )
-from scheduler.lease import Holder, Lease, LeaseRecord, local_deadline
-from scheduler.logs import get_logger
-from scheduler.members import Member
-from scheduler.runs import OUTCOMES, UNFINISHED, Retention, RunRecord, fire_key
-from scheduler.timings import LeaseTimings
+from scheduler.firing.runs import OUTCOMES, UNFINISHED, Retention, RunRecord, fire_key
+from scheduler.leadership.lease import Holder, Lease, LeaseRecord, local_deadline
+from scheduler.leadership.members import Member
+from scheduler.leadership.timings import LeaseTimings
+from scheduler.ops.logs import get_logger
 
 #: The chroot when the URL names none.
 DEFAULT_CHROOT = "/baton"

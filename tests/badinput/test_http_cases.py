@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from scheduler import http
+from scheduler.ops import http
 from tests.harness.http_replica import SECRET, HttpReplica, read_all, status_code
 
 CRLF = b"\r\n"

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import LeaseBackend, from_url
-from scheduler.lease import Holder
-from scheduler.members import PAUSE_PREFIX, Member
+from scheduler.leadership.lease import Holder
+from scheduler.leadership.members import PAUSE_PREFIX, Member
 from tests.badinput.harness import Case, check
 from tests.harness.redis_server import RedisServer
 
@@ -102,7 +102,7 @@ def op(
 
 
 LONG = "x" * 201
-#: What a name outside the job-name rule is told (scheduler.jobs.JOB_NAME_RULE).
+#: What a name outside the job-name rule is told (scheduler.jobs.spec.JOB_NAME_RULE).
 RULE = "ASCII letters"
 #: Under Linux's 128 KiB limit for one argument, far over any job name.
 HUGE = "j" * 100_000

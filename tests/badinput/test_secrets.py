@@ -32,8 +32,8 @@ from urllib.parse import quote
 import pytest
 
 from scheduler.backends import from_url
-from scheduler.config import load_settings
 from scheduler.errors import BackendError, ConfigError
+from scheduler.ops.config import load_settings
 from tests.badinput.harness import MAX_LINE, SENTINEL
 from tests.harness.cli import baton
 from tests.harness.redis_server import HOST, RedisServer, free_port

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.jobs import build_spec
+from scheduler.jobs.spec import build_spec
 from tests.chaos.cluster import Replicas
 from tests.chaos.faketime import FakeClocks, probe
 from tests.chaos.proxy import ProxyLoop
@@ -204,7 +204,7 @@ def test_zookeeper_late_create_does_not_leave_an_orphan_that_blocks_the_latch(
 # nobody runs it although catch_up="all" and misfire_grace (30 s) leave plenty of time.
 # Found by ``python -m tests.chaos.run --backend zookeeper --duration 780 --seed 7`` (two
 # ticks "not caught up" during partition_delay #54). Redis has the same window.
-# Fixed (scheduler/recovery.py): once the backend answers, the claimant looks its claim up.
+# Fixed (scheduler/firing/recovery.py): once the backend answers, the claimant looks its claim up.
 # Under the term it still leads it runs the fire late; under a term it no longer leads it
 # gives the claim back (unclaim), and the new leader, who watches orphans within
 # misfire_grace, runs the fire.

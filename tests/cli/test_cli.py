@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import from_url
-from scheduler.lease import Holder
-from scheduler.runs import Retention, RunRecord
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.leadership.lease import Holder
 from tests.harness.cli import baton
 from tests.harness.redis_server import RedisServer, free_port
 from tests.harness.replicas import ROOT, wait_for

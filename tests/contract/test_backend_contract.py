@@ -19,8 +19,8 @@ import pytest
 
 from scheduler.backends import LeaseBackend
 from scheduler.errors import ClaimLost, LeaseLost
-from scheduler.lease import Holder, Lease, local_deadline
-from scheduler.runs import Outcome, Retention, RunRecord, fire_key, new_attempt_id
+from scheduler.firing.runs import Outcome, Retention, RunRecord, fire_key, new_attempt_id
+from scheduler.leadership.lease import Holder, Lease, local_deadline
 
 MakeBackend = Callable[..., LeaseBackend]
 #: The ``expire_lease`` fixture: make the server expire the lease a backend holds, and wait.

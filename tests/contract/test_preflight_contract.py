@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from scheduler.backends import LeaseBackend
-from scheduler.lease import Holder
+from scheduler.leadership.lease import Holder
 
 
 def test_preflight_passes_and_leaves_no_trace(

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from scheduler.backends import LeaseBackend
-from scheduler.members import Member
+from scheduler.leadership.members import Member
 from tests.harness.replicas import wait_for
 
 

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scheduler.config import HttpSettings, Settings, ZooKeeperSettings, load_settings
+from scheduler.ops.config import HttpSettings, Settings, ZooKeeperSettings, load_settings
 from tests.deploy.chart import CHART_DIR, NAMESPACE, RELEASE, ROOT, Rendered, render, validate
 
 SELECTOR = {"app.kubernetes.io/name": "baton", "app.kubernetes.io/instance": RELEASE}

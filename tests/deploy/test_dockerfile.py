@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import from_url
-from scheduler.config import load_settings
+from scheduler.ops.config import load_settings
 from tests.deploy.chart import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from scheduler.backends import from_url
-from scheduler.lease import LeaseRecord
+from scheduler.leadership.lease import LeaseRecord
 from tests.deploy.chart import Rendered, render
 from tests.deploy.image import (
     Bind,

@@ -35,8 +35,6 @@ from structlog.testing import capture_logs
 from scheduler.backends import from_url
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.backends.zookeeper import ZooKeeperBackend, ZooKeeperOptions
-from scheduler.cli import READ_TIMEOUT
-from scheduler.elector import Elector, LeadershipAcquired, LeadershipLost
 from scheduler.errors import (
     BackendAuthError,
     BackendPermanentError,
@@ -44,9 +42,11 @@ from scheduler.errors import (
     BackendSchemaError,
     BackendUnprotectedError,
 )
-from scheduler.lease import Holder
-from scheduler.logs import configure
-from scheduler.timings import LeaseTimings
+from scheduler.leadership.elector import Elector, LeadershipAcquired, LeadershipLost
+from scheduler.leadership.lease import Holder
+from scheduler.leadership.timings import LeaseTimings
+from scheduler.ops.cli import READ_TIMEOUT
+from scheduler.ops.logs import configure
 from tests.harness.cli import baton as run_baton
 from tests.harness.process_server import HOST, free_port
 from tests.harness.readonly import obey_file_permissions

@@ -24,8 +24,8 @@ from scheduler.errors import (
     FireNotDue,
     LeaseLost,
 )
-from scheduler.lease import Holder, Lease
-from scheduler.runs import Retention, RunRecord
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.leadership.lease import Holder, Lease
 from tests.harness.redis_server import HOST, RedisServer, free_port, make_tls_files
 
 OP_TIMEOUT = 0.5

@@ -31,8 +31,8 @@ from scheduler.backends.zookeeper import (
     ZooKeeperOptions,
 )
 from scheduler.errors import BackendAuthError, BackendUnavailable, LeaseLost
-from scheduler.lease import Holder, Lease, LeaseRecord
-from scheduler.runs import Retention, RunRecord
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from tests.harness.redis_server import make_tls_files
 from tests.harness.replicas import Cluster, wait_for
 from tests.harness.sink import FencedSink, Write

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
-from scheduler.elector import Elector, Term
-from scheduler.jobs import JobSpec
-from scheduler.lease import Holder
-from scheduler.runner import Runner
-from scheduler.runs import Retention, RunRecord
-from scheduler.timings import LeaseTimings
+from scheduler.firing.runner import Runner
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.jobs.spec import JobSpec
+from scheduler.leadership.elector import Elector, Term
+from scheduler.leadership.lease import Holder
+from scheduler.leadership.timings import LeaseTimings
 
 
 def queued_by_catch_up(

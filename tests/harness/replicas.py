@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scheduler.backends import from_url
-from scheduler.lease import LeaseRecord
-from scheduler.runs import RunRecord
+from scheduler.firing.runs import RunRecord
+from scheduler.leadership.lease import LeaseRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

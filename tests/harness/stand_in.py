@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scheduler.elector import Term
-from scheduler.lease import Holder
-from scheduler.metrics import Metrics
-from scheduler.timings import LeaseTimings
+from scheduler.leadership.elector import Term
+from scheduler.leadership.lease import Holder
+from scheduler.leadership.timings import LeaseTimings
+from scheduler.ops.metrics import Metrics
 
 
 class StandInElector:

@@ -30,11 +30,11 @@ import pytest
 
 from scheduler.backends import LeaseBackend, from_url
 from scheduler.clock import FakeClock
-from scheduler.context import JobContext
-from scheduler.elector import Term
-from scheduler.jobs import build_spec
-from scheduler.runner import Runner
-from scheduler.timings import LeaseTimings
+from scheduler.firing.runner import Runner
+from scheduler.jobs.context import JobContext
+from scheduler.jobs.spec import build_spec
+from scheduler.leadership.elector import Term
+from scheduler.leadership.timings import LeaseTimings
 from tests.chaos.proxy import Proxy, ProxyLoop
 from tests.harness.redis_server import RedisServer
 from tests.harness.stand_in import StandInElector

@@ -1,5 +1,5 @@
 """The HTTP endpoints of a real replica under abuse: thousands of idle connections under a
-256-descriptor limit, slowloris, a flood of slow requests (scheduler/http.py)."""
+256-descriptor limit, slowloris, a flood of slow requests (scheduler/ops/http.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import http
+from scheduler.ops import http
 from tests.harness.http_replica import HttpReplica, read_all, status_code
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ from scheduler.backends import BackendURL, check_url, redact
 from scheduler.backends.redis import parse_url as parse_redis
 from scheduler.backends.sqlite import path_from_url
 from scheduler.backends.zookeeper import parse_url as parse_zookeeper
-from scheduler.config import Settings, load_settings
 from scheduler.errors import ConfigError
+from scheduler.ops.config import Settings, load_settings
 from tests.badinput.harness import SENTINEL
 
 ENCODED = "Hunter2-s3cr3t%2Fw%40rd"

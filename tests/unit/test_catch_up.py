@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.jobs import JobSpec, build_spec
-from scheduler.pauses import (
+from scheduler.firing.pauses import (
     MAX_RUNS,
     PAUSED_FIRES_PREFIX,
     add_skipped,
     skipped_runs,
     was_skipped,
 )
-from scheduler.runs import fire_key
+from scheduler.firing.runs import fire_key
+from scheduler.jobs.spec import JobSpec, build_spec
 from tests.harness.catch_up import queued_by_catch_up
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,11 +1,11 @@
-"""The per-term attempt ledger (scheduler/claims.py) on a fake clock."""
+"""The per-term attempt ledger (scheduler/firing/claims.py) on a fake clock."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from scheduler.claims import Attempts
 from scheduler.clock import FakeClock
+from scheduler.firing.claims import Attempts
 
 FIRE = datetime(2026, 1, 1, tzinfo=UTC)
 

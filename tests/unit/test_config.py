@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config import DEFAULT_BACKEND, load_settings
 from scheduler.errors import ConfigError
-from scheduler.timings import LeaseTimings
+from scheduler.leadership.timings import LeaseTimings
+from scheduler.ops.config import DEFAULT_BACKEND, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

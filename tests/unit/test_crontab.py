@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scheduler.schedules import WallCron, fires_between
+from scheduler.jobs.schedules import WallCron, fires_between
 
 # November 2026: the 1st is a Sunday.
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 30, 23, 59, tzinfo=UTC)

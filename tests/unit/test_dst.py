@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.jobs import build_spec
-from scheduler.runner import CLAIM_AHEAD
-from scheduler.schedules import Ahead, WallCron, fires_between
+from scheduler.firing.runner import CLAIM_AHEAD
+from scheduler.jobs.schedules import Ahead, WallCron, fires_between
+from scheduler.jobs.spec import build_spec
 from tests.harness.catch_up import queued_by_catch_up
 
 EVERY_30 = "*/30 * * * *"

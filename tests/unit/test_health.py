@@ -7,9 +7,9 @@ from pathlib import Path
 
 from scheduler.backends import from_url
 from scheduler.clock import FakeClock
-from scheduler.elector import STALL_THRESHOLD, Elector, Term
-from scheduler.lease import Holder, Lease, local_deadline
-from scheduler.timings import LeaseTimings
+from scheduler.leadership.elector import STALL_THRESHOLD, Elector, Term
+from scheduler.leadership.lease import Holder, Lease, local_deadline
+from scheduler.leadership.timings import LeaseTimings
 
 
 def test_wedged_leader_fails_liveness(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""scheduler/http.py: what /status shows of a failed run, request parsing, and the server's
+"""scheduler/ops/http.py: what /status shows of a failed run, request parsing, and the server's
 worker pool with a stand-in replica whose /status hangs."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from scheduler import http
 from scheduler.clock import SYSTEM_CLOCK
-from scheduler.config import load_settings
-from scheduler.http import (
+from scheduler.firing.runs import RunRecord
+from scheduler.ops import http
+from scheduler.ops.config import load_settings
+from scheduler.ops.http import (
     Refused,
     StatusServer,
     error_summary,
@@ -22,7 +23,6 @@ from scheduler.http import (
     parse_request_line,
     public_run,
 )
-from scheduler.runs import RunRecord
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.clock import SYSTEM_CLOCK
-from scheduler.context import JobContext
-from scheduler.isolation import run_in_child
+from scheduler.firing.isolation import run_in_child
+from scheduler.jobs.context import JobContext
 from tests import isolation_jobs
 from tests.harness.replicas import wait_for
 

@@ -20,11 +20,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from scheduler.backends import LeaseBackend, from_url
-from scheduler.context import JobContext
-from scheduler.elector import Term
-from scheduler.jobs import JobSpec, build_spec
-from scheduler.runner import Runner
-from scheduler.timings import LeaseTimings
+from scheduler.firing.runner import Runner
+from scheduler.jobs.context import JobContext
+from scheduler.jobs.spec import JobSpec, build_spec
+from scheduler.leadership.elector import Term
+from scheduler.leadership.timings import LeaseTimings
 from tests.harness.replicas import wait_for
 from tests.harness.stand_in import StandInElector
 

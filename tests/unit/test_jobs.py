@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.errors import JobDefinitionError, JobsModuleError
-from scheduler.jobs import SPEC_ATTR, JobRegistry, load_jobs, parse_every, singleton_job
+from scheduler.jobs.spec import SPEC_ATTR, JobRegistry, load_jobs, parse_every, singleton_job
 
 
 def test_decorator_returns_function_unchanged_with_frozen_spec() -> None:
@@ -118,7 +118,7 @@ def test_load_jobs_imports_a_package_and_its_modules(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = JobRegistry()
-    monkeypatch.setattr("scheduler.jobs.REGISTRY", registry)
+    monkeypatch.setattr("scheduler.jobs.spec.REGISTRY", registry)
     names = [spec.name for spec in load_jobs(["myjobs_pkg"], registry)]
     assert names == ["pkg.billing"]
     with pytest.raises(JobsModuleError, match="'no_such_jobs_module': not found"):
@@ -220,7 +220,7 @@ def test_process_job_whose_name_was_rebound_is_refused_at_load(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = JobRegistry()
-    monkeypatch.setattr("scheduler.jobs.REGISTRY", registry)
+    monkeypatch.setattr("scheduler.jobs.spec.REGISTRY", registry)
     try:
         with pytest.raises(JobDefinitionError, match=r"'t\.rebound'.*does not lead to it"):
             load_jobs(["rebound_jobs"], registry)

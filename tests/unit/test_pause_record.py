@@ -16,15 +16,15 @@ import pytest
 
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
-from scheduler.elector import Elector, Term
 from scheduler.errors import BackendUnavailable
-from scheduler.jobs import build_spec
-from scheduler.lease import Holder
-from scheduler.members import PAUSE_PREFIX, Member
-from scheduler.pauses import PAUSED_FIRES_PREFIX, skipped_runs
-from scheduler.runner import Runner
-from scheduler.runs import Retention, RunRecord, fire_key
-from scheduler.timings import LeaseTimings
+from scheduler.firing.pauses import PAUSED_FIRES_PREFIX, skipped_runs
+from scheduler.firing.runner import Runner
+from scheduler.firing.runs import Retention, RunRecord, fire_key
+from scheduler.jobs.spec import build_spec
+from scheduler.leadership.elector import Elector, Term
+from scheduler.leadership.lease import Holder
+from scheduler.leadership.members import PAUSE_PREFIX, Member
+from scheduler.leadership.timings import LeaseTimings
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Settling claims in doubt (scheduler/recovery.py) on the embedded backend and a fake clock.
+"""Settling claims in doubt (scheduler/firing/recovery.py) on the embedded backend and a fake clock.
 
 The backend is the real SQLite one; only the elector is a stand-in that says which term
 this replica leads, so each branch can be driven without timing games. The end-to-end
@@ -18,16 +18,16 @@ import pytest
 
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
-from scheduler.elector import Term
 from scheduler.errors import LeaseLost
-from scheduler.jobs import build_spec
-from scheduler.lease import Holder
-from scheduler.logs import get_logger
-from scheduler.metrics import Metrics
-from scheduler.recovery import Handover, Recovery
-from scheduler.runner import Lane
-from scheduler.runs import Retention, RunRecord
-from scheduler.timings import LeaseTimings
+from scheduler.firing.recovery import Handover, Recovery
+from scheduler.firing.runner import Lane
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.jobs.spec import build_spec
+from scheduler.leadership.elector import Term
+from scheduler.leadership.lease import Holder
+from scheduler.leadership.timings import LeaseTimings
+from scheduler.ops.logs import get_logger
+from scheduler.ops.metrics import Metrics
 
 CLUSTER = "recovery"
 TIMINGS = LeaseTimings.of(30.0, None, None)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.schedules import EpochInterval, WallCron, describe_interval, fires_between
+from scheduler.jobs.schedules import EpochInterval, WallCron, describe_interval, fires_between
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

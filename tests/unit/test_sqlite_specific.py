@@ -37,8 +37,8 @@ from scheduler.errors import (
     ConfigError,
     LeaseLost,
 )
-from scheduler.lease import Holder, Lease
-from scheduler.runs import Retention, RunRecord
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.leadership.lease import Holder, Lease
 
 WAIT = 15.0  # seconds any cross-process condition may take before the test fails
 
@@ -49,8 +49,8 @@ import json, os, signal, sys
 from datetime import UTC, datetime, timedelta
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import SYSTEM_CLOCK
-from scheduler.lease import Holder, Lease
-from scheduler.runs import Retention, RunRecord
+from scheduler.leadership.lease import Holder, Lease
+from scheduler.firing.runs import Retention, RunRecord
 
 def say(**fields):
     print(json.dumps(fields), flush=True)

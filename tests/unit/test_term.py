@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from scheduler.clock import FakeClock
-from scheduler.context import JobContext
-from scheduler.elector import Term
 from scheduler.errors import LeadershipLost
-from scheduler.lease import Holder, Lease, local_deadline
-from scheduler.timings import LeaseTimings
+from scheduler.jobs.context import JobContext
+from scheduler.leadership.elector import Term
+from scheduler.leadership.lease import Holder, Lease, local_deadline
+from scheduler.leadership.timings import LeaseTimings
 
 TIMINGS = LeaseTimings.of(9)  # renew every 3 s, give up after 6 s
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
-from scheduler.lease import LeaseRecord
+from scheduler.leadership.lease import LeaseRecord
 
 JOB = "examples.heartbeat"
 INTERVAL = timedelta(seconds=2)

@@ -2,9 +2,9 @@
 
 **The rule.** In one leadership term a replica makes at most one claim *attempt* per fire
 (job, instant); whatever proposes the fire again in that term — APScheduler's trigger, the
-catch-up after an election or an outage, a lane's backlog, :mod:`scheduler.recovery` — is
+catch-up after an election or an outage, a lane's backlog, :mod:`scheduler.firing.recovery` — is
 dropped (``fire_already_attempted``). The only repeat is a *resend* of the same attempt
-(same :attr:`~scheduler.runs.RunRecord.attempt`) by recovery after the first send went
+(same :attr:`~scheduler.firing.runs.RunRecord.attempt`) by recovery after the first send went
 unanswered, which every backend answers idempotently. :class:`Attempts` is that ledger.
 
 **One clock proposes fires.** The trigger and the catch-up both name instants on this
@@ -29,7 +29,7 @@ once settled, was withdrawn by token — deleting the record of the run that had
   believes.
 * *Start* is fenced by the lease: a ``claimed`` record of a term that is over can never
   start, so a new leader may rely on it staying unstarted (it watches such claims, and runs
-  the fire if the claimant gives it back, see :mod:`scheduler.recovery`).
+  the fire if the claimant gives it back, see :mod:`scheduler.firing.recovery`).
 * *Adoption by a new leader* — a ``running`` record of an older term is marked ``lost``,
   never run again; a ``claimed`` one stays claimed until its claimant gives it back or
   misfire_grace passes (then it is marked ``lost``). Neither is deleted by the new leader.
@@ -51,7 +51,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from scheduler.runs import fire_key
+from scheduler.firing.runs import fire_key
 
 Key = tuple[str, int]
 

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.config import Settings
-from scheduler.elector import Elector
 from scheduler.errors import BackendError, BackendPermanentError, ConfigError
-from scheduler.http import StatusServer
-from scheduler.jobs import JobSpec
-from scheduler.lease import Holder
-from scheduler.logs import get_logger
-from scheduler.metrics import Metrics
-from scheduler.runner import Runner
+from scheduler.firing.runner import Runner
+from scheduler.jobs.spec import JobSpec
+from scheduler.leadership.elector import Elector
+from scheduler.leadership.lease import Holder
+from scheduler.ops.config import Settings
+from scheduler.ops.http import StatusServer
+from scheduler.ops.logs import get_logger
+from scheduler.ops.metrics import Metrics
 
 #: Seconds between reads of the presence records while checking that no live replica uses
 #: this replica's id (see Replica.check_replica_id).

@@ -4,7 +4,7 @@ A claim is one backend write. When its answer never arrives (a slow or broken li
 call times out) it may still have landed, and then the fire is claimed but nobody runs it —
 at most once, but lost. The same holds for a claim made just before leadership was lost
 (the job was never started), and for a ``start`` that went unanswered. Each such *doubt* is
-one claim attempt (:attr:`~scheduler.runs.RunRecord.attempt`) this replica never started,
+one claim attempt (:attr:`~scheduler.firing.runs.RunRecord.attempt`) this replica never started,
 and :class:`Recovery` settles it once the backend answers, by what the fire's record says:
 
 * this attempt's record, under the term this replica still leads: the lane runs it (late,
@@ -17,7 +17,7 @@ and :class:`Recovery` settles it once the backend answers, by what the fire's re
 * this attempt's ``running`` record (a start that landed unanswered) under a term no longer
   led, or any of its records past ``misfire_grace``: recorded ``lost``, never run;
 * no record: it never landed (yet). In the same term the *same* attempt is sent again
-  (idempotent: :mod:`scheduler.claims`); in a newer term of ours the fire is claimed
+  (idempotent: :mod:`scheduler.firing.claims`); in a newer term of ours the fire is claimed
   afresh (the old attempt's lease check can no longer pass); a follower waits until the
   old attempt cannot land any more;
 * another attempt's record: the fire is theirs; nothing to do.
@@ -41,10 +41,10 @@ from typing import Any
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import Clock
-from scheduler.elector import Elector, Term
 from scheduler.errors import BackendError
-from scheduler.jobs import JobSpec
-from scheduler.runs import RunRecord, fire_key
+from scheduler.firing.runs import RunRecord, fire_key
+from scheduler.jobs.spec import JobSpec
+from scheduler.leadership.elector import Elector, Term
 
 #: Seconds between passes while something is left to settle. A pass costs one read per
 #: unsettled fire, and there are only ever a few.
@@ -86,7 +86,7 @@ class _Suspect:
 
 
 class Recovery:
-    """The bookkeeping of unsettled claims for one :class:`~scheduler.runner.Runner`.
+    """The bookkeeping of unsettled claims for one :class:`~scheduler.firing.runner.Runner`.
 
     Args:
         specs: the jobs by name (``misfire_grace``, ``catch_up``).

@@ -1,7 +1,7 @@
 """Prometheus metrics of one replica (names prefixed ``baton_``), in a registry of its own.
 
 The elector and the runner report what happens; nothing here decides anything. Served at
-``/metrics`` by :mod:`scheduler.http`.
+``/metrics`` by :mod:`scheduler.ops.http`.
 """
 
 from __future__ import annotations

@@ -61,5 +61,5 @@ class Member:
 
 #: Control keys (see LeaseBackend.set_control).
 RESIGN = "resign"
-#: ``pause:<job>``: the operator's intent only (who asked); see :mod:`scheduler.pauses`.
+#: ``pause:<job>``: the operator's intent only (who asked); see :mod:`scheduler.firing.pauses`.
 PAUSE_PREFIX = "pause:"

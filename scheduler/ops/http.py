@@ -46,11 +46,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import __version__
 from scheduler.errors import BackendError
-from scheduler.logs import get_logger
-from scheduler.runs import RunRecord
+from scheduler.firing.runs import RunRecord
+from scheduler.ops.logs import get_logger
 
 if TYPE_CHECKING:
-    from scheduler.replica import Replica
+    from scheduler.ops.replica import Replica
 
 #: Seconds from accepting a connection to the end of its request head (idle or trickling).
 HEAD_TIMEOUT = 5.0
@@ -99,7 +99,7 @@ _NOT_FOUND = "not found: try /healthz, /readyz, /metrics or /status"
 def error_summary(message: str) -> str:
     """The part of a run's error message /status shows by default: the exception type.
 
-    History records ``Type: text`` (scheduler.runner.describe_error); the text is dropped.
+    History records ``Type: text`` (scheduler.firing.runner.describe_error); the text is dropped.
     A message without ``:`` is Baton's own (``job process exited with status 1``) or a bare
     type name, shown whole; anything else is hidden.
     """

@@ -27,7 +27,6 @@ import click
 
 from scheduler import __version__
 from scheduler.backends.base import LeaseBackend
-from scheduler.config import HISTORY_LIMIT_MAX, Settings, load_settings
 from scheduler.errors import (
     BackendError,
     BatonError,
@@ -36,11 +35,12 @@ from scheduler.errors import (
     excerpt,
     printable,
 )
-from scheduler.jobs import job_name_problem, load_jobs
-from scheduler.lease import LeaseRecord
-from scheduler.logs import configure
-from scheduler.members import PAUSE_PREFIX, RESIGN
-from scheduler.runs import RunRecord
+from scheduler.firing.runs import RunRecord
+from scheduler.jobs.spec import job_name_problem, load_jobs
+from scheduler.leadership.lease import LeaseRecord
+from scheduler.leadership.members import PAUSE_PREFIX, RESIGN
+from scheduler.ops.config import HISTORY_LIMIT_MAX, Settings, load_settings
+from scheduler.ops.logs import configure
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -261,7 +261,7 @@ def run(
     log_format: str | None,
 ) -> None:
     """Run a replica: join the election and fire the jobs this replica wins."""
-    from scheduler.replica import Replica
+    from scheduler.ops.replica import Replica
 
     settings = _settings(
         config_path,
@@ -393,7 +393,7 @@ def jobs_command(
 
 
 class JobName(click.ParamType[str, Any]):
-    """A job name as ``@singleton_job`` accepts it (see :data:`scheduler.jobs.JOB_NAME_RULE`)."""
+    """A job name as ``@singleton_job`` accepts it (:data:`~scheduler.jobs.spec.JOB_NAME_RULE`)."""
 
     name = "job"
 
@@ -681,7 +681,7 @@ def _set_paused(
     as_json: bool,
 ) -> None:
     # Only the intent is stored, no time: the leader records which fires it skipped
-    # (scheduler.pauses), so the operator's clock never decides what a catch-up runs.
+    # (scheduler.firing.pauses), so the operator's clock never decides what a catch-up runs.
     settings = _settings(config_path, backend=backend, cluster=cluster, jobs=list(jobs) or None)
     configured = None
     if "jobs" in settings.model_fields_set:  # given (flag, env, file), not the default

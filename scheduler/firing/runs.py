@@ -8,7 +8,7 @@ A record moves through one state machine, and only forward::
 
 Only a ``claimed`` record can be given back (:meth:`~scheduler.backends.base.LeaseBackend.
 unclaim`), and only by the attempt that made it: once a fire has started, no path deletes
-or frees its record (see :mod:`scheduler.claims` for the invariants each path keeps).
+or frees its record (see :mod:`scheduler.firing.claims` for the invariants each path keeps).
 """
 
 from __future__ import annotations

@@ -24,22 +24,22 @@ from typing import Any
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from scheduler import hooks
 from scheduler.backends.base import LeaseBackend
-from scheduler.claims import Attempts
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.context import JobContext
-from scheduler.elector import Elector, LeadershipAcquired, LeadershipLost, Term
 from scheduler.errors import BackendError, ClaimLost, FireNotDue, LeaseLost
 from scheduler.errors import LeadershipLost as JobLeadershipLost
-from scheduler.isolation import run_in_child
-from scheduler.jobs import JobSpec
-from scheduler.logs import get_logger
-from scheduler.members import PAUSE_PREFIX
-from scheduler.pauses import PAUSED_FIRES_PREFIX, add_skipped, skipped_runs, was_skipped
-from scheduler.recovery import NEVER_STARTED, ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
-from scheduler.runs import Retention, RunRecord, fire_key
-from scheduler.schedules import Ahead, fires_between
+from scheduler.firing.claims import Attempts
+from scheduler.firing.isolation import run_in_child
+from scheduler.firing.pauses import PAUSED_FIRES_PREFIX, add_skipped, skipped_runs, was_skipped
+from scheduler.firing.recovery import NEVER_STARTED, ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
+from scheduler.firing.runs import Retention, RunRecord, fire_key
+from scheduler.jobs.context import JobContext
+from scheduler.jobs.schedules import Ahead, fires_between
+from scheduler.jobs.spec import JobSpec
+from scheduler.leadership import hooks
+from scheduler.leadership.elector import Elector, LeadershipAcquired, LeadershipLost, Term
+from scheduler.leadership.members import PAUSE_PREFIX
+from scheduler.ops.logs import get_logger
 
 #: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader.
 ORPHAN_SCAN = 10
@@ -78,7 +78,7 @@ def _pool_problem(pool: ThreadPoolExecutor, name: str) -> str | None:
 
 def describe_error(exc: BaseException) -> str:
     """How history records a failed run: ``Type: text``, or ``Type`` when the text is empty
-    (``sys.exit()``). /status shows only the ``Type`` part by default (scheduler.http)."""
+    (``sys.exit()``). /status shows only the ``Type`` part by default (scheduler.ops.http)."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -101,7 +101,7 @@ class Lane:
     def submit(self, fires: Sequence[datetime], keep: bool = False) -> None:
         """Queue ``fires`` (deduplicated, in order); start draining if idle.
 
-        ``keep``: the fires are claims already made (see :mod:`scheduler.recovery`), run even
+        ``keep``: the fires are claims already made (see :mod:`scheduler.firing.recovery`), run even
         where the job's policy coalesces a backlog to its newest fire.
         """
         with self._lock:
@@ -212,7 +212,7 @@ class Runner:
             max_workers=max(4, len(self.specs) + 2), thread_name_prefix="baton-job"
         )
         self.accepting = True
-        # One attempt per fire per term (scheduler.claims); kept well past any grace.
+        # One attempt per fire per term (scheduler.firing.claims); kept well past any grace.
         longest_grace = max((spec.misfire_grace for spec in self.specs), default=0.0)
         self.attempts = Attempts(clock.monotonic, keep=2 * longest_grace + ATTEMPT_MEMORY)
         self._held = False  # no new fire while a resign is under way
@@ -221,11 +221,11 @@ class Runner:
         self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
         self._unsaved: list[RunRecord] = []
         self._unsaved_lock = threading.Lock()
-        # Fires skipped as paused and not yet recorded in the backend (scheduler.pauses); the
+        # Fires skipped as paused and not yet recorded in the backend (scheduler.firing.pauses); the
         # lock also keeps this replica's read-modify-writes of those records apart.
         self._paused_unsaved: dict[str, set[datetime]] = {}
         self._paused_lock = threading.Lock()
-        # Wakes the maintenance loop: outcomes to store, claims to settle (scheduler.recovery).
+        # Wakes the maintenance loop: outcomes to store, claims to settle (firing.recovery).
         self._maintenance_wake = threading.Event()
         self._stopped = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -320,7 +320,7 @@ class Runner:
         """Claim ``fire`` if this replica leads, start it at its instant, run the job."""
         spec = lane.spec
         term = self.elector.current_term()
-        # An attempt recovery settled (scheduler.recovery): sent again, or run as found.
+        # An attempt recovery settled (scheduler.firing.recovery): sent again, or run as found.
         handover = self.recovery.take_handover(spec.name, fire, term)
         if handover is not None and self.attempts.started(handover.run.attempt):
             handover = None  # raced its own first run (the lane ran it meanwhile)
@@ -437,7 +437,7 @@ class Runner:
             )
         else:
             # Proposed again in this term (the trigger and a catch-up, a clock step): one
-            # attempt per fire per term (scheduler.claims).
+            # attempt per fire per term (scheduler.firing.claims).
             log.info("fire_already_attempted")
             self.elector.metrics.claims.labels("already_attempted").inc()
             return None
@@ -586,7 +586,7 @@ class Runner:
         """
         if not self.elector.refresh_controls():  # pauses set while this replica followed
             # Without them, a fire another leader skipped as paused would look missed
-            # (scheduler.pauses): catch up once they can be read (the maintenance loop).
+            # (scheduler.firing.pauses): catch up once they can be read (the maintenance loop).
             self.recovery.skipped(term)
             return
         now = self.clock.now()
@@ -625,7 +625,7 @@ class Runner:
         # while it did not lead yet, so it dropped them; the lane waits for their instant.
         due = fires_between(spec.trigger, start, now + CLAIM_AHEAD)
         # A fire a leader skipped because the job was paused was handled, as a claimed one
-        # was: never missed, so never run later (scheduler.pauses).
+        # was: never missed, so never run later (scheduler.firing.pauses).
         runs = skipped_runs(self.elector.controls.get(PAUSED_FIRES_PREFIX + spec.name))
         with self._paused_lock:
             unsaved = set(self._paused_unsaved.get(spec.name, ()))
@@ -644,7 +644,7 @@ class Runner:
     # -- fires skipped as paused ----------------------------------------------------------------
 
     def _record_paused(self, job: str, fire: datetime) -> None:
-        """Add ``fire`` to ``job``'s record of fires skipped as paused (scheduler.pauses)."""
+        """Add ``fire`` to ``job``'s record of fires skipped as paused (scheduler.firing.pauses)."""
         with self._paused_lock:
             self._paused_unsaved.setdefault(job, set()).add(fire.astimezone(UTC))
         self._flush_paused(job)
@@ -682,7 +682,7 @@ class Runner:
         so it is marked ``lost`` (if it was only paused and does finish, its own ``finish``
         overwrites this with the real outcome). ``claimed``: never started, and now never
         will be (``start`` is fenced by the lease this term holds); its claimant may still
-        give it back, and :class:`~scheduler.recovery.Recovery` runs the fire if so while
+        give it back, and :class:`~scheduler.firing.recovery.Recovery` runs the fire if so while
         within misfire_grace; a claim the job would not run any more is marked ``lost``.
         """
         for run in recent:

@@ -39,10 +39,10 @@ import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from scheduler.runs import fire_key, from_fire_key
+from scheduler.firing.runs import fire_key, from_fire_key
 
 #: ``paused-fires:<job>``: a JSON list of ``[first, last]`` fire keys (ms since the epoch,
-#: :func:`scheduler.runs.fire_key`), oldest first. Each pair is a run of consecutive fires of
+#: :func:`scheduler.firing.runs.fire_key`), oldest first. Each pair is a run of consecutive fires of
 #: the job's trigger that a leader skipped because the job was paused.
 PAUSED_FIRES_PREFIX = "paused-fires:"
 #: Runs kept per job. A catch-up looks back only ``misfire_grace``: more runs than this

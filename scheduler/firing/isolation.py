@@ -28,8 +28,8 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
 from scheduler.clock import SYSTEM_CLOCK
-from scheduler.context import JobContext
 from scheduler.errors import LeadershipLost
+from scheduler.jobs.context import JobContext
 
 #: Exit status of a child that ended itself at the lease deadline.
 EXIT_DEADLINE = 86
@@ -107,7 +107,7 @@ def _child_main(
     except LeadershipLost as exc:
         outcome = ("lost", str(exc))
     except BaseException as exc:  # report everything; the parent decides what it means
-        # As scheduler.runner.describe_error: ``Type: text``, or ``Type`` (``sys.exit()``).
+        # As scheduler.firing.runner.describe_error: ``Type: text``, or ``Type`` (``sys.exit()``).
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         outcome = ("error", text)
     else:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import BackendError, BackendPermanentError, LeaseLost
-from scheduler.lease import Holder, Lease
-from scheduler.logs import get_logger
-from scheduler.members import RESIGN, Member
-from scheduler.metrics import Metrics
-from scheduler.timings import LeaseTimings
+from scheduler.leadership.lease import Holder, Lease
+from scheduler.leadership.members import RESIGN, Member
+from scheduler.leadership.timings import LeaseTimings
+from scheduler.ops.logs import get_logger
+from scheduler.ops.metrics import Metrics
 
 #: Seconds; first and largest pause between attempts while the backend is unreachable.
 BACKOFF_START = 0.2

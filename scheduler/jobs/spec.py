@@ -26,10 +26,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.base import BaseTrigger
 
 from scheduler.errors import JobDefinitionError, JobsModuleError, excerpt, printable
-from scheduler.schedules import EpochInterval, WallCron, describe_interval
+from scheduler.jobs.schedules import EpochInterval, WallCron, describe_interval
 
 if TYPE_CHECKING:
-    from scheduler.context import JobContext
+    from scheduler.jobs.context import JobContext
 
 CatchUp = Literal["latest", "none", "all"]
 CATCH_UP_POLICIES: tuple[CatchUp, ...] = ("latest", "none", "all")
@@ -94,7 +94,7 @@ class JobSpec:
     Attributes:
         name: unique job name (default ``module.qualname``); with a fire instant it
             identifies a tick in the run history.
-        func: the job function, called with a :class:`~scheduler.context.JobContext`.
+        func: the job function, called with a :class:`~scheduler.jobs.context.JobContext`.
         schedule: human description, e.g. ``cron '*/5 * * * *' (UTC)`` or ``every 30s``.
         trigger: the APScheduler trigger computing fire instants (identical on all replicas).
         misfire_grace: seconds; a fire that cannot start within this long after its instant

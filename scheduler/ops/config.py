@@ -28,7 +28,12 @@ from pydantic.fields import FieldInfo
 from scheduler.backends import BackendURL, LeaseBackend, check_url, from_url
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError, excerpt, printable
-from scheduler.timings import LEASE_TTL_MAX, LEASE_TTL_MIN, RENEW_INTERVAL_MIN, LeaseTimings
+from scheduler.leadership.timings import (
+    LEASE_TTL_MAX,
+    LEASE_TTL_MIN,
+    RENEW_INTERVAL_MIN,
+    LeaseTimings,
+)
 
 if TYPE_CHECKING:
     from scheduler.backends.zookeeper import ZooKeeperOptions

@@ -1,0 +1,2 @@
+"""Operating a replica: the ``baton`` CLI, configuration, HTTP probes and metrics, logs,
+the replica assembly and the demo."""
