@@ -1,5 +1,10 @@
 """Backends by URL scheme: ``sqlite://``, ``redis://``/``rediss://``, ``zookeeper://``.
 
+The contract every backend keeps is :mod:`scheduler.backends.base` (one protocol per role:
+lease store, run ledger, presence, controls, preflight); the rules they share are
+:mod:`scheduler.backends.rules` (trimming, TTLs, lease grants) and
+:mod:`scheduler.backends.states` (loss reasons, connection states).
+
 Each scheme has one parser that turns its URL into typed options with an allow-list
 (:func:`check_url` runs it without opening anything); :func:`redact` hides credentials in
 any text. The URL rules are in :mod:`scheduler.backends.urls` and the README ("Backends").
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scheduler.backends.base import LeaseBackend
+from scheduler.backends.base import Backend, LeaseBackend
 from scheduler.backends.urls import BackendURL, redact, reveal, scheme_of, shown_excerpt
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError, excerpt
@@ -64,7 +69,7 @@ def from_url(
     clock: Clock = SYSTEM_CLOCK,
     zookeeper: ZooKeeperOptions | None = None,
     create: bool = True,
-) -> LeaseBackend:
+) -> Backend:
     """Open the backend named by ``url``.
 
     Args:
@@ -105,6 +110,7 @@ def from_url(
 __all__ = [
     "DEFAULT_OP_TIMEOUT",
     "SCHEMES",
+    "Backend",
     "BackendURL",
     "LeaseBackend",
     "check_url",

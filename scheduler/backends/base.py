@@ -1,39 +1,54 @@
-"""The coordination backend contract. Its docstrings are the contract every backend passes.
+"""The coordination backend contract, in roles. Its docstrings are the contract every backend
+passes (the suite in ``tests/contract/``, one module per role).
 
 A backend keeps, per election name (the ``cluster``):
 
-* one **lease**: a holder, a fencing token and a server-side expiry;
-* the **run records** of every job: one per (job, fire instant), created by :meth:`claim`
-  only while the claimer holds the lease, so each fire runs at most once cluster-wide.
+* one **lease** (:class:`LeaseStore`): a holder, a fencing token and a server-side expiry;
+  a backend that hears of a loss by itself may also push it (:class:`LeaseNotifier`,
+  optional);
+* the **run records** of every job (:class:`RunLedger`): one per (job, fire instant), created
+  by :meth:`~RunLedger.claim` only while the claimer holds the lease, so each fire runs at
+  most once cluster-wide;
+* the **presence** of its replicas (:class:`Presence`) and the operator **controls**
+  (:class:`Controls`);
+
+and answers a **preflight** (:class:`Preflight`). :class:`Backend` bundles the roles.
 
 A run record carries the identity of the claim **attempt** that wrote it
 (:attr:`~scheduler.firing.runs.RunRecord.attempt`) and its state (``claimed`` → ``running`` → an
-outcome; see :mod:`scheduler.firing.runs`). The shared rules every backend keeps, atomically:
+outcome; see :mod:`scheduler.firing.runs`). The ledger's rules, each kept atomically:
 
-* **identity**: :meth:`start`, :meth:`finish` and :meth:`unclaim` act only on the record
-  written by their own attempt; the fencing token alone does not identify a claim (one
-  term may make several attempts at different fires, and before this rule a withdrawal of
-  one attempt deleted the record of another that had run: CHAOS.md, F11);
-* **a started fire is never given back**: :meth:`unclaim` deletes only a ``claimed``
-  record; :meth:`start` is fenced by the lease like :meth:`claim`, so a ``claimed`` record
-  of a term that is over can never start any more;
-* **trimming keeps unfinished fires**: :meth:`claim` trims only finished records
-  (``ok``/``error``/``lost``) beyond ``retention.limit`` and older than
-  ``retention.protect``, so a claimed or running fire never looks free.
+* **identity**: :meth:`~RunLedger.start`, :meth:`~RunLedger.finish` and
+  :meth:`~RunLedger.unclaim` act only on the record written by their own attempt; the
+  fencing token alone does not identify a claim (one term may make several attempts at
+  different fires, and before this rule a withdrawal of one attempt deleted the record of
+  another that had run: CHAOS.md, F11);
+* **a started fire is never given back**: :meth:`~RunLedger.unclaim` deletes only a
+  ``claimed`` record; :meth:`~RunLedger.start` is fenced by the lease like
+  :meth:`~RunLedger.claim`, so a ``claimed`` record of a term that is over can never start;
+* **trimming keeps unfinished fires**: :meth:`~RunLedger.claim` trims by the one rule of
+  :mod:`scheduler.backends.rules` (finished records beyond ``retention.limit``, older than
+  ``retention.protect``), so a claimed or running fire never looks free.
 
 Outcomes are kept apart: contention returns ``None``; acting on a lease that is no longer
-ours raises :class:`~scheduler.errors.LeaseLost`; success returns a value. Any call may raise
+ours raises :class:`~scheduler.errors.LeaseLost` (its reason a
+:class:`~scheduler.backends.states.LossReason`); success returns a value. Any call may raise
 :class:`~scheduler.errors.BackendUnavailable` (no answer within ``op_timeout``: transient,
 the elector retries) or a :class:`~scheduler.errors.BackendPermanentError` (credentials
 refused, an ACL that denies the operation, a read-only database, a newer schema: the
 elector does not retry it, see :mod:`scheduler.leadership.elector`); no call blocks longer than
 ``op_timeout`` plus the connect time, and none retries internally — retry policy belongs to
 the elector.
+
+**Writing a backend**: implement the five roles (inherit :class:`BatchDefaults` unless the
+batch methods have a native form), :class:`LeaseNotifier` only if the technology pushes
+loss; take TTL checks, lease grants, trimming and reasons from
+:mod:`scheduler.backends.rules` and :mod:`scheduler.backends.states`; pass the contract suite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -43,11 +58,8 @@ from scheduler.leadership.members import Member
 
 
 @runtime_checkable
-class LeaseBackend(Protocol):
-    """A lease store with fencing tokens and claim records."""
-
-    #: The backend URL with any password removed; used in every message about it.
-    url: str
+class LeaseStore(Protocol):
+    """One lease per election name, with fencing tokens (ShedLock's ``LockProvider`` shape)."""
 
     def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
         """Take the lease ``name`` for ``holder`` for ``ttl`` seconds if nobody holds it.
@@ -56,8 +68,12 @@ class LeaseBackend(Protocol):
         every token this backend has issued for ``name`` before.
 
         Returns:
-            The new lease, whose local deadline counts from when the request was sent;
-            ``None`` if another holder has it (contention).
+            The new lease (:func:`~scheduler.backends.rules.granted`), whose local deadline
+            counts from when the request was sent; ``None`` if another holder has it
+            (contention).
+
+        Raises:
+            ValueError: ``ttl`` is not a usable TTL (:func:`~scheduler.backends.rules.check_ttl`).
         """
         ...
 
@@ -75,40 +91,64 @@ class LeaseBackend(Protocol):
     def release(self, lease: Lease) -> None:
         """Give up ``lease`` if (and only if) its holder still holds it. Safe to call twice.
 
-        Followers waiting in :meth:`wait_for_change` are woken at once.
-        """
-        ...
-
-    def watch(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
-        """Call ``on_lost(reason)`` as soon as the backend itself learns ``lease`` is lost.
-
-        Optional speed-up over the renew loop: a backend with push notifications (a
-        ZooKeeper watch on the latch node, a session state change) calls it at once; others
-        do nothing and loss is found at the next renewal. ``on_lost`` must be called at most
-        once per lease, must not be called after :meth:`release`, and must not block.
+        Followers waiting in :meth:`wait_for_change` are woken at once. Returns nothing and
+        raises no :class:`~scheduler.errors.LeaseLost`: a lease that is not ours is left alone.
         """
         ...
 
     def read(self, name: str) -> LeaseRecord | None:
-        """Observe the current holder of ``name`` without taking part; ``None`` if free."""
+        """Observe the current holder of ``name`` without taking part.
+
+        Returns:
+            The holder's record; ``None`` if the lease is free (or expired).
+        """
         ...
 
     def wait_for_change(self, name: str, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when lease ``name`` is released.
 
         A follower calls this between attempts; a return is a hint to try again, not proof
-        that the lease is free.
+        that the lease is free. A backend with notifications wakes at once; one without polls
+        (SQLite). Never raises a backend error: the wait runs out its time instead, and the
+        caller's next call reports the failure.
         """
         ...
+
+
+@runtime_checkable
+class LeaseNotifier(Protocol):
+    """Optional: a lease store that learns of a loss by itself (a ZooKeeper watch, a session
+    state change) and says so at once. Others have none; their loss shows at the next
+    renewal. Call it through :func:`watch_lease`."""
+
+    def watch(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
+        """Call ``on_lost(reason)`` as soon as the backend itself learns ``lease`` is lost.
+
+        ``reason`` is a :class:`~scheduler.backends.states.LossReason`. ``on_lost`` is called
+        at most once per lease, never after :meth:`LeaseStore.release`, from a thread of the
+        backend's, and must not block.
+        """
+        ...
+
+
+@runtime_checkable
+class RunLedger(Protocol):
+    """The run records of every job: one per fire, claimed under the lease.
+
+    The batch methods (:meth:`claim_many`, :meth:`finish_many`) answer exactly as their
+    single forms would one by one; a backend may carry a batch in one round trip or one
+    transaction, or inherit the per-item loop of :class:`BatchDefaults`.
+    """
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
         """Record ``run`` (state ``claimed``) as the one execution of its fire.
 
         Atomically checks that ``lease`` (holder and token) is still held and that the fire
         (``run.job``, ``run.scheduled_time``) is unclaimed, then stores ``run``; it also
-        trims that job's finished history per ``retention`` (never an unfinished record).
-        Sending the same attempt again is idempotent: a resend of a claim whose answer was
-        lost returns the record that attempt stored.
+        trims that job's history per ``retention`` by the rule of
+        :func:`~scheduler.backends.rules.select_trim` (never an unfinished record). Sending
+        the same attempt again is idempotent: a resend of a claim whose answer was lost
+        returns the record that attempt stored.
 
         Returns:
             ``run`` as stored, or the stored record when it is ``run.attempt``'s own (a
@@ -119,6 +159,25 @@ class LeaseBackend(Protocol):
             LeaseLost: ``lease`` is not held (checked before the duplicate check).
             FireNotDue: (backends that can lose claims, i.e. Redis) the fire lies further
                 ahead of the backend's clock than its allowance; retry after ``wait``.
+        """
+        ...
+
+    def claim_many(
+        self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
+    ) -> list[RunRecord | None]:
+        """Claim several fires under ``lease``: for each run, what :meth:`claim` answers.
+
+        Returns:
+            One answer per run, in order. A fire given twice is claimed by the first; the
+            second gets what a second :meth:`claim` would (its own record if it is the same
+            attempt, else ``None``).  An empty batch answers ``[]`` at once, without checking
+            the lease.
+
+        Raises:
+            LeaseLost: as :meth:`claim`.
+            FireNotDue: as :meth:`claim`.
+            When it raises, the runs before the failing one may be stored: the caller treats
+            every run of the batch as unanswered and looks each up (:meth:`lookup`).
         """
         ...
 
@@ -136,8 +195,10 @@ class LeaseBackend(Protocol):
 
         Raises:
             LeaseLost: ``lease`` is not held (checked first).
-            ClaimLost: no ``claimed`` record of ``run.attempt``: gone (given back, lost
-                data), another attempt's, or already started or finished.
+            ClaimLost: no ``claimed`` record of ``run.attempt``, with a
+                :class:`~scheduler.backends.states.ClaimRefusal` reason: ``gone`` (given
+                back, lost data), ``other-attempt``, or ``not-claimed`` (already started or
+                finished).
         """
         ...
 
@@ -145,15 +206,27 @@ class LeaseBackend(Protocol):
         """Store the outcome of ``run`` (a finished copy of a record returned by claim).
 
         Needs no lease: the history of a run must be kept even when leadership was lost
-        during it. Updates only the record written by ``run.attempt``; a no-op when that
-        record is gone (trimmed) or another attempt's.
+        during it. Updates only the record written by ``run.attempt``; a no-op (no error)
+        when that record is gone (trimmed) or another attempt's.
+        """
+        ...
+
+    def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
+        """Store the outcomes of ``runs``, each as :meth:`finish` would.
+
+        Raises:
+            BackendUnavailable: as any call; some of the outcomes may be stored (saving one
+                again is harmless).
         """
         ...
 
     def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
-        """The run record of (``job``, ``scheduled_time``); ``None`` if unclaimed or trimmed.
+        """The run record of (``job``, ``scheduled_time``).
 
         How a claimant learns the fate of a claim whose answer never reached it.
+
+        Returns:
+            The record; ``None`` if the fire is unclaimed or its record was trimmed.
         """
         ...
 
@@ -173,16 +246,33 @@ class LeaseBackend(Protocol):
         ...
 
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
-        """The newest ``limit`` run records of ``job``, newest fire first."""
+        """The newest run records of ``job``.
+
+        Returns:
+            At most ``limit`` records, newest fire first; ``[]`` when ``limit <= 0``.
+        """
         ...
 
     def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
-        """Fire keys (see :func:`scheduler.firing.runs.fire_key`) claimed in ``[since, until]``."""
+        """The fires of ``job`` that have a record, in ``[since, until]`` (both included).
+
+        Returns:
+            Their fire keys (see :func:`scheduler.firing.runs.fire_key`).
+        """
         ...
+
+
+@runtime_checkable
+class Presence(Protocol):
+    """Which replicas are alive in a cluster, as they announce themselves."""
 
     def announce(self, name: str, member: Member, ttl: float) -> None:
         """Record ``member`` as alive in cluster ``name`` until ``ttl`` seconds pass without
-        another announcement (replaces its previous record)."""
+        another announcement (replaces its previous record).
+
+        Raises:
+            ValueError: ``ttl`` is not a usable TTL (SQLite, Redis).
+        """
         ...
 
     def withdraw(self, name: str, replica_id: str) -> None:
@@ -190,20 +280,44 @@ class LeaseBackend(Protocol):
         ...
 
     def members(self, name: str) -> list[Member]:
-        """Replicas whose presence has not expired, sorted by replica id."""
+        """The replicas of cluster ``name`` whose presence has not expired.
+
+        Returns:
+            Their records, sorted by replica id.
+        """
         ...
 
-    def set_control(self, name: str, key: str, value: str | None) -> None:
-        """Set (or with ``None`` delete) an operator control of cluster ``name``.
 
-        Controls are small durable strings read by every replica: ``resign`` holds the token
-        of the leader asked to step down; ``pause:<job>`` marks a job paused cluster-wide.
+@runtime_checkable
+class Controls(Protocol):
+    """Operator controls: small durable strings per cluster, read by every replica.
+
+    ``resign`` holds the token of the leader asked to step down; ``pause:<job>`` marks a job
+    paused cluster-wide (see :mod:`scheduler.leadership.members` for the keys).
+    """
+
+    def set_control(self, name: str, key: str, value: str | None) -> None:
+        """Set (or with ``None`` delete) the control ``key`` of cluster ``name``.
+
+        Deleting a missing control is a no-op.
         """
         ...
 
     def controls(self, name: str) -> dict[str, str]:
-        """Every control of cluster ``name``."""
+        """Every control of cluster ``name``.
+
+        Returns:
+            Key to value; ``{}`` when none is set.
+        """
         ...
+
+
+@runtime_checkable
+class Preflight(Protocol):
+    """The checks a replica and the operator commands run before relying on a backend."""
+
+    #: The backend URL with any password removed; used in every message about it.
+    url: str
 
     def check(self) -> None:
         """Verify the backend answers and accepts our credentials; writes nothing.
@@ -229,6 +343,68 @@ class LeaseBackend(Protocol):
         """
         ...
 
+
+@runtime_checkable
+class Backend(LeaseStore, RunLedger, Presence, Controls, Preflight, Protocol):
+    """A whole backend: the lease store, the run ledger, presence, controls and preflight."""
+
     def close(self) -> None:
-        """Release connections and threads. Does not release leases."""
+        """Release connections and threads. Does not release leases; safe twice."""
         ...
+
+
+#: The contract's name before it was split into roles; kept so existing imports work.
+LeaseBackend = Backend
+
+
+class _SingleLedger(Protocol):
+    """The single-item ledger methods :class:`BatchDefaults` loops over."""
+
+    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None: ...
+
+    def finish(self, name: str, run: RunRecord) -> None: ...
+
+
+class BatchDefaults:
+    """The ledger's batch methods as loops over the single ones, one round trip per item.
+
+    A mixin for backends with no batched form (yet); the contract is the same either way.
+    """
+
+    def claim_many(
+        self: _SingleLedger, lease: Lease, runs: Sequence[RunRecord], retention: Retention
+    ) -> list[RunRecord | None]:
+        """Claim each of ``runs`` in turn (see :meth:`RunLedger.claim_many`)."""
+        return [self.claim(lease, run, retention) for run in runs]
+
+    def finish_many(self: _SingleLedger, name: str, runs: Sequence[RunRecord]) -> None:
+        """Finish each of ``runs`` in turn (see :meth:`RunLedger.finish_many`)."""
+        for run in runs:
+            self.finish(name, run)
+
+
+def watch_lease(backend: object, lease: Lease, on_lost: Callable[[str], None]) -> bool:
+    """Have ``backend`` call ``on_lost(reason)`` when it learns ``lease`` is lost, if it can.
+
+    Returns:
+        Whether the backend watches (it is a :class:`LeaseNotifier`); if not, the loss
+        shows at the next renewal.
+    """
+    if isinstance(backend, LeaseNotifier):
+        backend.watch(lease, on_lost)
+        return True
+    return False
+
+
+__all__ = [
+    "Backend",
+    "BatchDefaults",
+    "Controls",
+    "LeaseBackend",
+    "LeaseNotifier",
+    "LeaseStore",
+    "Preflight",
+    "Presence",
+    "RunLedger",
+    "watch_lease",
+]

@@ -26,7 +26,9 @@ from typing import Any
 import pytest
 
 from scheduler.backends import from_url, redact
+from scheduler.backends.base import LeaseNotifier, watch_lease
 from scheduler.backends.sqlite import SCHEMA_VERSION, SqliteBackend, path_from_url
+from scheduler.backends.states import LossReason
 from scheduler.clock import FakeClock
 from scheduler.errors import (
     BackendPermanentError,
@@ -709,16 +711,19 @@ def test_waiter_wakes_when_the_watched_lease_expires(url: str) -> None:
     waiter.join(WAIT)
 
 
-def test_watch_is_a_no_op(url: str) -> None:
-    """Without push notifications watch() never calls back; renewals detect the loss."""
+def test_loss_shows_at_renewal_without_a_notifier(url: str) -> None:
+    """SQLite pushes no notifications: it is no LeaseNotifier, watch_lease() declines, and
+    renewal detects the loss."""
     clock = FakeClock()
     b = backend(url, clock=clock)
     lease = b.try_acquire("cluster", Holder.new("a"), ttl=10)
     assert lease is not None
     reasons: list[str] = []
-    b.watch(lease, reasons.append)
+    assert not isinstance(b, LeaseNotifier)
+    assert watch_lease(b, lease, reasons.append) is False
     clock.advance(11)
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost) as caught:
         b.renew(lease)
+    assert caught.value.reason == LossReason.EXPIRED
     b.release(lease)
     assert reasons == []

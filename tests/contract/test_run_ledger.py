@@ -1,268 +1,32 @@
-"""The LeaseBackend contract, run against every backend kind on a real server.
+"""Contract: the run ledger (claim, start, finish, unclaim, lookup, history, claimed, the
+batch forms, trimming) on every backend kind (``BACKEND_KINDS`` in ``tests/conftest.py``).
 
-One suite for all backends (see ``BACKEND_KINDS`` in ``tests/conftest.py``); nothing here may
-depend on how a backend stores things. Timing tests wait on conditions with a timeout and
-assert generous upper bounds: they check correctness, not speed.
+Nothing here may depend on how a backend stores things; trimming is checked against the one
+rule of :mod:`scheduler.backends.rules`.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.backends import LeaseBackend
+from scheduler.backends.rules import select_trim
 from scheduler.errors import ClaimLost, LeaseLost
-from scheduler.firing.runs import Outcome, Retention, RunRecord, fire_key, new_attempt_id
-from scheduler.leadership.lease import Holder, Lease, local_deadline
-
-MakeBackend = Callable[..., LeaseBackend]
-#: The ``expire_lease`` fixture: make the server expire the lease a backend holds, and wait.
-ExpireLease = Callable[[LeaseBackend, str], None]
-
-BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-LONG_TTL = 30.0
-SHORT_TTL = 0.3
-
-
-def holder(replica: str) -> Holder:
-    return Holder.new(replica, host=f"host-{replica}")
-
-
-def at(seconds: float) -> datetime:
-    return BASE + timedelta(seconds=seconds)
-
-
-def run_for(lease: Lease, when: datetime, job: str = "job") -> RunRecord:
-    return RunRecord(
-        job=job,
-        scheduled_time=when,
-        replica_id=lease.holder.replica_id,
-        token=lease.token,
-        started=datetime.now(UTC),
-    )
-
-
-def finished(run: RunRecord, outcome: Outcome = "ok") -> RunRecord:
-    """``run`` as ended now with ``outcome``."""
-    return run.finished(outcome, datetime.now(UTC))
-
-
-def claim_finished(
-    backend: LeaseBackend, lease: Lease, when: datetime, retention: Retention
-) -> RunRecord:
-    """Claim the fire at ``when`` and finish it ``ok`` at once; the finished record."""
-    run = backend.claim(lease, run_for(lease, when), retention)
-    assert run is not None
-    done = finished(run)
-    backend.finish(lease.name, done)
-    return done
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass; its last answer."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def acquire(backend: LeaseBackend, name: str, who: Holder, ttl: float = LONG_TTL) -> Lease:
-    lease = backend.try_acquire(name, who, ttl)
-    assert lease is not None, f"{who.replica_id} could not acquire a free lease"
-    return lease
-
-
-# --- acquire / read -----------------------------------------------------------------------
-
-
-def test_acquire_returns_lease_and_read_shows_holder(
-    make_backend: MakeBackend, election: str
-) -> None:
-    """A free lease is acquired with a future deadline, and read() shows who holds it."""
-    backend = make_backend()
-    who = holder("r1")
-    before = time.monotonic()
-    lease = acquire(backend, election, who, ttl=10.0)
-    after = time.monotonic()
-
-    assert (lease.name, lease.holder, lease.ttl) == (election, who, 10.0)
-    assert before <= lease.sent_at <= after
-    assert lease.deadline == local_deadline(lease.sent_at, 10.0)
-    assert lease.deadline > time.monotonic()
-
-    record = backend.read(election)
-    assert record is not None
-    assert (record.name, record.replica_id, record.host) == (election, "r1", "host-r1")
-    assert record.token == lease.token
-    assert record.ttl_left is None or 0 < record.ttl_left <= 10.0
-    assert abs(record.since - datetime.now(UTC)) < timedelta(minutes=1)
-
-
-def test_read_free_lease_returns_none(make_backend: MakeBackend, election: str) -> None:
-    """read() of a lease nobody ever took is None."""
-    assert make_backend().read(election) is None
-
-
-def test_contention_returns_none(make_backend: MakeBackend, election: str) -> None:
-    """A held lease cannot be acquired by another holder; the answer is None, not an error."""
-    first, second = make_backend(), make_backend()
-    lease = acquire(first, election, holder("r1"))
-
-    assert second.try_acquire(election, holder("r2"), LONG_TTL) is None
-    assert first.try_acquire(election, holder("r3"), LONG_TTL) is None
-    record = second.read(election)
-    assert record is not None
-    assert (record.replica_id, record.token) == ("r1", lease.token)
-
-
-def test_leases_of_different_names_are_independent(
-    make_backend: MakeBackend, election: str
-) -> None:
-    """Holding one election name does not block another."""
-    backend = make_backend()
-    acquire(backend, election, holder("r1"))
-    acquire(backend, f"{election}-other", holder("r2"))
-
-
-# --- renew ---------------------------------------------------------------------------------
-
-
-def test_renew_extends_and_keeps_token(make_backend: MakeBackend, election: str) -> None:
-    """Renewals keep the token and push the expiry out: renewed past its TTL, it is still ours."""
-    backend, other = make_backend(), make_backend()
-    lease = acquire(backend, election, holder("r1"), ttl=0.6)
-    first = lease
-    end = time.monotonic() + 1.5
-    while time.monotonic() < end:
-        renewed = backend.renew(lease)
-        assert renewed.token == first.token
-        assert renewed.holder == first.holder
-        assert renewed.sent_at >= lease.sent_at
-        assert renewed.deadline == local_deadline(renewed.sent_at, 0.6)
-        lease = renewed
-        time.sleep(0.1)  # the renewal cadence, well inside the 0.6 s TTL
-
-    assert lease.deadline > first.deadline
-    record = other.read(election)
-    assert record is not None and record.token == first.token
-    assert other.try_acquire(election, holder("r2"), LONG_TTL) is None
-
-
-def test_renew_after_expiry_raises_lease_lost(
-    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
-) -> None:
-    """Once the server expired a lease, renewing it raises LeaseLost naming the lease."""
-    backend = make_backend()
-    lease = acquire(backend, election, holder("r1"), ttl=SHORT_TTL)
-    expire_lease(backend, election)
-
-    with pytest.raises(LeaseLost) as caught:
-        backend.renew(lease)
-    assert caught.value.name == election
-    assert backend.read(election) is None
-
-
-def test_renew_after_takeover_raises_and_spares_new_holder(
-    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
-) -> None:
-    """A lease taken over after expiry cannot be renewed by the old holder; the new one can."""
-    old_backend, new_backend = make_backend(), make_backend()
-    old = acquire(old_backend, election, holder("r1"), ttl=SHORT_TTL)
-    expire_lease(old_backend, election)
-    new = acquire(new_backend, election, holder("r2"))
-
-    with pytest.raises(LeaseLost):
-        old_backend.renew(old)
-    assert new_backend.renew(new).token == new.token
-    record = old_backend.read(election)
-    assert record is not None and record.replica_id == "r2"
-
-
-def test_renew_after_release_raises_lease_lost(make_backend: MakeBackend, election: str) -> None:
-    """A released lease cannot be renewed back to life."""
-    backend = make_backend()
-    lease = acquire(backend, election, holder("r1"))
-    backend.release(lease)
-    with pytest.raises(LeaseLost):
-        backend.renew(lease)
-    assert backend.read(election) is None
-
-
-# --- release -------------------------------------------------------------------------------
-
-
-def test_release_is_owner_only(make_backend: MakeBackend, election: str) -> None:
-    """A lease presented by another holder (even with the right token) releases nothing."""
-    backend, intruder = make_backend(), make_backend()
-    lease = acquire(backend, election, holder("r1"))
-    forged = replace(lease, holder=holder("r2"))
-
-    intruder.release(forged)
-
-    record = intruder.read(election)
-    assert record is not None and record.token == lease.token
-    assert backend.renew(lease).token == lease.token
-
-
-def test_release_is_idempotent(make_backend: MakeBackend, election: str) -> None:
-    """Releasing twice is a silent no-op, also after someone else took the lease."""
-    backend, other = make_backend(), make_backend()
-    lease = acquire(backend, election, holder("r1"))
-    backend.release(lease)
-    backend.release(lease)
-    assert backend.read(election) is None
-
-    taken = acquire(other, election, holder("r2"))
-    backend.release(lease)
-    record = other.read(election)
-    assert record is not None and record.token == taken.token
-
-
-def test_after_release_another_holder_acquires(make_backend: MakeBackend, election: str) -> None:
-    """Release frees the lease at once: another holder acquires it with a higher token."""
-    first, second = make_backend(), make_backend()
-    lease = acquire(first, election, holder("r1"))
-    first.release(lease)
-
-    taken = acquire(second, election, holder("r2"))
-    assert taken.token > lease.token
-    record = first.read(election)
-    assert record is not None and (record.replica_id, record.token) == ("r2", taken.token)
-
-
-def test_tokens_strictly_increase(make_backend: MakeBackend, election: str) -> None:
-    """Every acquisition, by any holder through any backend instance, gets a larger token."""
-    backends = [make_backend(), make_backend(), make_backend()]
-    holders = [holder(f"r{i}") for i in range(3)]
-    tokens: list[int] = []
-    for i in range(24):
-        backend = backends[i % 3]
-        lease = acquire(backend, election, holders[(i * 7) % 3])
-        tokens.append(lease.token)
-        backend.release(lease)
-    assert all(a < b for a, b in itertools.pairwise(tokens)), tokens
-
-
-def test_token_increases_after_expiry(
-    make_backend: MakeBackend, election: str, expire_lease: ExpireLease
-) -> None:
-    """A lease that expired (never released) is re-acquired with a larger token."""
-    backend = make_backend()
-    who = holder("r1")
-    first = acquire(backend, election, who, ttl=SHORT_TTL)
-    expire_lease(backend, election)
-    second = acquire(backend, election, who)
-    assert second.token > first.token
-
+from scheduler.firing.runs import UNFINISHED, Retention, RunRecord, fire_key, new_attempt_id
+from tests.contract.support import (
+    SHORT_TTL,
+    ExpireLease,
+    MakeBackend,
+    acquire,
+    at,
+    claim_finished,
+    finished,
+    holder,
+    run_for,
+)
 
 # --- claim ---------------------------------------------------------------------------------
 
@@ -669,105 +433,122 @@ def test_claimed_returns_exact_keys_in_range(make_backend: MakeBackend, election
     assert backend.claimed(election, "missing", at(-100), at(100)) == set()
 
 
-# --- wait_for_change -------------------------------------------------------------------------
+# --- batches ---------------------------------------------------------------------------------
 
 
-def test_wait_for_change_returns_promptly_on_release(
+def test_claim_many_answers_as_claims_one_by_one(make_backend: MakeBackend, election: str) -> None:
+    """A batch answers each run as claim() would in order: new fires are claimed, a second
+    attempt at a fire gets None, a resend of an attempt gets its record."""
+    backend, reader = make_backend(), make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    earlier = backend.claim(lease, run_for(lease, at(-60)), Retention())
+    assert earlier is not None
+    first, second = run_for(lease, at(0)), run_for(lease, at(60), job="other")
+    rival = run_for(lease, at(0))
+
+    answers = backend.claim_many(lease, [first, second, rival, second, earlier], Retention())
+
+    assert answers == [first, second, None, second, earlier]
+    assert reader.lookup(election, "job", at(0)) == first
+    assert reader.lookup(election, "other", at(60)) == second
+    assert backend.claim_many(lease, [], Retention()) == []
+
+
+def test_claim_many_with_a_lost_lease_raises_and_claims_nothing_new(
     make_backend: MakeBackend, election: str
 ) -> None:
-    """A follower waiting with a 10 s timeout wakes within 2 s of the holder's release."""
-    leader, follower = make_backend(), make_backend()
-    returned = threading.Event()
-    errors: list[BaseException] = []
+    """A batch under a released lease raises LeaseLost at its first run: nothing is stored.
+    An empty batch answers [] without looking at the lease."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    backend.release(lease)
 
-    def wait() -> None:
-        try:
-            follower.wait_for_change(election, 10.0)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            returned.set()
-
-    lease = acquire(leader, election, holder("r1"))
-    waiter = threading.Thread(target=wait, daemon=True)
-    started = time.monotonic()
-    waiter.start()
-    # The waiter may not be listening yet when a release happens, so keep handing the lease
-    # over until it wakes; without wake-ups it would sleep its full 10 s.
-    while not returned.is_set() and time.monotonic() - started < 2.0:
-        leader.release(lease)
-        returned.wait(0.1)
-        if not returned.is_set():
-            lease = acquire(leader, election, holder("r1"))
-    elapsed = time.monotonic() - started
-    waiter.join(timeout=15.0)
-
-    assert not errors, errors
-    assert returned.is_set() and elapsed < 2.0, f"waiter woke after {elapsed:.2f} s"
+    with pytest.raises(LeaseLost):
+        backend.claim_many(lease, [run_for(lease, at(s)) for s in (0, 10)], Retention())
+    assert backend.claimed(election, "job", at(-60), at(60)) == set()
+    assert backend.claim_many(lease, [], Retention()) == []  # nothing to claim: no check
 
 
-def test_wait_for_change_waits_when_nothing_changes(
+def test_claim_many_trims_like_single_claims(make_backend: MakeBackend, election: str) -> None:
+    """A batch trims the finished history by the same rule as one claim after another."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    retention = Retention(limit=2, protect=0.0)
+    for second in range(4):
+        claim_finished(backend, lease, at(second), retention)
+
+    answers = backend.claim_many(lease, [run_for(lease, at(s)) for s in (10, 11)], retention)
+
+    assert None not in answers
+    # Each claim trims up to the limit: the finished fires go, the two new (claimed) stay.
+    assert backend.claimed(election, "job", at(-60), at(60)) == {fire_key(at(s)) for s in (10, 11)}
+
+
+def test_finish_many_stores_each_outcome_of_its_own_attempt(
     make_backend: MakeBackend, election: str
 ) -> None:
-    """With no release, wait_for_change blocks for about its timeout (no spinning, no hang)."""
-    leader, follower = make_backend(), make_backend()
-    acquire(leader, election, holder("r1"))
-    started = time.monotonic()
-    follower.wait_for_change(election, 0.5)
-    elapsed = time.monotonic() - started
-    assert 0.25 <= elapsed < 1.5, f"waited {elapsed:.2f} s for a 0.5 s timeout"
+    """A batch of outcomes stores each over its own attempt's record; another attempt's
+    outcome (or one for a fire with no record) changes nothing, as with finish()."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    runs = backend.claim_many(lease, [run_for(lease, at(s)) for s in (0, 10, 20)], Retention())
+    assert None not in runs
+    first, second, third = (run for run in runs if run is not None)
+    impostor = replace(second, attempt=new_attempt_id())
+    backend.release(lease)  # outcomes need no lease
+
+    done = finished(first)
+    backend.finish_many(
+        election,
+        [
+            done,
+            finished(impostor, "error"),
+            finished(third, "lost"),
+            finished(run_for(lease, at(30))),
+        ],
+    )
+    backend.finish_many(election, [])
+
+    assert backend.lookup(election, "job", at(0)) == done
+    assert backend.lookup(election, "job", at(10)) == second
+    stored = backend.lookup(election, "job", at(20))
+    assert stored is not None and stored.outcome == "lost"
+    assert backend.lookup(election, "job", at(30)) is None
 
 
-# --- fuzz ------------------------------------------------------------------------------------
+# --- the trim rule ---------------------------------------------------------------------------
 
 
-def test_concurrent_holders_never_overlap(make_backend: MakeBackend, election: str) -> None:
-    """Racing holders (a backend each) never lose a counter update nor claim a fire twice."""
-    threads_n, target = 4, 40
-    backends = [make_backend() for _ in range(threads_n)]
-    shared = {"counter": 0}
-    claimed_keys: list[int] = []
-    duplicates: list[int] = []
-    increments = [0] * threads_n
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads_n)
-    deadline = time.monotonic() + 30.0
-
-    def worker(index: int) -> None:
-        backend, who = backends[index], holder(f"fuzz{index}")
-        try:
-            start.wait()
-            while shared["counter"] < target and time.monotonic() < deadline:
-                lease = backend.try_acquire(election, who, 5.0)
-                if lease is None:
-                    backend.wait_for_change(election, 0.05)
-                    continue
-                try:
-                    value = shared["counter"]
-                    if value >= target:
-                        continue
-                    run = run_for(lease, at(value), job="fuzz")
-                    if backend.claim(lease, run, Retention(limit=1000)) is None:
-                        duplicates.append(run.key)
-                        continue
-                    claimed_keys.append(run.key)
-                    time.sleep(0.002)  # widen the read-modify-write window a lost lease would hit
-                    shared["counter"] = value + 1
-                    increments[index] += 1
-                finally:
-                    backend.release(lease)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=40.0)
-
-    assert not errors, errors
-    assert not any(thread.is_alive() for thread in threads), "a fuzz worker hung"
-    assert not duplicates, f"fires claimed twice: {duplicates}"
-    assert shared["counter"] == sum(increments) == target
-    assert len(claimed_keys) == len(set(claimed_keys)) == target
-    assert backends[0].claimed(election, "fuzz", at(0), at(target)) == set(claimed_keys)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_trimming_follows_the_shared_rule(
+    make_backend: MakeBackend, election: str, seed: int
+) -> None:
+    """After every claim (fires out of order, retention changing, records left claimed or
+    running or finished later), the history is what select_trim() says it must be."""
+    backend = make_backend()
+    lease = acquire(backend, election, holder("r1"))
+    rng = random.Random(seed)
+    model: dict[int, str] = {}  # fire key -> outcome, as the rule sees the job's records
+    stored: dict[int, RunRecord] = {}
+    for _ in range(50):
+        retention = Retention(limit=rng.choice([0, 1, 2, 3, 5]), protect=rng.choice([0, 2.5, 9]))
+        run = run_for(lease, at(rng.randrange(40)))
+        if run.key in model:
+            assert backend.claim(lease, run, retention) is None  # another attempt: no trim
+        else:
+            victims = select_trim(model, run.key, retention, scan=None)
+            assert backend.claim(lease, run, retention) == run
+            for key in victims:
+                del model[key], stored[key]
+            model[run.key], stored[run.key] = run.outcome, run
+            if rng.random() < 0.5:
+                stored[run.key] = backend.start(lease, run.started_now(datetime.now(UTC)))
+                model[run.key] = "running"
+        unfinished = sorted(key for key, outcome in model.items() if outcome in UNFINISHED)
+        if unfinished and rng.random() < 0.6:
+            key = rng.choice(unfinished)
+            outcome = rng.choice(["ok", "error", "lost"])
+            backend.finish(election, stored[key].finished(outcome, datetime.now(UTC)))
+            model[key] = outcome
+        assert backend.claimed(election, "job", at(-1), at(41)) == set(model)
+    assert len(model) < 40, "the history never needed trimming: the test proves nothing"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scheduler.backends import LeaseBackend
+from scheduler.backends import Backend
 from scheduler.leadership.lease import Holder
 
 
 def test_preflight_passes_and_leaves_no_trace(
-    make_backend: Callable[..., LeaseBackend], election: str
+    make_backend: Callable[..., Backend], election: str
 ) -> None:
     """Twice in a row, then: no leader, no member, no control, no history; and a replica
     acquires with a first token as usual."""

@@ -1,4 +1,4 @@
-"""Contract: presence records and operator controls, on every backend."""
+"""Contract: presence (announce, withdraw, members), on every backend kind."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from scheduler.backends import LeaseBackend
+from scheduler.backends import Backend
 from scheduler.leadership.members import Member
 from tests.harness.replicas import wait_for
 
@@ -18,7 +18,7 @@ def member(replica_id: str) -> Member:
 
 
 def test_announce_lists_members_sorted_and_updates_in_place(
-    make_backend: Callable[..., LeaseBackend], election: str
+    make_backend: Callable[..., Backend], election: str
 ) -> None:
     """Announced replicas are listed by id; announcing again replaces the record."""
     backend = make_backend()
@@ -36,7 +36,7 @@ def test_announce_lists_members_sorted_and_updates_in_place(
 
 
 def test_announced_job_names_round_trip(
-    make_backend: Callable[..., LeaseBackend], election: str
+    make_backend: Callable[..., Backend], election: str
 ) -> None:
     """The jobs a replica announces come back as announced (baton pause checks names with
     them); a record without a job list (an older replica) reads as "did not say"."""
@@ -49,7 +49,7 @@ def test_announced_job_names_round_trip(
 
 
 def test_withdraw_removes_a_member_and_is_idempotent(
-    make_backend: Callable[..., LeaseBackend], election: str
+    make_backend: Callable[..., Backend], election: str
 ) -> None:
     """A withdrawn replica is gone at once; withdrawing twice is harmless."""
     backend = make_backend()
@@ -61,7 +61,7 @@ def test_withdraw_removes_a_member_and_is_idempotent(
 
 
 def test_presence_of_a_silent_replica_expires(
-    backend_kind: str, make_backend: Callable[..., LeaseBackend], election: str
+    backend_kind: str, make_backend: Callable[..., Backend], election: str
 ) -> None:
     """A replica that stops announcing (or whose session ends) drops out of the list."""
     if backend_kind == "zookeeper":
@@ -75,19 +75,3 @@ def test_presence_of_a_silent_replica_expires(
         observer = make_backend()
         observer.announce(election, member("r1"), 0.3)
     wait_for(lambda: observer.members(election) == [], 30, "the presence to expire", 0.05)
-
-
-def test_controls_set_replace_delete(
-    make_backend: Callable[..., LeaseBackend], election: str
-) -> None:
-    """Controls are durable strings per cluster, readable by everyone, deletable."""
-    writer, reader = make_backend(), make_backend()
-    assert reader.controls(election) == {}
-    writer.set_control(election, "resign", "42")
-    writer.set_control(election, "pause:billing.reconcile", '{"by": "ops"}')
-    writer.set_control(election, "resign", "43")
-    assert reader.controls(election) == {"resign": "43", "pause:billing.reconcile": '{"by": "ops"}'}
-    writer.set_control(election, "resign", None)
-    writer.set_control(election, "resign", None)
-    assert reader.controls(election) == {"pause:billing.reconcile": '{"by": "ops"}'}
-    assert reader.controls(f"{election}-other") == {}

@@ -1,0 +1,205 @@
+"""The lease store on Redis: ``SET NX PX`` and a fencing token, each step one script.
+
+A call that times out may still have run on the server: an acquire whose reply was lost
+leaves a lease that nobody can renew, and it blocks everyone (its own holder included,
+since acquire is ``SET NX``) until its TTL runs out.
+
+Redis pushes no expiry news, so this store is no
+:class:`~scheduler.backends.base.LeaseNotifier`: keyspace notifications could, but they are
+off by default, need server-side configuration, and pub/sub delivery is at-most-once anyway.
+Loss shows at the next renewal. Releases are published on the election's channel, which
+:meth:`RedisLeases.wait_for_change` listens to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import suppress
+from datetime import datetime
+
+import redis as redis_lib
+from redis.client import PubSub
+
+from scheduler.backends.redis.errors import translate_errors
+from scheduler.backends.redis.keys import channel, epoch_key, lease_keys
+from scheduler.backends.redis.scripts import CLAIM_ALLOWANCE_MS, RELEASED, Scripts
+from scheduler.backends.rules import granted, ttl_ms
+from scheduler.backends.states import LossReason
+from scheduler.clock import Clock
+from scheduler.errors import LeaseLost
+from scheduler.firing.runs import from_fire_key
+from scheduler.leadership.lease import Holder, Lease, LeaseRecord
+
+
+def lease_lost(name: str, reply: object) -> LeaseLost:
+    """The :class:`LeaseLost` for a script's ``lost`` reply (``expired``, ``not-holder``,
+    ``stale-token``)."""
+    return LeaseLost(name, LossReason(str(reply)))
+
+
+class TokenFloors:
+    """The highest fencing token this process has seen, per election name, so that tokens
+    issued after a Redis data loss still exceed it (see :mod:`.scripts`). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._floors: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def floor(self, name: str) -> int:
+        """The highest token seen for ``name``; 0 before any."""
+        with self._lock:
+            return self._floors.get(name, 0)
+
+    def observe(self, name: str, token: int) -> None:
+        """Remember ``token`` if it is the highest seen for ``name``."""
+        with self._lock:
+            if token > self._floors.get(name, 0):
+                self._floors[name] = token
+
+
+class RedisLeases:
+    """The :class:`~scheduler.backends.base.LeaseStore` role on one Redis client.
+
+    Safe to share between threads, except that :meth:`wait_for_change` must be called from
+    one thread only.
+
+    Args:
+        client: a client whose calls are bounded and never retried.
+        scripts: the scripts registered with ``client``.
+        url: the redacted backend URL, used in every error message.
+        clock: the clock lease deadlines and ``since`` stamps are read from.
+        floors: the token floors shared with the ledger.
+    """
+
+    def __init__(
+        self, client: redis_lib.Redis, scripts: Scripts, url: str, clock: Clock, floors: TokenFloors
+    ) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._url = url
+        self._clock = clock
+        self._floors = floors
+        self._pubsub: PubSub | None = None
+        self._channels: set[str] = set()
+        self._closed = threading.Event()
+
+    def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
+        """Take lease ``name`` with ``SET NX PX`` and a new fencing token, in one script."""
+        lease_key, info_key, token_key = lease_keys(name)
+        ttl_in_ms = ttl_ms(ttl)
+        since = self._clock.now().isoformat()
+        sent_at = self._clock.monotonic()
+        with translate_errors(self._url):
+            reply = self._scripts.acquire(
+                keys=[lease_key, info_key, token_key, epoch_key(name)],
+                args=[
+                    holder.id,
+                    ttl_in_ms,
+                    self._floors.floor(name),
+                    holder.replica_id,
+                    holder.host,
+                    since,
+                    CLAIM_ALLOWANCE_MS,
+                ],
+            )
+        acquired, token = int(reply[0]), int(reply[1])
+        self._floors.observe(name, token)
+        if not acquired:
+            return None
+        return granted(name, holder, token, ttl, sent_at)
+
+    def renew(self, lease: Lease) -> Lease:
+        """Extend ``lease`` if its holder id and token are still the ones stored.
+
+        Raises:
+            LeaseLost: reason ``expired``, ``not-holder`` or ``stale-token``.
+        """
+        lease_key, info_key, _ = lease_keys(lease.name)
+        ttl_in_ms = ttl_ms(lease.ttl)
+        sent_at = self._clock.monotonic()
+        with translate_errors(self._url):
+            reply = self._scripts.renew(
+                keys=[lease_key, info_key], args=[lease.holder.id, str(lease.token), ttl_in_ms]
+            )
+        if reply != "ok":
+            raise lease_lost(lease.name, reply)
+        self._floors.observe(lease.name, lease.token)
+        return lease.renewed(sent_at)
+
+    def release(self, lease: Lease) -> None:
+        """Delete ``lease`` if it is still ours and wake the followers; else do nothing."""
+        lease_key, info_key, _ = lease_keys(lease.name)
+        with translate_errors(self._url):
+            self._scripts.release(
+                keys=[lease_key, info_key],
+                args=[lease.holder.id, str(lease.token), channel(lease.name)],
+            )
+
+    def read(self, name: str) -> LeaseRecord | None:
+        """The holder of ``name`` and its remaining TTL, read atomically."""
+        lease_key, info_key, _ = lease_keys(name)
+        with translate_errors(self._url):
+            reply = self._scripts.read(keys=[lease_key, info_key])
+        if not reply:
+            return None
+        replica, host, token, since, pttl = reply
+        self._floors.observe(name, int(token))
+        return LeaseRecord(
+            name=name,
+            replica_id=str(replica),
+            host=str(host),
+            token=int(token),
+            since=datetime.fromisoformat(since) if since else from_fire_key(0),
+            ttl_left=int(pttl) / 1000 if int(pttl) >= 0 else None,
+        )
+
+    def wait_for_change(self, name: str, timeout: float) -> None:
+        """Block up to ``timeout`` s on the events channel; return early on ``released``.
+
+        Backend errors are not raised: the wait runs out its time instead (a follower
+        calls this in a loop, and returning early on every error would make it spin).
+        Real time is used, not the injected clock: this is a wait on a socket.
+        """
+        events = channel(name)
+        end = time.monotonic() + timeout
+        try:
+            pubsub = self._subscribed(events)
+            while (remaining := end - time.monotonic()) > 0:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+                if (
+                    message is not None
+                    and message.get("type") == "message"
+                    and message.get("channel") == events
+                    and message.get("data") == RELEASED
+                ):
+                    return
+        except (redis_lib.RedisError, OSError, ValueError, AttributeError):
+            # ValueError/AttributeError: redis-py raises these from a PubSub whose
+            # connection was torn down under it (e.g. by close()). Start afresh next time.
+            self._drop_pubsub()
+            self._closed.wait(max(0.0, end - time.monotonic()))
+
+    def close(self) -> None:
+        """Close the pub/sub connection and wake a waiter."""
+        self._closed.set()
+        self._drop_pubsub()
+
+    def _subscribed(self, events: str) -> PubSub:
+        """The kept PubSub, subscribed to ``events`` (created and subscribed lazily)."""
+        if self._pubsub is None:
+            self._pubsub = PubSub(self._client.connection_pool)
+            self._channels = set()
+        if events not in self._channels:
+            self._pubsub.subscribe(events)
+            self._channels.add(events)
+        return self._pubsub
+
+    def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub, self._channels = self._pubsub, None, set()
+        if pubsub is not None:
+            with suppress(redis_lib.RedisError, OSError):
+                pubsub.close()
+
+
+__all__ = ["RedisLeases", "TokenFloors", "lease_lost"]

@@ -1,0 +1,219 @@
+"""The ``redis://`` and ``rediss://`` URLs, parsed once into a :class:`RedisTarget`, and the
+client they open: every call bounded by ``op_timeout`` and never retried.
+
+Bounded calls. ``socket_timeout`` and ``socket_connect_timeout`` are both ``op_timeout`` and
+the connection retry policy is ``Retry(NoBackoff(), 0)``: redis-py's default policy retries
+with backoff, which can hold one call for a whole network partition, and retry policy
+belongs to the elector.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from scheduler.backends.urls import BackendURL, URLForm, parse_host, reveal, split_url
+from scheduler.errors import excerpt
+
+#: The port of a Redis URL without one.
+DEFAULT_PORT = 6379
+#: The highest database number a URL may name. Redis numbers its databases from 0 to
+#: ``databases - 1`` (16 by default: 0-15; Redis Cluster has only 0); the bound catches
+#: typos without refusing servers configured with more.
+MAX_DB = 9999
+
+_OPTIONS = ("db", "username", "password", "client_name")
+_TLS_OPTIONS = (
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
+_FORMS = {
+    "redis": URLForm(
+        "redis", "redis://[[user]:password@]host[:port][/db][?option=value&...]", _OPTIONS
+    ),
+    "rediss": URLForm(
+        "rediss",
+        "rediss://[[user]:password@]host[:port][/db][?option=value&...]",
+        _OPTIONS + _TLS_OPTIONS,
+    ),
+}
+# Query options that would undo the bounded, non-retrying calls; op_timeout sets them.
+_MANAGED_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "timeout",
+    "retry_on_timeout",
+    "retry_on_error",
+)
+_REFUSED = {
+    option: "remove it from the URL; Baton bounds every call by op_timeout and never "
+    "retries inside one"
+    for option in _MANAGED_OPTIONS
+}
+_CLIENT_NAME = re.compile(r"[!-~]{1,64}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisTarget:
+    """A parsed ``redis://`` or ``rediss://`` URL.
+
+    Attributes:
+        tls: ``rediss://``: TLS with the server certificate and host name always verified.
+        host: the server's host name or IP address (IPv6 without brackets).
+        port: 1-65535 (default 6379).
+        db: the database number, 0 to :data:`MAX_DB` (default 0).
+        username: the ACL user, or ``None`` (Redis's ``default`` user).
+        password: the password (never shown), or ``None``.
+        client_name: the name CLIENT LIST shows for Baton's connections, or ``None``.
+        ssl_ca_certs: PEM file of the CAs to verify the server with (default: system CAs).
+        ssl_certfile: PEM client certificate, for servers that require one.
+        ssl_keyfile: the private key of ``ssl_certfile``.
+        shown: the URL with the password (and secret option values) replaced by ``***``.
+    """
+
+    tls: bool
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None = field(repr=False)
+    client_name: str | None
+    ssl_ca_certs: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    shown: str
+
+
+def parse_url(url: str | BackendURL) -> RedisTarget:
+    """Parse ``redis://[[user]:password@]host[:port][/db][?option=value&...]``.
+
+    ``rediss://`` is the same over TLS. The password may be given in the URL's credentials
+    (as typed, or percent-encoded) or as ``?password=``, not both; the user likewise as
+    ``?username=``. Options: ``db`` (instead of the path), ``username``, ``password``,
+    ``client_name``; ``rediss://`` also ``ssl_ca_certs``, ``ssl_certfile`` and
+    ``ssl_keyfile`` (existing files, the last two together), ``ssl_cert_reqs=required`` and
+    ``ssl_check_hostname=true`` (the only values: verification cannot be turned off).
+    Timeouts and retries are not options: ``op_timeout`` bounds every call.
+
+    Raises:
+        ConfigError: naming the problem, the redacted URL and the allowed options (key
+            ``backend``).
+    """
+    text = reveal(url)
+    scheme = text.partition("://")[0].lower()
+    form = _FORMS.get(scheme, _FORMS["redis"])
+    parts = split_url(text, form, _REFUSED)
+    options = parts.options
+    host, port = parse_host(parts.hosts, DEFAULT_PORT, form, text)
+
+    db_text = options.get("db")
+    if parts.path not in ("", "/"):
+        if db_text is not None:
+            raise form.error(text, "the database is given twice (in the path and as ?db=)")
+        db_text = parts.path[1:]
+    db = 0
+    if db_text is not None:
+        if not (db_text.isascii() and db_text.isdigit() and len(db_text) <= 9):
+            raise form.error(
+                text,
+                f"the database must be a number from 0 to {MAX_DB}, got {excerpt(db_text, 20)}",
+            )
+        db = int(db_text)
+        if db > MAX_DB:
+            raise form.error(text, f"the database must be a number from 0 to {MAX_DB}, got {db}")
+
+    username, password = parts.user, parts.password
+    if "username" in options:
+        if username:
+            raise form.error(text, "the user is given twice (before '@' and as ?username=)")
+        username = options["username"]
+    if "password" in options:
+        if password is not None:
+            raise form.error(text, "the password is given twice (before '@' and as ?password=)")
+        password = options["password"]
+    if username is not None and password is None:
+        raise form.error(text, "a user needs a password (write [user]:password@)")
+    if password == "":
+        raise form.error(text, "the password is empty")
+
+    client_name = options.get("client_name")
+    if client_name is not None and not _CLIENT_NAME.fullmatch(client_name):
+        raise form.error(text, "client_name must be 1 to 64 printable characters without spaces")
+
+    if scheme == "rediss":
+        if options.get("ssl_cert_reqs", "required").lower() != "required":
+            raise form.error(
+                text,
+                "ssl_cert_reqs must be 'required': Baton never connects to a server "
+                "whose certificate it cannot verify",
+            )
+        if options.get("ssl_check_hostname", "true").lower() not in ("true", "yes", "1"):
+            raise form.error(
+                text,
+                "ssl_check_hostname must stay on: a certificate is only proof of identity "
+                "for the host it names",
+            )
+        if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
+            raise form.error(
+                text, "ssl_certfile and ssl_keyfile go together (give both or neither)"
+            )
+        for option in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            if option in options and not Path(options[option]).is_file():
+                raise form.error(text, f"{option} names no file: {excerpt(options[option], 80)}")
+    return RedisTarget(
+        tls=scheme == "rediss",
+        host=host,
+        port=port,
+        db=db,
+        username=username or None,
+        password=password,
+        client_name=client_name,
+        ssl_ca_certs=options.get("ssl_ca_certs"),
+        ssl_certfile=options.get("ssl_certfile"),
+        ssl_keyfile=options.get("ssl_keyfile"),
+        shown=parts.shown,
+    )
+
+
+def connect(target: RedisTarget, op_timeout: float) -> redis_lib.Redis:
+    """A client for ``target`` whose calls are bounded by ``op_timeout`` and never retried.
+
+    No connection is made until the first call.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": op_timeout,
+        "socket_connect_timeout": op_timeout,
+        "retry": Retry(NoBackoff(), 0),  # no retries, for timeouts and errors alike
+        "retry_on_error": [],
+        "decode_responses": True,
+    }
+    if target.tls:
+        options.update(
+            ssl=True,
+            ssl_cert_reqs="required",
+            ssl_check_hostname=True,
+            ssl_ca_certs=target.ssl_ca_certs,
+            ssl_certfile=target.ssl_certfile,
+            ssl_keyfile=target.ssl_keyfile,
+        )
+    return redis_lib.Redis(
+        host=target.host,
+        port=target.port,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        client_name=target.client_name,
+        **options,
+    )
+
+
+__all__ = ["DEFAULT_PORT", "MAX_DB", "RedisTarget", "connect", "parse_url"]
