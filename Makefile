@@ -22,9 +22,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed servers lint typecheck
 	$(BIN)/pytest -q
 
-## The fast tier (seconds, no servers): lint, types, unit tests and the chaos checker's tests.
+## The fast tier (under a minute, no servers): lint, types, unit tests, the contract suite on
+## the embedded backend (SQLite) and the chaos checker's tests. Run it while you work.
 check: $(VENV)/.installed lint typecheck
 	$(BIN)/pytest -q tests/unit tests/chaos/test_checker.py
+	$(BIN)/pytest -q tests/contract -k "not redis and not zookeeper"
 
 servers:
 	@bash scripts/ensure-servers.sh
