@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import LeaseBackend, from_url
+from scheduler.leadership.controls import PAUSE_PREFIX
 from scheduler.leadership.lease import Holder
-from scheduler.leadership.members import PAUSE_PREFIX, Member
+from scheduler.leadership.members import Member
 from tests.badinput.harness import Case, check
 from tests.harness.redis_server import RedisServer
 

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import traceback
 import urllib.error
 import urllib.request
@@ -269,17 +268,25 @@ def test_run_against_unreachable_backend_logs_no_secret(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
         env.update(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]), BATON_BACKEND=url)
         args = ("run", "--jobs", "secretjobs", "--log-format", log_format)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
-        time.sleep(4)
-        out = stop(proc)
+        log = tmp_path / f"run-{log_format}.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "scheduler", *args],
+                cwd=tmp_path,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+        def retried(log: Path = log, proc: subprocess.Popen[str] = proc) -> bool:
+            """Three retries logged: the retry path (with its backoff), not only the first
+            failure (or the replica ended, which the asserts below report)."""
+            return proc.poll() is not None or log.read_text(errors="replace").count("retry_in") >= 3
+
+        wait_for(retried, 30, "three logged retries")
+        stop(proc)
+        out = log.read_text(errors="replace")
         assert "backend_unavailable" in out or "unreachable" in out, out[-3000:]
         assert "Traceback" not in out, out[-3000:]
         assert_clean(f"baton run ({log_format}, unreachable)", out)

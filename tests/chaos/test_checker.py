@@ -23,6 +23,7 @@ from tests.chaos.faults import FAULT_TYPES, INJECTORS, Chaos, applicable, skewed
 from tests.chaos.ledger import LedgerStore, Row
 from tests.chaos.proxy import Proxy, ProxyLoop
 from tests.chaos.targets import Holder, RedisTarget, SqliteTarget, Target, ZooKeeperTarget
+from tests.harness.replicas import wait_for
 
 T0 = 1_800_000_000.0  # a whole second: tick instants are multiples of 1 s
 
@@ -407,7 +408,7 @@ def test_proxy_blackhole_holds_bytes_until_heal_and_delay_delays(echo_server: in
             client.sendall(b"a")
             assert client.recv(1) == b"a"
             proxy.blackhole()
-            time.sleep(0.05)  # let the mode change reach the proxy loop
+            wait_for(lambda: proxy.mode == "blackhole", 5, "the proxy loop to hold")
             client.sendall(b"bc")
             client.settimeout(0.3)
             with pytest.raises(TimeoutError):
@@ -419,7 +420,7 @@ def test_proxy_blackhole_holds_bytes_until_heal_and_delay_delays(echo_server: in
                 got += client.recv(2)
             assert got == b"bc"
             proxy.delay(0.3)
-            time.sleep(0.05)
+            wait_for(lambda: proxy.mode == "delay 0.3s", 5, "the proxy loop to delay")
             sent = time.monotonic()
             client.sendall(b"d")
             assert client.recv(1) == b"d"

@@ -16,6 +16,7 @@ been claimed before it are refused (the claim epoch set by the next acquire).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sqlite3
 import time
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kazoo.exceptions import NoNodeError
 
 from scheduler.jobs.spec import build_spec
 from tests.chaos.cluster import Replicas
@@ -168,6 +170,26 @@ def _terms(ledger: LedgerProcess) -> list[tuple[str, int]]:
         ).fetchall()
 
 
+def _lost(ledger: LedgerProcess, replica: str) -> int:
+    """How many terms of ``replica`` have ended so far."""
+    with contextlib.closing(sqlite3.connect(f"file:{ledger.db}?mode=ro", uri=True)) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM writes WHERE op = 'event' AND phase = 'lost' AND replica = ?",
+            (replica,),
+        ).fetchone()
+    return int(count)
+
+
+def _latch_nodes(target: ZooKeeperTarget, latch: str) -> dict[str, str]:
+    """The latch's nodes now, each with the replica that created it."""
+    nodes = {}
+    for child in target._client.get_children(latch):
+        with contextlib.suppress(NoNodeError):  # deleted between the listing and the read
+            data, _ = target._client.get(f"{latch}/{child}")
+            nodes[child] = json.loads(data or b"{}").get("replica") or ""
+    return nodes
+
+
 def test_zookeeper_late_create_does_not_leave_an_orphan_that_blocks_the_latch(
     zk_rig: tuple[Replicas, ZooKeeperTarget, LedgerProcess],
 ) -> None:
@@ -181,11 +203,26 @@ def test_zookeeper_late_create_does_not_leave_an_orphan_that_blocks_the_latch(
     _wait(lambda: len(target._client.get_children(latch)) == 2, 60, "r2 to queue")
     assert (target.holder() or Holder("", 0)).replica == "r1"
     # Slow enough that every call times out (op_timeout 0.33 s).
+    before = set(_latch_nodes(target, latch))
     target.proxies["r1"].delay(0.7)
-    time.sleep(3.5)  # r1 steps down; its create attempts are answered after it gave up
+    # r1 steps down and re-joins over the slow link. Two new r1 nodes landed means it created
+    # one, gave up on it (no answer in time) and created another: the first is a stray.
+    created: set[str] = set()
+
+    def stray_landed() -> bool:
+        mine = {c for c, r in _latch_nodes(target, latch).items() if r == "r1"}
+        created.update(mine - before)
+        return _lost(ledger, "r1") > 0 and len(created) >= 2
+
+    _wait(stray_landed, 30, "r1 to step down and two of its re-join creates to land")
     target.proxies["r1"].heal()
     _wait(lambda: any(r == "r2" for r, _ in _terms(ledger)), 20, "r2 to lead")
-    time.sleep(3.0)  # every late create has landed
+    # Every late create has landed and r1 has settled: one node each, r2's first.
+    _wait(
+        lambda: sorted(_latch_nodes(target, latch).values()) == ["r1", "r2"],
+        20,
+        f"one latch node per replica, no stray of r1's left (r1 created {sorted(created)})",
+    )
     nodes = sorted(target._client.get_children(latch), key=lambda c: c[-10:])
     replicas.kill("r2")
     killed = time.monotonic()

@@ -233,7 +233,7 @@ def secured_redis() -> Iterator[RedisServer]:
 def test_wrong_redis_password_names_the_backend(secured_redis: RedisServer, tmp_path: Path) -> None:
     """A wrong password is a clear error naming the backend, without echoing the password."""
     url = f"redis://:wrong-pass@127.0.0.1:{secured_redis.port}/0"
-    for args in (["leader"], ["run", "--jobs", "tests.replica_jobs"]):
+    for args in (["leader"], ["run", "--jobs", "tests.jobs.replica"]):
         result = baton(*args, "--backend", url, cwd=tmp_path)
         assert_user_error(result, 2, f"redis://:***@127.0.0.1:{secured_redis.port}/0", "auth")
         assert "wrong-pass" not in result.stderr
@@ -251,7 +251,7 @@ def test_run_keeps_retrying_an_unreachable_backend_and_never_leads(tmp_path: Pat
             "scheduler",
             "run",
             "--jobs",
-            "tests.replica_jobs",
+            "tests.jobs.replica",
             "--backend",
             f"redis://127.0.0.1:{free_port()}/0",
             "--log-format",

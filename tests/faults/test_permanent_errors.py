@@ -42,11 +42,13 @@ from scheduler.errors import (
     BackendSchemaError,
     BackendUnprotectedError,
 )
-from scheduler.leadership.elector import Elector, LeadershipAcquired, LeadershipLost
+from scheduler.leadership.elector import Elector
+from scheduler.leadership.events import TermEnded, TermEvent
 from scheduler.leadership.lease import Holder
 from scheduler.leadership.timings import LeaseTimings
 from scheduler.ops.cli import READ_TIMEOUT
 from scheduler.ops.logs import configure
+from scheduler.ops.metrics import Metrics
 from tests.harness.cli import baton as run_baton
 from tests.harness.process_server import HOST, free_port
 from tests.harness.readonly import obey_file_permissions
@@ -134,6 +136,12 @@ def acl_user(redis_server: RedisServer) -> Iterator[Callable[..., tuple[str, str
 FULL = ("~baton:*", "&baton:*", "+@all")
 
 
+def refused_evalsha(admin: Any) -> int:
+    """How many EVALSHA calls the Redis server has refused so far (its ACL said no)."""
+    stats = admin.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("rejected_calls", 0))
+
+
 @pytest.mark.parametrize(
     ("rules", "says"),
     [
@@ -202,9 +210,11 @@ def test_refusal_found_later_is_logged_once_ends_leadership_and_a_fix_is_noticed
     name, url = acl_user(*FULL)
     admin = redis_server.client()
     backend = from_url(url, op_timeout=0.3)
-    events: list[LeadershipAcquired | LeadershipLost] = []
+    events: list[TermEvent] = []
     with capture_logs() as logs:
-        elector = Elector(backend, cluster, Holder.new("r1"), LeaseTimings.of(1.5))
+        elector = Elector(
+            backend, cluster, Holder.new("r1"), LeaseTimings.of(1.5), metrics=Metrics()
+        )
         elector.refusal_recheck = 0.3
         elector.add_listener(events.append)
         elector.start()
@@ -213,12 +223,15 @@ def test_refusal_found_later_is_logged_once_ends_leadership_and_a_fix_is_noticed
             admin.execute_command("ACL", "SETUSER", name, "-evalsha")
             wait_for(lambda: elector.refusal, WAIT, "the refusal")
             assert not elector.is_leader()
-            time.sleep(2.0)  # four renew intervals, six re-checks
+            # Six more refused attempts (a re-check every 0.3 s runs EVALSHA): the refusal has
+            # been met again and again, and must still be one log line.
+            refusals = refused_evalsha(admin)
+            wait_for(lambda: refused_evalsha(admin) >= refusals + 6, WAIT, "six more refusals")
             refused = [e for e in logs if e["event"] == "backend_refused"]
             assert len(refused) == 1, refused
             assert refused[0]["log_level"] == "error" and "evalsha" in refused[0]["error"]
             assert not [e for e in logs if e["event"] == "backend_unavailable"]
-            lost = [e.reason for e in events if isinstance(e, LeadershipLost)]
+            lost = [e.reason for e in events if isinstance(e, TermEnded)]
             assert lost == ["backend_refused"]
             assert elector.refusal is not None and "evalsha" in elector.refusal
 
@@ -283,7 +296,10 @@ def test_readyz_reports_a_refusal_found_later(
 
         body = wait_for(refused, WAIT, "/readyz 503")
         assert "permission denied" in body and "evalsha" in body, body
-        time.sleep(3.0)  # several renew intervals
+        # An observation window, not a wait: refused, the replica stays quiet until its re-check
+        # (30 s away), so there is no event to wait for. 3 s is four renew intervals (TTL 2 s),
+        # in which a loop that retried the refusal would have logged it again.
+        time.sleep(3.0)
         assert len(events("backend_refused")) == 1, log_path.read_text()
         assert not events("backend_unavailable"), log_path.read_text()
         assert [e["reason"] for e in events("leadership_lost")] == ["backend_refused"]
@@ -411,15 +427,22 @@ def test_run_logs_only_json_lines_while_zookeeper_is_down(project: Path) -> None
     url = f"zookeeper://{HOST}:{free_port()}/baton"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
     env["PYTHONPATH"] = os.pathsep.join([str(project), str(ROOT)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scheduler", "run", "--backend", url, "--jobs", "permjobs",
-         "--log-format", "json"],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    time.sleep(4.0)
+    out, err = project / "run.out", project / "run.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler", "run", "--backend", url, "--jobs", "permjobs",
+             "--log-format", "json"],
+            cwd=project, env=env, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+
+    def logged() -> str:
+        return out.read_text(errors="replace") + err.read_text(errors="replace")
+
+    # One whole failed attempt to open the backend (kazoo retrying meanwhile) is logged.
+    wait_for(lambda: proc.poll() is not None or "backend_unavailable" in logged(), 30, "a retry")
     proc.terminate()
-    out, err = proc.communicate(timeout=30)
-    lines = [line for line in (out + err).splitlines() if line.strip()]
+    proc.wait(timeout=30)
+    lines = [line for line in logged().splitlines() if line.strip()]
     assert lines, "the replica logged nothing"
     parsed = [json.loads(line) for line in lines]  # raises on any line that is not JSON
     assert not [p for p in parsed if "Connection dropped" in str(p.get("event"))]
@@ -550,13 +573,19 @@ def test_zookeeper_noauth_found_later_stops_competing_once(
     leader = zk_open(url)
     assert leader.try_acquire("c1", Holder.new("r0"), 5.0) is not None
     with capture_logs() as logs:
-        elector = Elector(zk_open(url), "c1", Holder.new("r1"), LeaseTimings.of(1.5))
+        elector = Elector(
+            zk_open(url), "c1", Holder.new("r1"), LeaseTimings.of(1.5), metrics=Metrics()
+        )
         elector.refusal_recheck = 60.0
         elector.start()
         try:
-            time.sleep(0.5)
-            zk_admin.set_acls(f"{chroot}/c1/latch", [make_digest_acl("other", "pw", all=True)])
+            latch = f"{chroot}/c1/latch"
+            wait_for(lambda: len(zk_admin.get_children(latch)) == 2, WAIT, "r1 to queue")
+            zk_admin.set_acls(latch, [make_digest_acl("other", "pw", all=True)])
             wait_for(lambda: elector.refusal, WAIT, "the refusal")
+            # An observation window, not a wait: refused, the elector stays quiet until its
+            # re-check (60 s away), so there is no event to wait for; 1.5 s is three renew
+            # intervals (TTL 1.5 s), in which a retry loop would have logged again.
             time.sleep(1.5)
         finally:
             elector.stop()

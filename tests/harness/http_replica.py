@@ -2,7 +2,7 @@
 for the tests that attack those endpoints (tests/scenarios/test_http_abuse.py,
 tests/badinput/test_http_cases.py).
 
-Its jobs are tests.http_jobs (one fails with a secret in its message). The replica's stderr
+Its jobs are tests.jobs.http (one fails with a secret in its message). The replica's stderr
 (its JSON log) and stdout go to separate files, so a test can assert that nothing but log
 lines was written; ``nofile`` starts it under a file-descriptor limit (a container's
 ``ulimit -n``).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tests.harness.process_server import HOST, free_port
 from tests.harness.replicas import ROOT, wait_for
-from tests.http_jobs import SECRET
+from tests.jobs.http import SECRET
 
 __all__ = ["SECRET", "HttpReplica", "read_all", "status_code"]
 
@@ -53,7 +53,7 @@ class HttpReplica:
                 "BATON_BACKEND": f"sqlite:///{workdir}/baton.db",
                 "BATON_CLUSTER": "http",
                 "BATON_REPLICA_ID": "r1",
-                "BATON_JOBS": "tests.http_jobs",
+                "BATON_JOBS": "tests.jobs.http",
                 "BATON_LOG_FORMAT": "json",
                 "BATON_LEASE_TTL": "3",
                 "BATON_SHUTDOWN_GRACE": "5",

@@ -93,7 +93,7 @@ class Cluster:
                 "BATON_BACKEND": self.backend_url,
                 "BATON_CLUSTER": self.name,
                 "BATON_REPLICA_ID": name,
-                "BATON_JOBS": "tests.replica_jobs",
+                "BATON_JOBS": "tests.jobs.replica",
                 "BATON_LOG_FORMAT": "json",
             }
         )

@@ -40,7 +40,7 @@ def test_lost_leader_runs_hooks_kills_its_job_process_and_exits(
 ) -> None:
     """Lease deleted under a leader with exit_on_lost: hooks run (a failing one is logged),
     the job process that ignores SIGTERM is killed, the run is recorded lost, exit status 3."""
-    cluster.start(1, lease_ttl=2, jobs="tests.abort_jobs", exit_on_lost="true")
+    cluster.start(1, lease_ttl=2, jobs="tests.jobs.abort", exit_on_lost="true")
     leader = cluster.replicas["r1"]
     first = cluster.wait_leader(timeout=15)
     start = wait_for(
@@ -69,7 +69,7 @@ def test_lost_leader_runs_hooks_kills_its_job_process_and_exits(
 
 def test_paused_replica_cannot_keep_its_job_process_past_the_lease(cluster: Cluster) -> None:
     """SIGSTOP the replica: its job process ends itself before another replica leads."""
-    cluster.start(2, lease_ttl=2, jobs="tests.abort_jobs")
+    cluster.start(2, lease_ttl=2, jobs="tests.jobs.abort")
     first = cluster.wait_leader(timeout=15)
     start = wait_for(
         lambda: [w for w in writes(cluster) if w.job == "abort.stubborn" and w.phase == "start"],

@@ -15,6 +15,7 @@ import pytest
 
 from scheduler.ops import http
 from tests.harness.http_replica import HttpReplica, read_all, status_code
+from tests.harness.replicas import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +75,9 @@ def test_healthz_answers_while_3000_idle_connections_are_held(
         for _ in range(IDLE_CONNECTIONS):
             held.append(replica.connect())
         after = [replica.timed_healthz() for _ in range(20)]
-        time.sleep(1.0)  # held, probed meanwhile
+        probed = len(probes)
+        # Every connection held while the prober probes 20 more times.
+        wait_for(lambda: len(probes) >= probed + 20, 30, "20 probes with every connection held")
     finally:
         done.set()
         prober.join()
@@ -99,6 +102,7 @@ def test_slowloris_is_cut_at_the_head_timeout(replica: HttpReplica) -> None:
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100
     ended: list[float] = []
     answers: list[bytes] = []
+    sent: dict[int, int] = {}  # bytes sent so far, per trickling thread
 
     def trickle() -> None:
         with replica.connect() as sock:
@@ -106,6 +110,7 @@ def test_slowloris_is_cut_at_the_head_timeout(replica: HttpReplica) -> None:
             try:
                 for byte in request:
                     sock.sendall(bytes([byte]))
+                    sent[threading.get_ident()] = sent.get(threading.get_ident(), 0) + 1
                     if select.select([sock], [], [], 1.0)[0]:
                         break  # the server answered (and closes)
             except OSError:
@@ -116,7 +121,8 @@ def test_slowloris_is_cut_at_the_head_timeout(replica: HttpReplica) -> None:
     trickling = [threading.Thread(target=trickle) for _ in range(20)]
     for thread in trickling:
         thread.start()
-    time.sleep(1.5)
+    # Every connection has trickled two bytes (a second into its head) before the probes.
+    wait_for(lambda: len(sent) == 20 and min(sent.values()) >= 2, 30, "20 connections trickling")
     for path in ("/status", "/metrics", "/healthz"):
         began = time.monotonic()
         assert replica.get(path)[0] == 200

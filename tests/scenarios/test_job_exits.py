@@ -1,5 +1,5 @@
 """A real replica whose thread jobs call sys.exit(), raise KeyboardInterrupt, GeneratorExit or
-a custom BaseException every second (tests/exit_jobs.py), on the embedded SQLite backend."""
+a custom BaseException every second (tests/jobs/exits.py), on the embedded SQLite backend."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_jobs_that_end_their_thread_keep_running_and_sigterm_is_prompt(tmp_path:
     try:
         replica = cluster.start_replica(
             "r1",
-            jobs="tests.exit_jobs",
+            jobs="tests.jobs.exits",
             lease_ttl=3,
             shutdown_grace=30,
             http_host="127.0.0.1",

@@ -14,8 +14,8 @@ import pytest
 from scheduler.clock import SYSTEM_CLOCK
 from scheduler.firing.isolation import run_in_child
 from scheduler.jobs.context import JobContext
-from tests import isolation_jobs
 from tests.harness.replicas import wait_for
+from tests.jobs import isolation as isolation_jobs
 
 
 def alive(pid: int) -> bool:

@@ -19,8 +19,8 @@ import pytest
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.errors import LeaseLost
+from scheduler.firing.lanes import Lane
 from scheduler.firing.recovery import Handover, Recovery
-from scheduler.firing.runner import Lane
 from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import build_spec
 from scheduler.leadership.elector import Term
@@ -45,13 +45,14 @@ class Leading:
     def __init__(self) -> None:
         self.term: Term | None = None
         self.metrics = Metrics()
-        self.timings = TIMINGS
 
     def current_term(self) -> Term | None:
         return self.term
 
     def count(self, result: str) -> float:
-        return self.metrics.claims.labels(result)._value.get()  # type: ignore[no-any-return]
+        """How many claims were counted with ``result`` (``baton_claims_total``)."""
+        value = self.metrics.registry.get_sample_value("baton_claims_total", {"result": result})
+        return value or 0.0
 
 
 class Rig:
@@ -68,6 +69,7 @@ class Rig:
                 ("slow", "all", 120.0),  # a grace longer than the lease TTL (30 s)
             )
         }
+        #: The fires settling handed back to be queued: (job, fire, keep).
         self.submitted: list[tuple[str, datetime, bool]] = []
         self.recovery = Recovery(
             self.specs,
@@ -75,10 +77,18 @@ class Rig:
             self.backend,
             CLUSTER,
             self.clock,
-            lambda job, fire, keep: self.submitted.append((job, fire, keep)),
+            self.elector.metrics,
+            TIMINGS.lease_ttl + TIMINGS.op_timeout,
             get_logger(replica="r1"),
             threading.Event(),
         )
+
+    def settle(self) -> Term | None:
+        """One settling pass: the fires it returns go to ``submitted``; the term to catch
+        up is returned."""
+        settled = self.recovery.settle()
+        self.submitted += [(fire.job, fire.at, fire.keep) for fire in settled.fires]
+        return settled.catch_up
 
     def lead(self, replica: str) -> Term:
         """Take the lease as ``replica`` (releasing any previous holder's) and lead."""
@@ -109,11 +119,12 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 def test_landed_claim_of_the_current_term_is_adopted_and_run_without_claiming(rig: Rig) -> None:
+    """A claim that landed unanswered in the term still led is adopted and run, not re-claimed."""
     term = rig.lead("r1")
     run = rig.claim(term)
     rig.recovery.doubt(run)  # sent; the answer timed out
 
-    assert rig.recovery.settle() is None
+    assert rig.settle() is None
     assert rig.submitted == [("all", FIRE, True)]  # kept: never coalesced away
     assert rig.recovery.take_handover("all", FIRE, term) == Handover(run, resend=False)
     assert rig.recovery.take_handover("all", FIRE, term) is None  # handed out once
@@ -122,12 +133,13 @@ def test_landed_claim_of_the_current_term_is_adopted_and_run_without_claiming(ri
 
 
 def test_landed_claim_of_a_term_no_longer_led_is_given_back(rig: Rig) -> None:
+    """A claim that landed under a term since lost is unclaimed; the follower does not run it."""
     old = rig.lead("r1")
     run = rig.claim(old)
     rig.recovery.doubt(run)
     rig.elector.term = None  # deposed meanwhile
 
-    rig.recovery.settle()
+    rig.settle()
     assert rig.stored() is None  # the fire is unclaimed again
     assert rig.submitted == []  # a follower leaves it to the leader
     assert not rig.recovery.pending()
@@ -135,12 +147,13 @@ def test_landed_claim_of_a_term_no_longer_led_is_given_back(rig: Rig) -> None:
 
 
 def test_claim_given_back_by_a_newer_term_of_ours_is_claimed_afresh(rig: Rig) -> None:
+    """A landed claim of our older term is given back, and the fire claimed in the new term."""
     old = rig.lead("r1")
     run = rig.claim(old)
     rig.recovery.doubt(run)
     rig.lead("r1")  # the same replica, a new term (new token)
 
-    rig.recovery.settle()
+    rig.settle()
     assert rig.stored() is None
     assert rig.submitted == [("all", FIRE, False)]  # claim it again under the new token
 
@@ -154,7 +167,7 @@ def test_unlanded_claim_is_resent_as_the_same_attempt_and_kept_until_confirmed(
     unsent = RunRecord("all", FIRE, "r1", term.token, started=FIRE)
     rig.recovery.doubt(unsent)
 
-    rig.recovery.settle()
+    rig.settle()
     assert rig.submitted == [("all", FIRE, True)]
     assert rig.recovery.take_handover("all", FIRE, term) == Handover(unsent, resend=True)
     assert rig.recovery.pending()  # a delayed request may still land: keep watching
@@ -171,14 +184,15 @@ def test_follower_stops_watching_an_unlanded_claim_once_it_cannot_land(rig: Rig)
     rig.elector.term = None
 
     rig.clock.advance(TIMINGS.lease_ttl / 2)
-    rig.recovery.settle()
+    rig.settle()
     assert rig.recovery.pending() and rig.submitted == []
     rig.clock.advance(TIMINGS.lease_ttl / 2 + TIMINGS.op_timeout + 0.01)
-    rig.recovery.settle()
+    rig.settle()
     assert not rig.recovery.pending()
 
 
 def test_someone_elses_claim_settles_the_doubt(rig: Rig) -> None:
+    """Another replica's claim of the fire settles our doubt: theirs stands, nothing is resent."""
     mine = rig.lead("r1")
     unsent = RunRecord("all", FIRE, "r1", mine.token, started=FIRE)
     rig.recovery.doubt(unsent)
@@ -186,18 +200,19 @@ def test_someone_elses_claim_settles_the_doubt(rig: Rig) -> None:
     rig.claim(theirs)
     rig.elector.term = None
 
-    rig.recovery.settle()
+    rig.settle()
     assert rig.stored() is not None and rig.stored().token == theirs.token  # type: ignore[union-attr]
     assert rig.submitted == [] and not rig.recovery.pending()
 
 
 def test_doubt_past_misfire_grace_is_recorded_lost(rig: Rig) -> None:
+    """A claim still in doubt past misfire_grace is recorded "lost" (claimed but never started)."""
     term = rig.lead("r1")
     run = rig.claim(term)
     rig.recovery.doubt(run)
     rig.clock.advance(11)  # past misfire_grace (10 s)
 
-    rig.recovery.settle()
+    rig.settle()
     stored = rig.stored()
     assert stored is not None and stored.outcome == "lost"
     assert stored.message == "claimed but never started"
@@ -205,35 +220,38 @@ def test_doubt_past_misfire_grace_is_recorded_lost(rig: Rig) -> None:
 
 
 def test_adopted_claim_of_an_ended_term_goes_back_and_is_withdrawn(rig: Rig) -> None:
+    """An adopted claim whose term ends before it runs is not handed over, and is unclaimed."""
     term = rig.lead("r1")
     run = rig.claim(term)
     rig.recovery.doubt(run)
-    rig.recovery.settle()  # adopted for this term
+    rig.settle()  # adopted for this term
     rig.elector.term = None
 
     assert rig.recovery.take_handover("all", FIRE, None) is None
     assert rig.recovery.pending()
-    rig.recovery.settle()
+    rig.settle()
     assert rig.stored() is None
 
 
 def test_new_leader_runs_an_orphan_once_its_claimant_gives_it_back(rig: Rig) -> None:
+    """A new leader watches an old term's claim and runs the fire only once it is unclaimed."""
     old = rig.lead("r1")
     orphan = rig.claim(old)
     new = rig.lead("r2")
     assert rig.recovery.suspect(orphan, new)
 
-    rig.recovery.settle()
+    rig.settle()
     assert rig.submitted == [] and rig.recovery.pending()  # still claimed: hands off
     with pytest.raises(LeaseLost):  # the claimant can no longer start it
         rig.backend.start(old.lease, orphan.started_now(START))
     assert rig.backend.unclaim(CLUSTER, orphan)  # the claimant: "never started"
-    rig.recovery.settle()
+    rig.settle()
     assert rig.submitted == [("all", FIRE, False)]
     assert not rig.recovery.pending()
 
 
 def test_suspects_follow_the_job_policy_and_the_term(rig: Rig) -> None:
+    """Orphans are watched per catch_up ("none" never, "latest" not behind a newer run) and term."""
     old = rig.lead("r1")
     none_run = rig.claim(old, "none")
     latest_run = rig.claim(old, "latest")
@@ -243,28 +261,30 @@ def test_suspects_follow_the_job_policy_and_the_term(rig: Rig) -> None:
     rig.recovery.suspect(latest_run, new)
     rig.claim(new, "latest", FIRE + timedelta(seconds=1))  # a newer fire ran
     rig.backend.unclaim(CLUSTER, latest_run)
-    rig.recovery.settle()
+    rig.settle()
     assert rig.submitted == []  # "latest" does not go back for an older fire
 
     stale = rig.claim(new, "all", FIRE - timedelta(seconds=1))
     rig.recovery.suspect(stale, new)
     rig.lead("r3")  # the watching term ended
-    rig.recovery.settle()
+    rig.settle()
     assert rig.submitted == [] and not rig.recovery.pending()
 
 
 def test_skipped_fires_are_caught_up_in_the_same_term_only(rig: Rig) -> None:
+    """Fires skipped in a term are caught up once, and only while that same term leads."""
     term = rig.lead("r1")
     rig.recovery.skipped(term)
-    assert rig.recovery.settle() is term
-    assert rig.recovery.settle() is None  # once
+    assert rig.settle() is term
+    assert rig.settle() is None  # once
 
     rig.recovery.skipped(term)
     rig.lead("r2")
-    assert rig.recovery.settle() is None  # the new term did its own catch-up
+    assert rig.settle() is None  # the new term did its own catch-up
 
 
 def test_shutdown_gives_back_every_claim_in_doubt(rig: Rig) -> None:
+    """At shutdown every claim in doubt is given back (unclaimed) and nothing stays pending."""
     term = rig.lead("r1")
     run = rig.claim(term)
     rig.recovery.doubt(run)
@@ -277,15 +297,15 @@ def test_lane_never_coalesces_away_a_claim_already_made() -> None:
     """A "latest" lane keeps only its newest waiting fire, except fires handed over with
     keep=True (claims confirmed late): those run whatever comes after them."""
     spec = build_spec(_noop, every="1s", name="latest", catch_up="latest", misfire_grace=10.0)
-    idle_runner = SimpleNamespace(pool=SimpleNamespace(submit=lambda fn: None), accepting=True)
-    lane = Lane(spec, idle_runner)  # type: ignore[arg-type]
+    idle_pool = SimpleNamespace(submit=lambda fn: None)  # nothing drains
+    lane = Lane(spec, idle_pool, lambda lane, fire: None, lambda: True, get_logger())  # type: ignore[arg-type]
     at = [FIRE + timedelta(seconds=s) for s in range(4)]
 
     lane.submit([at[0]])
     lane.submit([at[1]], keep=True)
     lane.submit([at[2]])
     lane.submit([at[3]])
-    assert lane._pending == [at[1], at[3]]
+    assert lane.pending == [at[1], at[3]]
 
 
 def test_orphan_that_started_is_never_run_again(rig: Rig) -> None:
@@ -296,7 +316,7 @@ def test_orphan_that_started_is_never_run_again(rig: Rig) -> None:
     new = rig.lead("r2")
     rig.recovery.suspect(orphan, new)
 
-    rig.recovery.settle()
+    rig.settle()
     assert rig.submitted == [] and not rig.recovery.pending()
     assert not rig.backend.unclaim(CLUSTER, orphan)  # started: never given back
 
@@ -309,7 +329,7 @@ def test_orphan_never_given_back_is_recorded_lost_after_the_grace(rig: Rig) -> N
     rig.recovery.suspect(orphan, new)
     rig.clock.advance(11)
 
-    rig.recovery.settle()
+    rig.settle()
     stored = rig.stored()
     assert stored is not None and (stored.outcome, stored.message) == (
         "lost",
@@ -330,7 +350,7 @@ def test_withdrawn_second_attempt_never_deletes_the_first_attempts_run(rig: Rig)
     rig.recovery.doubt(second)
     rig.elector.term = None  # deposed before the backend answered again
 
-    rig.recovery.settle()
+    rig.settle()
     stored = rig.stored()
     assert stored is not None and (stored.attempt, stored.outcome) == (first.attempt, "ok")
     assert rig.elector.count("withdrawn") == 0
@@ -348,7 +368,7 @@ def test_start_landed_unanswered_in_an_ended_term_is_recorded_lost_not_given_bac
     rig.recovery.doubt(run)
     rig.elector.term = None
 
-    rig.recovery.settle()
+    rig.settle()
     stored = rig.stored()
     assert stored is not None and stored.outcome == "lost"
     assert rig.elector.count("withdrawn") == 0
@@ -361,5 +381,5 @@ def test_start_landed_unanswered_in_the_same_term_is_handed_to_the_lane(rig: Rig
     started = rig.backend.start(term.lease, run.started_now(FIRE))
     rig.recovery.doubt(run)
 
-    rig.recovery.settle()
+    rig.settle()
     assert rig.recovery.take_handover("all", FIRE, term) == Handover(started, resend=False)
