@@ -235,7 +235,7 @@ def claim_latencies(backend: LeaseBackend, name: str, count: int) -> list[float]
 def missing() -> str | None:
     """Why the ZooKeeper rows cannot be measured, or ``None`` when they can."""
     root = Path(__file__).resolve().parents[1]
-    for path in ("scheduler/backends/zookeeper.py", "tests/harness/zookeeper_server.py"):
+    for path in ("scheduler/backends/zookeeper", "tests/harness/zookeeper_server.py"):
         if not (root / path).exists():
             return f"{path} does not exist"
     return None

@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
 import yaml
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from scheduler.backends import BackendURL, LeaseBackend, check_url, from_url
+from scheduler.backends.zookeeper.settings import ZooKeeperSettings
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError, excerpt, printable
 from scheduler.leadership.timings import (
@@ -34,9 +35,6 @@ from scheduler.leadership.timings import (
     RENEW_INTERVAL_MIN,
     LeaseTimings,
 )
-
-if TYPE_CHECKING:
-    from scheduler.backends.zookeeper import ZooKeeperOptions
 
 #: The embedded backend, in a file under the current directory.
 DEFAULT_BACKEND = "sqlite:///.baton/baton.db"
@@ -54,49 +52,12 @@ REPLICA_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,252}$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 #: ``http.host``: a host name or an IPv4/IPv6 address, without brackets.
 HOST_PATTERN = r"^[A-Za-z0-9.:%_-]{1,253}$"
-#: File paths: no control characters (a newline in a path would forge log lines).
-PATH_PATTERN = r"^[^\x00-\x1f\x7f]{1,4096}$"
 #: Seconds: the bounds of shutdown_grace (an hour is longer than any orchestrator waits).
 SHUTDOWN_GRACE_MAX = 3600.0
 #: The most runs kept per job (each is a record in the backend, read by ``baton history``).
 HISTORY_LIMIT_MAX = 10_000
-#: Seconds: the bounds of the ZooKeeper session and connection timeouts.
-SESSION_TIMEOUT_MAX = 3600.0
-CONNECTION_TIMEOUT_MIN, CONNECTION_TIMEOUT_MAX = 0.1, 600.0
 
 ModuleName = Annotated[str, Field(min_length=1, max_length=200, pattern=MODULE_PATTERN)]
-FilePath = Annotated[str, Field(pattern=PATH_PATTERN)]
-_PATH_RULE = "a file path of at most 4096 characters, without control characters"
-
-
-class ZooKeeperSettings(BaseModel):
-    """The ``zookeeper:`` section, read only for a ``zookeeper://`` backend. Seconds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    #: How long ZooKeeper keeps a silent session, and with it the leader's latch node
-    #: (default: lease_ttl, the shortest allowed; at most 3600). It bounds failover after
-    #: kill -9; shorter also means a GC pause or network blip of that length costs the session.
-    session_timeout: float | None = Field(
-        default=None, ge=LEASE_TTL_MIN, le=SESSION_TIMEOUT_MAX, allow_inf_nan=False
-    )
-    #: How long a call may take when it must first establish a new session, if longer than
-    #: the call's own bound (default min(2, session_timeout); 0.1 to 600, and at most
-    #: session_timeout). Read commands give up on an unreachable ensemble after it.
-    connection_timeout: float | None = Field(
-        default=None, ge=CONNECTION_TIMEOUT_MIN, le=CONNECTION_TIMEOUT_MAX, allow_inf_nan=False
-    )
-    #: When the connection drops: lose (default, Curator's policy) ends leadership at once;
-    #: wait keeps leading through a short disconnection until renew_deadline.
-    on_suspended: Literal["lose", "wait"] = "lose"
-    #: TLS to the ensemble (implied by any file below); server certificates are always
-    #: verified, host name included.
-    tls: bool = False
-    #: PEM CA file to verify the servers with (default: the system CAs).
-    ca_file: FilePath | None = Field(default=None, description=_PATH_RULE)
-    #: PEM client certificate and its key, for servers that require client certificates.
-    cert_file: FilePath | None = Field(default=None, description=_PATH_RULE)
-    key_file: FilePath | None = Field(default=None, description=_PATH_RULE)
 
 
 class HttpSettings(BaseModel):
@@ -170,7 +131,8 @@ class Settings(BaseModel):
     #: Exit (status 3) after the abort hooks when leadership is lost involuntarily, so the
     #: orchestrator restarts a clean process (default false).
     exit_on_lost: bool = False
-    #: Session and TLS options of a zookeeper:// backend (see ZooKeeperSettings).
+    #: Session and TLS options of a zookeeper:// backend (ZooKeeperSettings, owned by the
+    #: backend: scheduler/backends/zookeeper/settings.py).
     zookeeper: ZooKeeperSettings = Field(default_factory=ZooKeeperSettings)
     #: Health, readiness, metrics and status endpoints (see HttpSettings; off by default).
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -191,9 +153,9 @@ class Settings(BaseModel):
             create=create,
         )
 
-    def zookeeper_options(self) -> ZooKeeperOptions | None:
-        """The ``zookeeper:`` options checked against the lease timings; ``None`` unless
-        the backend is ZooKeeper.
+    def zookeeper_options(self) -> ZooKeeperSettings | None:
+        """The ``zookeeper:`` section checked against the lease timings, its session
+        timeout defaulting to ``lease_ttl``; ``None`` unless the backend is ZooKeeper.
 
         Raises:
             ConfigError: an option is invalid, or the session timeout is shorter than
@@ -201,21 +163,7 @@ class Settings(BaseModel):
         """
         if self.backend.scheme != "zookeeper":
             return None
-        from scheduler.backends.zookeeper import ZooKeeperOptions, check_lease_timings
-
-        timings = self.timings()
-        section = self.zookeeper
-        options = ZooKeeperOptions(
-            session_timeout=section.session_timeout or timings.lease_ttl,
-            connection_timeout=section.connection_timeout,
-            on_suspended=section.on_suspended,
-            tls=section.tls,
-            ca_file=section.ca_file,
-            cert_file=section.cert_file,
-            key_file=section.key_file,
-        )
-        check_lease_timings(options, timings)
-        return options
+        return self.zookeeper.for_lease(self.timings())
 
     def timings(self) -> LeaseTimings:
         """The lease timings, validated against each other."""

@@ -23,13 +23,8 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
-from scheduler.backends.zookeeper import (
-    DELETED,
-    EXPIRED,
-    SUSPENDED,
-    ZooKeeperBackend,
-    ZooKeeperOptions,
-)
+from scheduler.backends.states import LossReason
+from scheduler.backends.zookeeper import ZooKeeperBackend, ZooKeeperSettings
 from scheduler.errors import BackendAuthError, BackendUnavailable, LeaseLost
 from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
@@ -63,7 +58,7 @@ def open_backend() -> Iterator[Callable[..., ZooKeeperBackend]]:
 
     def make(url: str, **options: Any) -> ZooKeeperBackend:
         backend = ZooKeeperBackend.from_url(
-            url, op_timeout=OP_TIMEOUT, options=ZooKeeperOptions(**options)
+            url, op_timeout=OP_TIMEOUT, options=ZooKeeperSettings(**options)
         )
         opened.append(backend)
         return backend
@@ -324,7 +319,7 @@ def test_forced_session_expiry_old_leader_stops_before_new_one_starts(
     assert lost, "the old leader never logged its loss"
     acquired = [e for e in new.events("leadership_acquired") if e["token"] == second.token]
     assert stamp(lost[0]) <= stamp(acquired[0]), (lost[0], acquired[0])
-    assert lost[0]["reason"] in (SUSPENDED, "session-expired")
+    assert lost[0]["reason"] in (LossReason.CONNECTION_SUSPENDED, LossReason.SESSION_EXPIRED)
 
     ws = starts(cluster)
     old_writes = [w for w in ws if w.token == first.token]
@@ -400,7 +395,7 @@ def test_server_kill9_and_restart_while_leading(
     outage = [w for w in starts(cluster) if killed_at + 0.1 < w.at < restarting_at]
     assert not outage, f"jobs started while ZooKeeper was down: {outage}"
     if policy == "lose":
-        assert losses[0]["reason"] == SUSPENDED
+        assert losses[0]["reason"] == LossReason.CONNECTION_SUSPENDED
         assert second.token > first.token
     elif session_kept:
         assert not losses, "the leader gave up during a short outage"
@@ -426,8 +421,8 @@ def test_suspension_loses_leadership_at_once_with_the_lose_policy(
 
     own_zk.kill()
     assert wait_until(lambda: lost, 3), "no on_lost at suspension"
-    assert lost == [SUSPENDED]
-    with pytest.raises(LeaseLost, match=SUSPENDED):
+    assert lost == [LossReason.CONNECTION_SUSPENDED]
+    with pytest.raises(LeaseLost, match=LossReason.CONNECTION_SUSPENDED):
         backend.renew(lease)
     with pytest.raises(LeaseLost):
         backend.claim(lease, run_for(lease), Retention())
@@ -437,7 +432,7 @@ def test_suspension_loses_leadership_at_once_with_the_lose_policy(
     assert wait_until(lambda: observer.read(election) is None, 5), "the old node was kept"
     again = acquire(backend, election)
     assert again.token > lease.token
-    assert lost == [SUSPENDED], "on_lost called more than once"
+    assert lost == [LossReason.CONNECTION_SUSPENDED], "on_lost called more than once"
 
 
 def test_suspension_with_wait_policy_keeps_the_lease_and_reverifies_it(
@@ -467,7 +462,7 @@ def test_suspension_with_wait_policy_keeps_the_lease_and_reverifies_it(
         # ZooKeeper 3.8.0 can leave a connection made during its start-up open and
         # unanswered; this one was, and the session expired meanwhile. The lease is lost,
         # as it must be then; try the outage again.
-        assert wait_until(lambda: lost, 2) and lost == [EXPIRED]  # noqa: B023 (same turn)
+        assert wait_until(lambda: lost, 2) and lost == [LossReason.SESSION_EXPIRED]  # noqa: B023 (same turn)
         with pytest.raises(LeaseLost):
             backend.renew(lease)
     else:
@@ -485,7 +480,7 @@ def test_suspension_with_wait_policy_keeps_the_lease_and_reverifies_it(
     finally:
         admin.stop()
         admin.close()
-    assert lost == [DELETED]
+    assert lost == [LossReason.NODE_DELETED]
 
 
 def test_leader_node_deleted_by_anyone_loses_at_once(
@@ -514,14 +509,21 @@ def test_leader_node_deleted_by_anyone_loses_at_once(
         target=lambda: (follower.wait_for_change(election, 10.0), woke.set()), daemon=True
     )
     waiter.start()
-    time.sleep(0.2)  # let the follower arm its watch; the test is about what happens next
+    # The test is about what happens once the follower watches the leader's node: wait for the
+    # server's watch table to show it.
+    assert wait_for(
+        lambda: follower.session_id in zookeeper_server.watches_by_path().get(lease.handle, ()),
+        5,
+        "the follower to watch the leader's node",
+        interval=0.05,
+    )
 
     admin.delete(lease.handle)
     deleted = time.monotonic()
     assert fired.wait(2)
     report("leader node deleted -> on_lost", time.monotonic() - deleted)
     assert woke.wait(2), "the follower was not woken by the deletion"
-    assert lost == [DELETED]
+    assert lost == [LossReason.NODE_DELETED]
     with pytest.raises(LeaseLost):
         leader.renew(lease)
     with pytest.raises(LeaseLost):
@@ -535,7 +537,7 @@ def test_session_timeout_is_capped_by_what_the_server_grants(election: str) -> N
     so the local deadline still ends before the session can expire."""
     server = ZooKeeperServer(max_session_timeout=1.0).start()
     backend = ZooKeeperBackend.from_url(
-        server.url(), op_timeout=OP_TIMEOUT, options=ZooKeeperOptions(session_timeout=5.0)
+        server.url(), op_timeout=OP_TIMEOUT, options=ZooKeeperSettings(session_timeout=5.0)
     )
     try:
         lease = acquire(backend, election, ttl=5.0)
@@ -618,7 +620,7 @@ def test_wrong_digest_password_is_a_clear_error_from_check(
 
     from tests.harness.cli import baton
 
-    for args in (["leader"], ["run", "--jobs", "tests.replica_jobs"]):
+    for args in (["leader"], ["run", "--jobs", "tests.jobs.replica"]):
         result = baton(*args, "--backend", wrong_url, cwd=tmp_path)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2, result.stderr
