@@ -10,6 +10,7 @@ Sections (``--only`` takes these names, repeated or comma-separated):
 * ``idle``      idle CPU and RSS of a leader and a follower
 * ``zookeeper`` ZooKeeper rows: failover vs kazoo's Election, claim latency, lateness
 * ``image``     the container image: size (total, Baton's own layers), build times
+* ``scale``     N = 100 to 10,000 jobs due at one instant: Baton leader vs bare APScheduler
 
 ``--quick`` is a smoke mode: few repetitions, short loops; its numbers are not for the page.
 A section that fails is reported as "not measured" with the error, and the exit code is 1.
@@ -26,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import cycles, failover, idle, image, lateness, zookeeper
+from benchmarks import cycles, failover, idle, image, lateness, scale, zookeeper
 from benchmarks.machine import facts, load_average
 from benchmarks.report import NOT_MEASURED, Section, Table
 
@@ -37,6 +38,7 @@ SECTIONS: dict[str, tuple[str, Callable[[bool, Path], Section]]] = {
     "idle": ("4. Idle CPU and memory", idle.run),
     "zookeeper": ("5. ZooKeeper backend vs kazoo", zookeeper.run),
     "image": ("6. Container image size and build time", image.run),
+    "scale": (scale.TITLE, scale.run),
 }
 
 
@@ -84,8 +86,8 @@ def render(
         "",
         f"Written by `{command}`; do not edit by hand. Baton and each reference are measured "
         "in the same run, on the same machine, against servers the benchmark starts on "
-        "127.0.0.1. Targets are those of issues 2 (core) and 3 (ZooKeeper); a MISS is "
-        "reported as measured.",
+        "127.0.0.1. Targets are those of issues 2 (core), 3 (ZooKeeper) and 13 (many jobs); "
+        "a MISS is reported as measured.",
         "",
     ]
     if quick:
