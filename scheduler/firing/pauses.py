@@ -36,15 +36,34 @@ and at most :data:`MAX_RUNS` are kept.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from datetime import datetime
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from scheduler.backends.base import LeaseBackend
+from scheduler.clock import Clock
+from scheduler.errors import BackendError
 from scheduler.firing.runs import fire_key, from_fire_key
+from scheduler.jobs.spec import JobSpec
+from scheduler.leadership.controls import PAUSED_FIRES_PREFIX
 
-#: ``paused-fires:<job>``: a JSON list of ``[first, last]`` fire keys (ms since the epoch,
-#: :func:`scheduler.firing.runs.fire_key`), oldest first. Each pair is a run of consecutive fires of
-#: the job's trigger that a leader skipped because the job was paused.
-PAUSED_FIRES_PREFIX = "paused-fires:"
+__all__ = [
+    "MAX_RUNS",
+    "PAUSED_FIRES_PREFIX",
+    "PauseRecords",
+    "PausedFires",
+    "SkippedRun",
+    "add_skipped",
+    "skipped_runs",
+    "was_skipped",
+]
+
+# ``paused-fires:<job>`` (PAUSED_FIRES_PREFIX, named with the other controls): a JSON list of
+# ``[first, last]`` fire keys (ms since the epoch, :func:`scheduler.firing.runs.fire_key`),
+# oldest first. Each pair is a run of consecutive fires of the job's trigger that a leader
+# skipped because the job was paused.
 #: Runs kept per job. A catch-up looks back only ``misfire_grace``: more runs than this
 #: would mean more than this many pauses in that look-back.
 MAX_RUNS = 100
@@ -114,3 +133,105 @@ def add_skipped(
     horizon = fire_key(keep_after)
     kept = [run for run in merged if run[1] >= horizon][-MAX_RUNS:]
     return json.dumps([list(run) for run in kept], separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class PausedFires:
+    """The fires of one job some leader skipped as paused (a container of fire instants).
+
+    Attributes:
+        runs: as recorded in ``paused-fires:<job>`` (:func:`skipped_runs`).
+        unsaved: skipped by this leader, not stored yet (:class:`PauseRecords`).
+    """
+
+    runs: tuple[SkippedRun, ...] = ()
+    unsaved: frozenset[datetime] = frozenset()
+
+    def __contains__(self, fire: object) -> bool:
+        if not isinstance(fire, datetime):
+            return False
+        return fire in self.unsaved or was_skipped(self.runs, fire)
+
+
+class PauseRecords:
+    """This leader's record of the fires it skipped as paused: stored at once, or kept in
+    memory and stored by a later :meth:`flush` (the next skip, the maintenance loop).
+
+    The lock also keeps this replica's read-modify-writes of one record apart.
+
+    Args:
+        specs: the jobs by name (trigger, misfire_grace).
+        backend: where the controls live.
+        cluster: election name.
+        clock: wall clock, for the record's horizon.
+        log: the runner's logger.
+        margin: seconds a record is kept beyond twice the job's ``misfire_grace`` (room
+            for wall clock steps, as claim attempts are remembered).
+    """
+
+    def __init__(
+        self,
+        specs: Mapping[str, JobSpec],
+        backend: LeaseBackend,
+        cluster: str,
+        clock: Clock,
+        log: Any,
+        margin: float,
+    ) -> None:
+        self._specs = specs
+        self._backend = backend
+        self._cluster = cluster
+        self._clock = clock
+        self._log = log
+        self._margin = margin
+        self._lock = threading.Lock()
+        self._unsaved: dict[str, set[datetime]] = {}
+
+    def add(self, job: str, fire: datetime) -> None:
+        """Record that ``fire`` of ``job`` was skipped as paused, and store it (now or later)."""
+        with self._lock:
+            self._unsaved.setdefault(job, set()).add(fire.astimezone(UTC))
+        self.flush(job)
+
+    def unsaved(self, job: str) -> frozenset[datetime]:
+        """The fires of ``job`` recorded here and not stored yet."""
+        with self._lock:
+            return frozenset(self._unsaved.get(job, ()))
+
+    def pending(self) -> bool:
+        """True while some record is not stored."""
+        with self._lock:
+            return bool(self._unsaved)
+
+    def flush(self, job: str | None = None) -> None:
+        """Store the unsaved records of ``job`` (of every job if ``None``); a failure keeps
+        them for the next call (logged as ``paused_fires_record_deferred``)."""
+        if job is None:
+            with self._lock:
+                jobs = list(self._unsaved)
+            for name in jobs:
+                self.flush(name)
+            return
+        spec = self._specs[job]
+        key = PAUSED_FIRES_PREFIX + job
+        with self._lock:
+            fires = set(self._unsaved.get(job, ()))
+            if not fires:
+                return
+            # Past the catch-up look-back, with the margin for clock steps.
+            horizon = self._clock.now() - timedelta(seconds=2 * spec.misfire_grace + self._margin)
+            try:
+                current = self._backend.controls(self._cluster).get(key)
+                value = add_skipped(
+                    current, fires, lambda f: spec.trigger.get_next_fire_time(f, f), horizon
+                )
+                self._backend.set_control(self._cluster, key, value)
+            except BackendError as exc:
+                # Retried by the maintenance loop and the next skip.
+                self._log.warning("paused_fires_record_deferred", job=job, error=str(exc))
+                return
+            left = self._unsaved[job] - fires
+            if left:
+                self._unsaved[job] = left
+            else:
+                del self._unsaved[job]

@@ -1,5 +1,8 @@
 """Claims whose fate this replica does not know, and fires a deposed leader gave back.
 
+This is the settling half of the claims layer: only :class:`~scheduler.firing.claims.Claims`
+uses it. It never runs a fire itself: :meth:`Recovery.settle` returns the fires to queue.
+
 A claim is one backend write. When its answer never arrives (a slow or broken link: the
 call times out) it may still have landed, and then the fire is claimed but nobody runs it —
 at most once, but lost. The same holds for a claim made just before leadership was lost
@@ -34,8 +37,8 @@ answers again (a term that survives a short outage would otherwise just miss the
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,7 +47,9 @@ from scheduler.clock import Clock
 from scheduler.errors import BackendError
 from scheduler.firing.runs import RunRecord, fire_key
 from scheduler.jobs.spec import JobSpec
-from scheduler.leadership.elector import Elector, Term
+from scheduler.leadership.term import Term
+from scheduler.leadership.view import Leadership
+from scheduler.ops.metrics import Metrics
 
 #: Seconds between passes while something is left to settle. A pass costs one read per
 #: unsettled fire, and there are only ever a few.
@@ -56,6 +61,37 @@ ORPHAN_MESSAGE = "its replica stopped before the run ended"
 NEVER_STARTED = "claimed but never started"
 
 Key = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One fire of one job, as the claims layer claims it and a lane queues it.
+
+    Attributes:
+        job: the job name.
+        at: the fire instant.
+        keep: a claim already made (handed over by settling): the lane runs it even where
+            the job coalesces a backlog to its newest fire.
+    """
+
+    job: str
+    at: datetime
+    keep: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What one settling pass leaves to the runner.
+
+    Attributes:
+        fires: to queue on their lanes (adopted or resent claims with ``keep``; fires given
+            back, or to claim afresh in a newer term, without).
+        catch_up: the current term, if it skipped fires while the backend did not answer
+            and should now catch up; else ``None``.
+    """
+
+    fires: list[Fire] = field(default_factory=list)
+    catch_up: Term | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +122,17 @@ class _Suspect:
 
 
 class Recovery:
-    """The bookkeeping of unsettled claims for one :class:`~scheduler.firing.runner.Runner`.
+    """The bookkeeping of unsettled claims for one :class:`~scheduler.firing.claims.Claims`.
 
     Args:
         specs: the jobs by name (``misfire_grace``, ``catch_up``).
-        elector: whether (and in which term) this replica leads.
+        leadership: whether (and in which term) this replica leads.
         backend: where the claims live.
         cluster: election name.
-        clock: wall clock for fire instants.
-        submit: hands a fire to its job's lane (``submit(job, fire, keep)``; ``keep``: never
-            coalesced away, for a claim already made).
+        clock: wall clock for fire instants, monotonic for how long a doubt is watched.
+        metrics: where late confirmations and withdrawals are counted.
+        landing_bound: seconds after which a claim sent before a doubt arose can no longer
+            land: the lease TTL plus the bound on one backend call.
         log: the runner's logger.
         wake: set whenever there is something to settle.
     """
@@ -103,20 +140,22 @@ class Recovery:
     def __init__(
         self,
         specs: Mapping[str, JobSpec],
-        elector: Elector,
+        leadership: Leadership,
         backend: LeaseBackend,
         cluster: str,
         clock: Clock,
-        submit: Callable[[str, datetime, bool], None],
+        metrics: Metrics,
+        landing_bound: float,
         log: Any,
         wake: threading.Event,
     ) -> None:
         self._specs = specs
-        self._elector = elector
+        self._leadership = leadership
         self._backend = backend
         self._cluster = cluster
         self._clock = clock
-        self._submit = submit
+        self._metrics = metrics
+        self._landing_bound = landing_bound
         self._log = log
         self._lock = threading.Lock()
         self._doubts: dict[str, _Doubt] = {}  # by attempt: ours, never started; fate unknown
@@ -179,30 +218,35 @@ class Recovery:
 
     # -- settling ------------------------------------------------------------------------------
 
-    def settle(self) -> Term | None:
+    def settle(self) -> Settled:
         """One pass over everything unsettled (call while the backend answers).
 
         Returns:
-            The current term if it skipped fires during the outage and should now catch up.
+            The fires to queue, and the current term if it skipped fires during the outage
+            and should now catch up. A backend error ends the pass early (logged as
+            ``claim_unsettled``; the rest is settled by a later pass): the fires found
+            until then are returned, no catch-up.
         """
         with self._lock:
             doubts = list(self._doubts.values())
             suspects = list(self._suspects.values())
+        fires: list[Fire] = []
         for doubt in doubts:
             try:
-                self._settle_doubt(doubt)
+                self._settle_doubt(doubt, fires)
             except BackendError as exc:
                 self._log.warning("claim_unsettled", job=doubt.run.job, error=str(exc))
-                return None
+                return Settled(fires)
         for suspect in suspects:
             try:
-                self._settle_suspect(suspect)
+                self._settle_suspect(suspect, fires)
             except BackendError as exc:
                 self._log.warning("claim_unsettled", job=suspect.run.job, error=str(exc))
-                return None
+                return Settled(fires)
         with self._lock:
             term, self._recheck = self._recheck, None
-        return term if term is not None and self._elector.current_term() is term else None
+        current = self._leadership.current_term()
+        return Settled(fires, term if term is not None and current is term else None)
 
     def withdraw_all(self) -> None:
         """On shutdown: give back every claim in doubt that is ours (one bounded pass)."""
@@ -219,7 +263,7 @@ class Recovery:
             except BackendError as exc:
                 self._log.warning("claim_unsettled", job=run.job, error=str(exc))
 
-    def _settle_doubt(self, doubt: _Doubt) -> None:
+    def _settle_doubt(self, doubt: _Doubt, fires: list[Fire]) -> None:
         run = doubt.run
         spec = self._specs[run.job]
         stored = self._backend.lookup(self._cluster, run.job, run.scheduled_time)
@@ -232,7 +276,7 @@ class Recovery:
                     self._cluster, ours.finished("lost", self._clock.now(), NEVER_STARTED)
                 )
             return
-        term = self._elector.current_term()
+        term = self._leadership.current_term()
         if stored is None:
             # Not landed (yet: a delayed request may still arrive, so keep watching). In
             # the same term, the same attempt is sent again (idempotent). A newer term of
@@ -240,11 +284,11 @@ class Recovery:
             # follower leaves it to the leader's catch-up, and stops watching once the lease
             # the claim was sent under has expired on the server for sure.
             if term is not None and term.token == run.token:
-                self._hand(Handover(run, resend=True))
+                fires.append(self._hand(Handover(run, resend=True)))
             elif term is not None:
                 self._forget_doubt(doubt)
-                self._submit(run.job, run.scheduled_time, False)
-            elif self._clock.monotonic() - doubt.since > self._landing_bound():
+                fires.append(Fire(run.job, run.scheduled_time))
+            elif self._clock.monotonic() - doubt.since > self._landing_bound:
                 self._forget_doubt(doubt)
             return
         if ours is None or not ours.unfinished:
@@ -260,8 +304,8 @@ class Recovery:
                 token=run.token,
                 state=ours.outcome,
             )
-            self._elector.metrics.claims.labels("confirmed_late").inc()
-            self._hand(Handover(ours, resend=False))
+            self._metrics.claims.labels("confirmed_late").inc()
+            fires.append(self._hand(Handover(ours, resend=False)))
             return
         self._forget_doubt(doubt)
         if ours.outcome == "claimed":
@@ -272,20 +316,21 @@ class Recovery:
             lost = ours.finished("lost", self._clock.now(), "start unconfirmed; not run")
             self._backend.finish(self._cluster, lost)
         if term is not None:
-            self._submit(run.job, run.scheduled_time, False)  # a newer term of ours: claim afresh
+            fires.append(Fire(run.job, run.scheduled_time))  # a newer term of ours: afresh
 
-    def _hand(self, handover: Handover) -> None:
-        """Give ``handover`` to its lane (kept even where the job coalesces a backlog)."""
+    def _hand(self, handover: Handover) -> Fire:
+        """Keep ``handover`` for its lane; the fire to queue (kept even where the job
+        coalesces a backlog)."""
         run = handover.run
         with self._lock:
             self._handed[(run.job, run.key)] = handover
-        self._submit(run.job, run.scheduled_time, True)
+        return Fire(run.job, run.scheduled_time, keep=True)
 
-    def _settle_suspect(self, suspect: _Suspect) -> None:
+    def _settle_suspect(self, suspect: _Suspect, fires: list[Fire]) -> None:
         run = suspect.run
         key = (run.job, run.key)
         spec = self._specs[run.job]
-        term = self._elector.current_term()
+        term = self._leadership.current_term()
         if term is None or term.token != suspect.leader_token:
             self._forget_suspect(key, suspect)
             return
@@ -315,11 +360,11 @@ class Recovery:
             fires=[run.scheduled_time.isoformat()],
             reason="given back by its claimant",
         )
-        self._submit(run.job, run.scheduled_time, False)
+        fires.append(Fire(run.job, run.scheduled_time))
 
     def _withdraw(self, run: RunRecord, reason: str) -> None:
         if self._backend.unclaim(self._cluster, run):
-            self._elector.metrics.claims.labels("withdrawn").inc()
+            self._metrics.claims.labels("withdrawn").inc()
             self._log.warning(
                 "claim_withdrawn",
                 job=run.job,
@@ -335,11 +380,6 @@ class Recovery:
                 del self._doubts[doubt.run.attempt]
                 return True
             return False
-
-    def _landing_bound(self) -> float:
-        """Seconds after which a claim sent before a doubt arose can no longer land."""
-        timings = self._elector.timings
-        return timings.lease_ttl + timings.op_timeout
 
     def _forget_suspect(self, key: Key, suspect: _Suspect) -> None:
         with self._lock:

@@ -1,13 +1,17 @@
-"""Fires -> leadership check -> claim -> run with a JobContext -> record the outcome.
+"""APScheduler glue, lanes and execution: fires in, jobs run, outcomes out.
 
-Every replica runs APScheduler with the same triggers; a fire reaches :class:`Runner` through
-:class:`LaneExecutor`. Only a replica in a valid leadership term claims it, and only a
-successful claim (one atomic backend step that also checks the lease) runs the job.
+Every replica runs APScheduler with the same triggers; a fire reaches its job's
+:class:`~scheduler.firing.lanes.Lane` through :class:`LaneExecutor`, so a job never overlaps
+itself on a replica. The lane hands the fire to :meth:`Runner.run_fire`, and from there a fire
+flows one way: the claims layer (:class:`~scheduler.firing.claims.Claims`) claims it if this
+replica leads (one atomic backend step that also checks the lease), the runner starts it at
+its instant through the claims layer, runs the job with a :class:`JobContext`, and hands the
+outcome back to the claims layer to store.
 
-Each job has a :class:`Lane`: its fires run one after another on this replica, so a job
-never overlaps itself; a fire arriving while the job runs waits its turn (coalesced to the
-newest one unless ``catch_up="all"``) and is skipped if it can no longer start within
-``misfire_grace``.
+A new leader catches up the fires nobody ran (:mod:`scheduler.firing.catchup` plans them);
+the maintenance loop stores outcomes the backend could not take and queues the fires that
+settling claims in doubt hands back. Leadership is seen through a narrow view
+(:class:`~scheduler.leadership.view.Leadership`), never the elector itself.
 """
 
 from __future__ import annotations
@@ -15,10 +19,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.executors.base import BaseExecutor
@@ -26,40 +29,31 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import BackendError, ClaimLost, FireNotDue, LeaseLost
-from scheduler.errors import LeadershipLost as JobLeadershipLost
-from scheduler.firing.claims import Attempts
+from scheduler.errors import BackendError, LeadershipLost
+from scheduler.firing import catchup
+from scheduler.firing.catchup import CLAIM_AHEAD
+from scheduler.firing.claims import Claims, Fire
 from scheduler.firing.isolation import run_in_child
-from scheduler.firing.pauses import PAUSED_FIRES_PREFIX, add_skipped, skipped_runs, was_skipped
-from scheduler.firing.recovery import NEVER_STARTED, ORPHAN_MESSAGE, SETTLE_INTERVAL, Recovery
-from scheduler.firing.runs import Retention, RunRecord, fire_key
+from scheduler.firing.lanes import Lane
+from scheduler.firing.runs import RunRecord
 from scheduler.jobs.context import JobContext
-from scheduler.jobs.schedules import Ahead, fires_between
+from scheduler.jobs.schedules import Ahead
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership import hooks
-from scheduler.leadership.elector import Elector, LeadershipAcquired, LeadershipLost, Term
-from scheduler.leadership.members import PAUSE_PREFIX
+from scheduler.leadership.events import TermEvent, TermStarted
+from scheduler.leadership.term import Term
+from scheduler.leadership.timings import LeaseTimings
+from scheduler.leadership.view import Leadership
 from scheduler.ops.logs import get_logger
+from scheduler.ops.metrics import Metrics
 
 #: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader.
 ORPHAN_SCAN = 10
-
-#: How long before a fire instant the leader claims it, so the claim's round trip to the
-#: backend is not part of the job's lateness. The job still starts at the instant, after a
-#: local (no network) re-check of leadership.
-CLAIM_AHEAD = timedelta(milliseconds=25)
 
 #: Exit status of a replica that exits because it lost leadership (``exit_on_lost``).
 EXIT_ON_LOST = 3
 #: Term-ending reasons that are the replica's own decision, not a loss to react to.
 VOLUNTARY = ("shutdown", "resigned")
-
-#: Seconds an attempt is remembered beyond twice the longest misfire_grace: room for wall
-#: clock steps (a proposal that comes back after a step is still recognised).
-ATTEMPT_MEMORY = 300.0
-
-#: Seconds between attempts to store outcomes the backend could not take at the time.
-FLUSH_RETRY = 1.0
 
 
 def _run_by_lane() -> None:
@@ -83,81 +77,6 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class Lane:
-    """The serial queue of fires for one job on this replica."""
-
-    def __init__(self, spec: JobSpec, runner: Runner) -> None:
-        self.spec = spec
-        self._runner = runner
-        self._lock = threading.Lock()
-        self._pending: list[datetime] = []
-        self._kept: set[datetime] = set()  # claims already made: never coalesced away
-        self._busy = False
-        self.idle = threading.Event()
-        self.idle.set()
-        self.active: RunRecord | None = None
-        self.active_ctx: JobContext | None = None
-
-    def submit(self, fires: Sequence[datetime], keep: bool = False) -> None:
-        """Queue ``fires`` (deduplicated, in order); start draining if idle.
-
-        ``keep``: the fires are claims already made (see :mod:`scheduler.firing.recovery`), run even
-        where the job's policy coalesces a backlog to its newest fire.
-        """
-        with self._lock:
-            incoming = {f.astimezone(UTC) for f in fires}
-            if keep:
-                self._kept |= incoming
-            merged = sorted(set(self._pending) | incoming)
-            if self.spec.catch_up != "all":
-                merged = sorted({*merged[-1:], *(f for f in merged if f in self._kept)})
-            self._pending = merged
-            if self._busy or not merged:
-                return
-            self._busy = True
-            self.idle.clear()
-        try:
-            self._runner.pool.submit(self._drain)
-        except RuntimeError:  # the pool is shut down (replica closing): nobody will drain
-            with self._lock:
-                self._go_idle()
-
-    def drop_pending(self) -> None:
-        with self._lock:
-            self._pending = []
-            self._kept.clear()
-
-    def _go_idle(self) -> None:
-        """Forget queued fires and mark the lane idle (with ``_lock`` held)."""
-        self._pending = []
-        self._kept.clear()
-        self._busy = False
-        self.idle.set()
-
-    def _drain(self) -> None:
-        # The lane outlives any one fire: nothing a fire raises (a job's sys.exit() is
-        # recorded by Runner._run; anything else is a bug, logged here) reaches the pool's
-        # worker, and the lane never stays busy with nobody draining it.
-        idle = False
-        try:
-            while True:
-                with self._lock:  # idle in the same step as the check: no fire slips by
-                    if not self._pending or not self._runner.accepting:
-                        self._go_idle()
-                        idle = True
-                        return
-                    fire = self._pending.pop(0)
-                    self._kept.discard(fire)
-                try:
-                    self._runner.run_fire(self, fire)
-                except BaseException:
-                    self._runner.log.exception("fire_failed", job=self.spec.name)
-        finally:
-            if not idle:  # the lane's own bookkeeping raised: free it all the same
-                with self._lock:
-                    self._go_idle()
-
-
 class LaneExecutor(BaseExecutor):  # type: ignore[misc]
     """APScheduler executor that hands each fire to its job's lane instead of running it."""
 
@@ -179,70 +98,77 @@ class Runner:
 
     Args:
         specs: the loaded jobs.
-        elector: tells whether (and under which term) this replica leads.
+        leadership: whether (and under which term) this replica leads.
         backend: where fires are claimed and outcomes recorded.
         cluster: election name, the namespace of the run history.
         history_limit: runs kept per job.
         clock: wall clock for fire instants, monotonic for deadlines.
         exit_on_lost: exit the process (status 3) after the abort hooks when leadership is
             lost involuntarily, as client-go users do by hand; Kubernetes restarts it.
+        replica_id: this replica's id (in run records, logs and hook events).
+        timings: the lease timings (how long a process job may take to abort; how long an
+            unanswered claim may still land).
+        metrics: where fires, runs and claims are counted (a private set by default).
     """
 
     def __init__(
         self,
         specs: Sequence[JobSpec],
-        elector: Elector,
+        leadership: Leadership,
         backend: LeaseBackend,
         cluster: str,
         history_limit: int = 100,
         clock: Clock = SYSTEM_CLOCK,
         exit_on_lost: bool = False,
+        *,
+        replica_id: str,
+        timings: LeaseTimings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.specs = list(specs)
         self.exit_on_lost = exit_on_lost
-        self.elector = elector
+        self.leadership = leadership
         self.backend = backend
         self.cluster = cluster
-        self.history_limit = history_limit
         self.clock = clock
-        self.replica_id = elector.holder.replica_id
-        self.log = get_logger(replica=self.replica_id)
-        self.lanes = {spec.name: Lane(spec, self) for spec in self.specs}
+        self.replica_id = replica_id
+        self.timings = timings
+        self.metrics = metrics or Metrics()
+        self.log = get_logger(replica=replica_id)
         self.pool = ThreadPoolExecutor(
             max_workers=max(4, len(self.specs) + 2), thread_name_prefix="baton-job"
         )
         self.accepting = True
-        # One attempt per fire per term (scheduler.firing.claims); kept well past any grace.
-        longest_grace = max((spec.misfire_grace for spec in self.specs), default=0.0)
-        self.attempts = Attempts(clock.monotonic, keep=2 * longest_grace + ATTEMPT_MEMORY)
+        self.lanes = {
+            spec.name: Lane(spec, self.pool, self.run_fire, lambda: self.accepting, self.log)
+            for spec in self.specs
+        }
         self._held = False  # no new fire while a resign is under way
         # Hooks (job on_lost, process-wide leadership hooks) run here, one at a time, so a
         # slow hook never delays the election.
         self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
-        self._unsaved: list[RunRecord] = []
-        self._unsaved_lock = threading.Lock()
-        # Fires skipped as paused and not yet recorded in the backend (scheduler.firing.pauses); the
-        # lock also keeps this replica's read-modify-writes of those records apart.
-        self._paused_unsaved: dict[str, set[datetime]] = {}
-        self._paused_lock = threading.Lock()
-        # Wakes the maintenance loop: outcomes to store, claims to settle (firing.recovery).
+        # Wakes the maintenance loop: outcomes to store, claims to settle.
         self._maintenance_wake = threading.Event()
         self._stopped = threading.Event()
         self._maintenance: threading.Thread | None = None
-        self._scheduler = BackgroundScheduler(timezone=UTC)
-        self._scheduler.add_executor(LaneExecutor(self), alias="baton")
-        elector.add_listener(self._on_leadership)
-        self.recovery = Recovery(
-            {spec.name: spec for spec in self.specs},
-            elector,
+        #: A fire's fate: claims, doubts, outcomes, pause records (scheduler.firing.claims).
+        self.claims = Claims(
+            self.specs,
+            leadership,
             backend,
             cluster,
-            clock,
-            lambda job, fire, keep: self.lanes[job].submit([fire], keep),
-            self.log,
-            self._maintenance_wake,
+            replica_id=replica_id,
+            timings=timings,
+            metrics=self.metrics,
+            clock=clock,
+            log=self.log,
+            wake=self._maintenance_wake,
+            history_limit=history_limit,
         )
-        elector.on_backend_ok(self._maintenance_wake.set)
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._scheduler.add_executor(LaneExecutor(self), alias="baton")
+        leadership.add_listener(self._on_leadership)
+        leadership.on_backend_ok(self._maintenance_wake.set)
 
     def start(self) -> None:
         """Start the fire loop (on every replica, leader or not)."""
@@ -265,15 +191,35 @@ class Runner:
         )
         self._maintenance.start()
 
+    def threads(self) -> dict[str, threading.Thread]:
+        """The runner's loop threads by role (``fire loop``, ``maintenance``), once started.
+
+        Each must stay alive while the runner runs (:meth:`loop_problem` says when one has
+        died); for diagnostics.
+        """
+        found: dict[str, threading.Thread] = {}
+        # APScheduler 3 keeps its loop thread private.
+        loop = getattr(self._scheduler, "_thread", None)
+        if isinstance(loop, threading.Thread):
+            found["fire loop"] = loop
+        if self._maintenance is not None:
+            found["maintenance"] = self._maintenance
+        return found
+
+    def wake(self) -> None:
+        """Make the fire loop and the maintenance loop look again now (harmless any time)."""
+        if self._scheduler.running:
+            self._scheduler.wakeup()
+        self._maintenance_wake.set()
+
     def loop_problem(self) -> str | None:
         """Why this runner has stopped working (/healthz), or ``None``.
 
         The fire loop or the maintenance loop is not running, or a job or hook pool lost a
         thread or was shut down: fires would queue behind it for ever.
         """
-        # APScheduler 3 keeps its loop thread private; a dead thread is a dead scheduler.
-        thread = getattr(self._scheduler, "_thread", None)
-        if not self._scheduler.running or thread is None or not thread.is_alive():
+        loop = self.threads().get("fire loop")
+        if not self._scheduler.running or loop is None or not loop.is_alive():
             return "scheduler loop is not running"
         maintenance = self._maintenance
         if maintenance is not None and not maintenance.is_alive() and not self._stopped.is_set():
@@ -306,9 +252,9 @@ class Runner:
             run = lane.active
             if run is not None:
                 lane.active = None
-                self._save(run.finished("lost", now, "replica shut down before the run ended"))
-        self.recovery.withdraw_all()
-        self._flush()
+                message = "replica shut down before the run ended"
+                self.claims.finish([run.finished("lost", now, message)])
+        self.claims.close()
         self._stopped.set()
         self._maintenance_wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -318,177 +264,23 @@ class Runner:
 
     def run_fire(self, lane: Lane, fire: datetime) -> None:
         """Claim ``fire`` if this replica leads, start it at its instant, run the job."""
-        spec = lane.spec
-        term = self.elector.current_term()
-        # An attempt recovery settled (scheduler.firing.recovery): sent again, or run as found.
-        handover = self.recovery.take_handover(spec.name, fire, term)
-        if handover is not None and self.attempts.started(handover.run.attempt):
-            handover = None  # raced its own first run (the lane ran it meanwhile)
-        if term is None or self._held:
-            if handover is not None:
-                self.recovery.doubt(handover.run)  # not now: settled again (given back)
-            return  # followers see every fire too; only the leader acts
-        late = (self.clock.now() - fire).total_seconds()
-        log = self.log.bind(job=spec.name, scheduled_time=fire.isoformat(), token=term.token)
-        if handover is None or handover.resend:
-            claimed = self._claim_fire(
-                spec, fire, term, late, log, handover.run if handover else None
-            )
-            if claimed is None:
-                return
-        elif late > spec.misfire_grace:
-            log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
-            lost = handover.run.finished("lost", self.clock.now(), "claim confirmed too late")
-            self._save(lost)
+        term = self.leadership.current_term()
+        (claimed,) = self.claims.claim([Fire(lane.spec.name, fire)], term, held=self._held)
+        if claimed is None or term is None:
             return
-        else:
-            claimed = handover.run
         early = (fire - self.clock.now()).total_seconds()
         if early > 0:
             time.sleep(early)  # at most CLAIM_AHEAD: the claim was made ahead of the instant
-        if self.elector.current_term() is not term:
+        if self.leadership.current_term() is not term:
             # Lost (or stalled) between the claim and the instant: not run (at most once).
-            # The claim goes back once the backend confirms it is ours, so that whoever leads
-            # can still run the fire.
-            log.warning("fire_abandoned", reason="leadership lost before the start")
-            self.recovery.doubt(claimed)
+            self.claims.abandon(claimed, term)
             return
-        started = self._start(claimed, term, log)
+        started = self.claims.start(claimed, term)
         if started is not None:
-            self._run(lane, started, term, log)
-
-    def _start(self, claimed: RunRecord, term: Term, log: Any) -> RunRecord | None:
-        """Mark ``claimed`` started in the backend (fenced by the lease); ``None``: not run.
-
-        The attempt counts as started here (:meth:`Attempts.start`) only once the backend
-        has stored it so and the job is about to be called: an attempt whose start was
-        refused or unanswered goes back to recovery, which may hand it over again.
-        """
-        if self.attempts.started(claimed.attempt):
-            log.error("fire_already_started", attempt=claimed.attempt)
-            return None
-        started: RunRecord | None = None
-        if claimed.outcome == "running":
-            # Adopted after a start whose answer was lost: stored as started, never run.
-            started = replace(claimed, started=self.clock.now())
-        else:
-            try:
-                started = self.backend.start(term.lease, claimed.started_now(self.clock.now()))
-            except LeaseLost as exc:
-                log.warning("fire_abandoned", reason=f"lease lost before the start: {exc.reason}")
-                self.elector.lease_lost(term, exc.reason)
-                self.recovery.doubt(claimed)  # still claimed: given back once settled
-            except ClaimLost as exc:
-                log.error("claim_lost", reason=exc.reason)
-            except BackendError as exc:
-                # The start may have landed. Not run now; settled once the backend answers
-                # (run in this term, or recorded lost: a started fire is never given back).
-                self.elector.backend_ok = False
-                log.warning("start_failed", error=str(exc))
-                self.elector.report(exc)  # refused for good: leadership ends, logged once
-                self.recovery.doubt(claimed)
-                self.recovery.skipped(term)
-        if started is None or not self.attempts.start(claimed.attempt):
-            return None
-        return started
-
-    def _claim_fire(
-        self,
-        spec: JobSpec,
-        fire: datetime,
-        term: Term,
-        late: float,
-        log: Any,
-        resend: RunRecord | None = None,
-    ) -> RunRecord | None:
-        """The claim of ``fire`` under ``term``, or ``None`` (not ours to run).
-
-        ``resend``: the term's attempt at this fire whose answer was lost and whose record
-        was not found; it is sent again as it was (idempotent), not as a new attempt.
-        """
-        if PAUSE_PREFIX + spec.name in self.elector.controls:
-            log.info("fire_paused")
-            # Recorded, so that no leader's catch-up runs it after the resume.
-            self._record_paused(spec.name, fire)
-            return None
-        if not self.elector.backend_ok:
-            # A call went unanswered: claim nothing until a renewal confirms the backend
-            # (a claim in the dark could only be lost). Skipped fires are caught up once it
-            # answers, by this term or whoever leads next.
-            log.warning("fire_skipped", reason="backend unconfirmed since a failed call")
-            if resend is not None:
-                self.recovery.doubt(resend)
-            self.recovery.skipped(term)
-            return None
-        if late > spec.misfire_grace:
-            log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
-            if resend is not None:
-                self.recovery.doubt(resend)  # recorded lost if it landed after all
-            return None
-        if resend is not None:
-            run = resend
-        elif self.attempts.first(term.token, spec.name, fire):
-            run = RunRecord(
-                job=spec.name,
-                scheduled_time=fire,
-                replica_id=self.replica_id,
-                token=term.token,
-                started=self.clock.now(),
+            log = self.log.bind(
+                job=lane.spec.name, scheduled_time=fire.isoformat(), token=term.token
             )
-        else:
-            # Proposed again in this term (the trigger and a catch-up, a clock step): one
-            # attempt per fire per term (scheduler.firing.claims).
-            log.info("fire_already_attempted")
-            self.elector.metrics.claims.labels("already_attempted").inc()
-            return None
-        retention = Retention(limit=self.history_limit, protect=spec.misfire_grace * 2)
-        claims = self.elector.metrics.claims
-        try:
-            claimed = self._claim(term, run, retention, spec.misfire_grace, log)
-        except LeaseLost as exc:
-            claims.labels("lease_lost").inc()
-            log.warning("claim_refused", reason=exc.reason)
-            self.elector.lease_lost(term, exc.reason)
-            return None
-        except BackendError as exc:
-            # No answer: the claim may have landed all the same. Not run now; settled once
-            # the backend answers (run late, or given back).
-            claims.labels("error").inc()
-            self.elector.backend_ok = False
-            log.warning("claim_failed", error=str(exc))
-            self.elector.report(exc)  # refused for good: leadership ends, logged once
-            self.recovery.doubt(run)
-            self.recovery.skipped(term)
-            return None
-        if claimed is None:
-            claims.labels("duplicate").inc()
-            log.info("fire_already_claimed")
-            return None
-        if claimed.outcome != "claimed":
-            # A resend answered with this attempt's record already started or ended: its
-            # earlier send and start landed unanswered. Settled as a doubt (never run twice).
-            self.recovery.doubt(run)
-            return None
-        claims.labels("claimed").inc()
-        self.recovery.claimed(claimed)
-        return claimed
-
-    def _claim(
-        self, term: Term, run: RunRecord, retention: Retention, grace: float, log: Any
-    ) -> RunRecord | None:
-        """Claim ``run``; if the backend's clock says it is not due yet (this replica's clock
-        runs ahead), wait by the backend's clock and try again, within ``grace``."""
-        waited = 0.0
-        while True:
-            try:
-                return self.backend.claim(term.lease, run, retention)
-            except FireNotDue as exc:
-                if waited + exc.wait > grace or self.elector.current_term() is not term:
-                    log.warning("fire_not_due_given_up", waited=round(waited, 3))
-                    return None
-                log.warning("fire_not_due", wait=round(exc.wait, 3), detail="clock ahead")
-                time.sleep(exc.wait)
-                waited += exc.wait
+            self._run(lane, started, term, log)
 
     def _run(self, lane: Lane, run: RunRecord, term: Term, log: Any) -> None:
         ctx = JobContext(
@@ -499,9 +291,9 @@ class Runner:
             lost=term.lost,
             _deadline=term.lease_deadline,
             _clock=self.clock,
-            _suspect=self.elector.stall_reason,
+            _suspect=self.leadership.stall_reason,
         )
-        metrics = self.elector.metrics
+        metrics = self.metrics
         lateness = (run.started - run.scheduled_time).total_seconds()
         metrics.fire_lateness.labels(run.job).observe(max(lateness, 0.0))
         log.info("job_started", lateness=round(lateness, 4), isolation=lane.spec.isolation)
@@ -515,7 +307,7 @@ class Runner:
         else:
             try:
                 lane.spec.func(ctx)
-            except JobLeadershipLost as exc:
+            except LeadershipLost as exc:
                 outcome, message = "lost", str(exc)
             except BaseException as exc:
                 # Also sys.exit(), KeyboardInterrupt, GeneratorExit and other BaseExceptions:
@@ -531,21 +323,21 @@ class Runner:
         metrics.job_runs.labels(run.job, outcome).inc()
         metrics.job_duration.labels(run.job).observe(duration)
         log.info("job_finished", outcome=outcome, duration=round(duration, 4))
-        self._save(run.finished(outcome, self.clock.now(), message))
-
-    # -- catch-up after an election -----------------------------------------------------------
+        self.claims.finish([run.finished(outcome, self.clock.now(), message)])
 
     def _abort_grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL for a process job: a quarter of the time
         between giving up leadership and the lease's expiry, at most 1 s."""
-        t = self.elector.timings
+        t = self.timings
         return max(0.05, min(1.0, (t.lease_ttl - t.renew_deadline) / 4))
 
-    def _on_leadership(self, event: LeadershipAcquired | LeadershipLost) -> None:
+    # -- leadership changes -----------------------------------------------------------------
+
+    def _on_leadership(self, event: TermEvent) -> None:
         cluster, token = self.cluster, event.term.token
-        if isinstance(event, LeadershipAcquired):
+        if isinstance(event, TermStarted):
             if self.accepting:
-                self.pool.submit(self._catch_up, event.term)
+                self.pool.submit(self.catch_up, event.term)
             acquired = hooks.LeadershipAcquiredEvent(cluster, self.replica_id, token)
             for hook in hooks.acquired_hooks():
                 self.hook_pool.submit(self._call_hook, hook, acquired)
@@ -575,33 +367,41 @@ class Runner:
         self.close()
         os._exit(EXIT_ON_LOST)
 
-    def _catch_up(self, term: Term) -> None:
-        """Queue fires that fell due within ``misfire_grace`` and that nobody claimed.
+    # -- catch-up and maintenance -----------------------------------------------------------
 
-        ``all``: every unclaimed fire of the look-back window after its earliest claim, oldest
-        first (also holes before a newer claim: a previous leader may have lost its term
-        part-way through its own backlog). ``latest``: the newest unclaimed fire after the
-        newest claim, if any (an older hole is superseded by the later run). A job with no
-        history at all has missed nothing: a cold start does not replay the past.
+    def catch_up(self, term: Term) -> dict[str, list[datetime]]:
+        """Queue the fires ``term`` missed, per each job's ``catch_up`` policy.
+
+        What to run is planned by :func:`scheduler.firing.catchup.plan`; this reads what the
+        plan needs (history, claimed fires, the fires pauses skipped) and settles the
+        unfinished runs of older terms it finds (:meth:`Claims.adopt`). One job's failure is
+        logged (``catch_up_failed``) and never skips the others.
+
+        Returns:
+            The fires queued, by job (jobs with none left out).
         """
-        if not self.elector.refresh_controls():  # pauses set while this replica followed
+        queued: dict[str, list[datetime]] = {}
+        if not self.leadership.controls.refresh():  # pauses set while this replica followed
             # Without them, a fire another leader skipped as paused would look missed
             # (scheduler.firing.pauses): catch up once they can be read (the maintenance loop).
-            self.recovery.skipped(term)
-            return
+            self.claims.skipped(term)
+            return queued
         now = self.clock.now()
         for spec in self.specs:
             if not term.valid():
-                return
+                return queued
             try:
                 recent = self.backend.history(self.cluster, spec.name, ORPHAN_SCAN)
-                self._close_orphans(recent, term, now)
-                if spec.catch_up == "none" or not recent:
-                    continue
-                missed = self._missed(spec, recent[0].scheduled_time, now)
+                self.claims.adopt(recent, term, now)
+                window = catchup.claims_window(spec, recent, now)
+                claimed: Collection[int] = frozenset()
+                if window is not None:
+                    claimed = self.backend.claimed(self.cluster, spec.name, *window)
+                paused = self.claims.paused_fires(spec.name)
+                missed = catchup.plan(spec, recent, claimed, paused, now)
             except BackendError as exc:
                 self.log.warning("catch_up_failed", job=spec.name, error=str(exc))
-                self.elector.report(exc)
+                self.leadership.report(exc)
                 continue
             except Exception as exc:  # one job's bug must not skip the catch-up of the rest
                 error = f"{type(exc).__name__}: {exc}"
@@ -617,124 +417,29 @@ class Runner:
                 fires=[f.isoformat() for f in missed][-10:],
             )
             self.lanes[spec.name].submit(missed)
+            queued[spec.name] = missed
+        return queued
 
-    def _missed(self, spec: JobSpec, newest_claim: datetime, now: datetime) -> list[datetime]:
-        """Unclaimed fires of ``spec`` to run now, per its ``catch_up`` policy."""
-        start = now - timedelta(seconds=spec.misfire_grace)
-        # Up to CLAIM_AHEAD past now: APScheduler handed this replica those fires early,
-        # while it did not lead yet, so it dropped them; the lane waits for their instant.
-        due = fires_between(spec.trigger, start, now + CLAIM_AHEAD)
-        # A fire a leader skipped because the job was paused was handled, as a claimed one
-        # was: never missed, so never run later (scheduler.firing.pauses).
-        runs = skipped_runs(self.elector.controls.get(PAUSED_FIRES_PREFIX + spec.name))
-        with self._paused_lock:
-            unsaved = set(self._paused_unsaved.get(spec.name, ()))
-        paused = {fire_key(f) for f in due if f in unsaved or was_skipped(runs, f)}
-        if spec.catch_up == "latest":
-            handled = max([newest_claim, *(f for f in due if fire_key(f) in paused)])
-            return [f for f in due if f > handled][-1:]
-        if not due:
-            return []
-        handled_keys = self.backend.claimed(self.cluster, spec.name, due[0], due[-1]) | paused
-        # Holes count from the earliest fire handled: fires before any are the time before
-        # this job ever ran, which a cold start does not replay.
-        anchor = min(handled_keys) if handled_keys else fire_key(newest_claim)
-        return [f for f in due if fire_key(f) > anchor and fire_key(f) not in handled_keys]
+    def settle_claims(self) -> Term | None:
+        """Settle claims in doubt now (if the backend answers) and queue the fires settling
+        hands back; what the maintenance loop does at each pass.
 
-    # -- fires skipped as paused ----------------------------------------------------------------
-
-    def _record_paused(self, job: str, fire: datetime) -> None:
-        """Add ``fire`` to ``job``'s record of fires skipped as paused (scheduler.firing.pauses)."""
-        with self._paused_lock:
-            self._paused_unsaved.setdefault(job, set()).add(fire.astimezone(UTC))
-        self._flush_paused(job)
-
-    def _flush_paused(self, job: str) -> None:
-        """Write ``job``'s unsaved skipped fires to the backend; kept for a retry on failure."""
-        spec = self.lanes[job].spec
-        key = PAUSED_FIRES_PREFIX + job
-        with self._paused_lock:
-            fires = set(self._paused_unsaved.get(job, ()))
-            if not fires:
-                return
-            # Past the catch-up look-back, with the margin attempts keep for clock steps.
-            horizon = self.clock.now() - timedelta(seconds=2 * spec.misfire_grace + ATTEMPT_MEMORY)
-            try:
-                current = self.backend.controls(self.cluster).get(key)
-                value = add_skipped(
-                    current, fires, lambda f: spec.trigger.get_next_fire_time(f, f), horizon
-                )
-                self.backend.set_control(self.cluster, key, value)
-            except BackendError as exc:
-                # Retried by the maintenance loop (within FLUSH_RETRY) and the next skip.
-                self.log.warning("paused_fires_record_deferred", job=job, error=str(exc))
-                return
-            left = self._paused_unsaved[job] - fires
-            if left:
-                self._paused_unsaved[job] = left
-            else:
-                del self._paused_unsaved[job]
-
-    def _close_orphans(self, recent: list[RunRecord], term: Term, now: datetime) -> None:
-        """Settle the unfinished runs of older terms among ``recent``.
-
-        ``running``: its replica died (or was deposed) mid-run and will never record an end,
-        so it is marked ``lost`` (if it was only paused and does finish, its own ``finish``
-        overwrites this with the real outcome). ``claimed``: never started, and now never
-        will be (``start`` is fenced by the lease this term holds); its claimant may still
-        give it back, and :class:`~scheduler.firing.recovery.Recovery` runs the fire if so while
-        within misfire_grace; a claim the job would not run any more is marked ``lost``.
+        Returns:
+            The term that skipped fires while the backend did not answer and should catch
+            up now, or ``None``.
         """
-        for run in recent:
-            if run.token >= term.token:
-                continue
-            if run.outcome == "claimed" and not self.recovery.suspect(run, term):
-                self._save(run.finished("lost", now, NEVER_STARTED))
-            if run.outcome == "running":
-                self.log.warning(
-                    "run_orphaned",
-                    job=run.job,
-                    scheduled_time=run.scheduled_time.isoformat(),
-                    token=run.token,
-                    replica_of_run=run.replica_id,
-                )
-                self._save(run.finished("lost", now, ORPHAN_MESSAGE))
-
-    # -- history that must not be lost --------------------------------------------------------
-
-    def _save(self, run: RunRecord) -> None:
-        try:
-            self.backend.finish(self.cluster, run)
-        except BackendError as exc:
-            self.log.warning("history_write_deferred", job=run.job, error=str(exc))
-            self.elector.report(exc)
-            with self._unsaved_lock:
-                self._unsaved.append(run)
-            self._maintenance_wake.set()
-
-    def _flush(self) -> None:
-        with self._unsaved_lock:
-            pending, self._unsaved = self._unsaved, []
-        for index, run in enumerate(pending):
-            try:
-                self.backend.finish(self.cluster, run)
-            except BackendError:
-                with self._unsaved_lock:
-                    self._unsaved[:0] = pending[index:]
-                return
+        settled = self.claims.settle()
+        for fire in settled.fires:
+            self.lanes[fire.job].submit([fire.at], fire.keep)
+        return settled.catch_up
 
     def _maintenance_loop(self) -> None:
         """Store deferred outcomes and settle claims in doubt, whenever the backend answers."""
         while not self._stopped.is_set():
-            pending = self.recovery.pending()
-            self._maintenance_wake.wait(SETTLE_INTERVAL if pending else FLUSH_RETRY)
+            self._maintenance_wake.wait(self.claims.next_pass())
             self._maintenance_wake.clear()
-            if self._unsaved:
-                self._flush()
-            if self._paused_unsaved and self.elector.backend_ok:
-                for job in list(self._paused_unsaved):
-                    self._flush_paused(job)
-            if self.recovery.pending() and self.elector.backend_ok and self.accepting:
-                term = self.recovery.settle()
+            self.claims.flush()
+            if self.accepting:
+                term = self.settle_claims()
                 if term is not None:
-                    self._catch_up(term)
+                    self.catch_up(term)

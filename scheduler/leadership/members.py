@@ -57,9 +57,3 @@ class Member:
             last_seen=datetime.fromisoformat(data["last_seen"]),
             jobs=tuple(jobs) if valid else None,
         )
-
-
-#: Control keys (see LeaseBackend.set_control).
-RESIGN = "resign"
-#: ``pause:<job>``: the operator's intent only (who asked); see :mod:`scheduler.firing.pauses`.
-PAUSE_PREFIX = "pause:"

@@ -37,8 +37,8 @@ from scheduler.errors import (
 )
 from scheduler.firing.runs import RunRecord
 from scheduler.jobs.spec import job_name_problem, load_jobs
+from scheduler.leadership import controls as operator_controls
 from scheduler.leadership.lease import LeaseRecord
-from scheduler.leadership.members import PAUSE_PREFIX, RESIGN
 from scheduler.ops.config import HISTORY_LIMIT_MAX, Settings, load_settings
 from scheduler.ops.logs import configure
 
@@ -356,7 +356,7 @@ def jobs_command(
     now = datetime.now(UTC)
     items: list[dict[str, Any]] = []
     try:
-        controls = store.controls(settings.cluster)
+        current = operator_controls.read(store, settings.cluster)
         for spec in specs:
             last = store.history(settings.cluster, spec.name, 1)
             next_fire = spec.next_fire(now)
@@ -367,7 +367,7 @@ def jobs_command(
                     "catch_up": spec.catch_up,
                     "misfire_grace": spec.misfire_grace,
                     "next_fire": next_fire.isoformat() if next_fire else None,
-                    "paused": PAUSE_PREFIX + spec.name in controls,
+                    "paused": current.is_paused(spec.name),
                     "last_run": last[0].to_dict() if last else None,
                 }
             )
@@ -455,11 +455,11 @@ def status(
     try:
         record = store.read(settings.cluster)
         members = store.members(settings.cluster)
-        controls = store.controls(settings.cluster)
+        current = operator_controls.read(store, settings.cluster)
     finally:
         store.close()
     leader_id = record.replica_id if record else None
-    paused = sorted(key[len(PAUSE_PREFIX) :] for key in controls if key.startswith(PAUSE_PREFIX))
+    paused = sorted(current.paused)
     if as_json:
         doc = {
             "cluster": settings.cluster,
@@ -557,7 +557,7 @@ def resign(
                 f"no other live replica in cluster {settings.cluster!r} could take over "
                 f"from {record.replica_id!r}; not resigning"
             )
-        store.set_control(settings.cluster, RESIGN, str(record.token))
+        operator_controls.request_resign(store, settings.cluster, record.token)
         if wait_seconds:
             successor, last_state = _await_handover(
                 store, settings.cluster, record, others, wait_seconds
@@ -630,7 +630,7 @@ def _check_job_known(
     job: str,
     settings: Settings,
     store: LeaseBackend,
-    controls: dict[str, str],
+    current: operator_controls.OperatorControls,
     configured: set[str] | None,
     resuming: bool,
 ) -> None:
@@ -648,7 +648,7 @@ def _check_job_known(
         known |= set(member.jobs or ())
     if resuming:
         # A paused job may since have left the code: its pause must still be liftable.
-        known |= {k[len(PAUSE_PREFIX) :] for k in controls if k.startswith(PAUSE_PREFIX)}
+        known |= current.paused
     if job in known:
         return
     if not known and not announced and configured is None:
@@ -687,15 +687,14 @@ def _set_paused(
     if "jobs" in settings.model_fields_set:  # given (flag, env, file), not the default
         configured = {spec.name for spec in load_jobs(settings.jobs)}
     store = _open_reader(settings)
-    key = PAUSE_PREFIX + job
     try:
-        controls = store.controls(settings.cluster)
-        _check_job_known(job, settings, store, controls, configured, resuming=not paused)
-        was_paused = key in controls
+        current = operator_controls.read(store, settings.cluster)
+        _check_job_known(job, settings, store, current, configured, resuming=not paused)
+        was_paused = current.is_paused(job)
         if paused and not was_paused:
-            store.set_control(settings.cluster, key, json.dumps({"by": _operator()}))
+            operator_controls.pause(store, settings.cluster, job, _operator())
         elif not paused and was_paused:
-            store.set_control(settings.cluster, key, None)
+            operator_controls.resume(store, settings.cluster, job)
     finally:
         store.close()
     changed = paused != was_paused

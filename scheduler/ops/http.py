@@ -38,19 +38,14 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import __version__
-from scheduler.errors import BackendError
 from scheduler.firing.runs import RunRecord
 from scheduler.ops.logs import get_logger
-
-if TYPE_CHECKING:
-    from scheduler.ops.replica import Replica
 
 #: Seconds from accepting a connection to the end of its request head (idle or trickling).
 HEAD_TIMEOUT = 5.0
@@ -117,40 +112,33 @@ def public_run(run: RunRecord, error_text: bool = False) -> dict[str, Any]:
     return doc
 
 
-def status(replica: Replica) -> dict[str, Any]:
-    """The /status document: who this replica is, whether it leads, and its jobs."""
-    elector, runner = replica.elector, replica.runner
-    error_text = replica.settings.http.status_error_text
-    term = elector.current_term()
-    now = datetime.now(UTC)
-    jobs = []
-    for spec in runner.specs:
-        next_fire = spec.next_fire(now)
-        item: dict[str, Any] = {
-            "name": spec.name,
-            "schedule": spec.schedule,
-            "next_fire": next_fire.isoformat() if next_fire else None,
-            "last_run": None,
-        }
-        try:
-            last = replica.backend.history(replica.settings.cluster, spec.name, 1)
-            item["last_run"] = public_run(last[0], error_text) if last else None
-        except BackendError as exc:
-            item["last_run_error"] = str(exc)
-        jobs.append(item)
-    return {
-        "replica_id": replica.settings.replica_id,
-        "cluster": replica.settings.cluster,
-        "backend": replica.backend.url,
-        "version": __version__,
-        "is_leader": term is not None,
-        "token": term.token if term else None,
-        "lease_time_left": round(term.lease_deadline() - elector.clock.monotonic(), 3)
-        if term
-        else None,
-        "backend_reachable": elector.backend_ok,
-        "jobs": jobs,
-    }
+class StatusSource(Protocol):
+    """What the endpoints read of a replica (:class:`scheduler.ops.replica.Replica` is one).
+
+    Every method answers from memory except :meth:`status`, which may read the backend
+    (bounded); the probes are answered on the selector thread, so they must never block.
+    """
+
+    @property
+    def replica_id(self) -> str:
+        """The replica's id, for the server's log lines."""
+        ...
+
+    def liveness_problem(self) -> str | None:
+        """Why the replica should be restarted (``/healthz`` answers 503), or ``None``."""
+        ...
+
+    def readiness_problem(self) -> str | None:
+        """Why the replica is not ready (``/readyz`` answers 503), or ``None``."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text exposition (``/metrics``)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The ``/status`` document (failed runs shown through :func:`public_run`)."""
+        ...
 
 
 # -- requests and responses -----------------------------------------------------------------
@@ -256,19 +244,19 @@ def parse_head(head: bytes) -> Request:
     return request
 
 
-def route(replica: Replica, request: Request) -> Response:
+def route(source: StatusSource, request: Request) -> Response:
     """The response to a well-formed GET or HEAD request."""
     path = request.path
     if path == "/healthz":
-        problem = replica.liveness_problem()
+        problem = source.liveness_problem()
         return Response.text(503 if problem else 200, problem or "ok")
     if path == "/readyz":
-        problem = replica.readiness_problem()
+        problem = source.readiness_problem()
         return Response.text(503 if problem else 200, problem or "ok")
     if path == "/metrics":
-        return Response(200, replica.metrics.render(), CONTENT_TYPE_LATEST)
+        return Response(200, source.metrics_text(), CONTENT_TYPE_LATEST)
     if path == "/status":
-        body = json.dumps(status(replica), indent=2).encode()
+        body = json.dumps(source.status(), indent=2).encode()
         return Response(200, body, "application/json")
     return Response.text(404, _NOT_FOUND)
 
@@ -322,18 +310,18 @@ def _close(sock: socket.socket) -> None:
 
 
 class StatusServer:
-    """Serves the endpoints of ``replica`` on ``host:port`` (see the module docstring).
+    """Serves the endpoints of ``source`` on ``host:port`` (see the module docstring).
 
     Raises:
         OSError: cannot listen on ``host:port`` (from the constructor).
     """
 
-    def __init__(self, replica: Replica, host: str, port: int) -> None:
-        self.replica = replica
+    def __init__(self, source: StatusSource, host: str, port: int) -> None:
+        self.source = source
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
         self._listener.setblocking(False)
-        self._log = get_logger(replica=replica.settings.replica_id)
+        self._log = get_logger(replica=source.replica_id)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -489,7 +477,7 @@ class StatusServer:
             if request.path in POOLED:
                 self._hand_over(conn.sock, request)
                 return
-            response = route(self.replica, request)
+            response = route(self.source, request)
         except Refused as exc:
             response = exc.response
         except Exception:
@@ -562,7 +550,7 @@ class StatusServer:
     def _serve_pooled(self, sock: socket.socket, request: Request) -> None:
         try:
             try:
-                response = route(self.replica, request)
+                response = route(self.source, request)
             except Exception:
                 self._log.exception("http_request_failed", path=request.path)
                 response = Response.text(500, "internal error (see the replica's log)")

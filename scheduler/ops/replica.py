@@ -1,10 +1,15 @@
-"""One replica: backend + elector + runner, started together and stopped in the safe order."""
+"""One replica: backend + elector + runner, started together and stopped in the safe order.
+
+It is also what the HTTP endpoints read (a :class:`~scheduler.ops.http.StatusSource`).
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
+from scheduler import __version__
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import BackendError, BackendPermanentError, ConfigError
@@ -13,7 +18,7 @@ from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.elector import Elector
 from scheduler.leadership.lease import Holder
 from scheduler.ops.config import Settings
-from scheduler.ops.http import StatusServer
+from scheduler.ops.http import StatusServer, public_run
 from scheduler.ops.logs import get_logger
 from scheduler.ops.metrics import Metrics
 
@@ -51,7 +56,7 @@ class Replica:
             self.holder,
             timings,
             clock,
-            self.metrics,
+            metrics=self.metrics,
             jobs=[spec.name for spec in specs],
         )
         self.runner = Runner(
@@ -62,6 +67,9 @@ class Replica:
             settings.history_limit,
             clock,
             exit_on_lost=settings.exit_on_lost,
+            replica_id=self.holder.replica_id,
+            timings=timings,
+            metrics=self.metrics,
         )
         self.log = get_logger(replica=settings.replica_id)
         self._timings = timings
@@ -89,6 +97,10 @@ class Replica:
 
         threading.Thread(target=step_down, name="baton-resign", daemon=True).start()
 
+    @property
+    def replica_id(self) -> str:
+        return self.settings.replica_id
+
     def liveness_problem(self) -> str | None:
         """Why this replica should be restarted (/healthz), or ``None``."""
         return self.elector.health_problem() or self.runner.loop_problem()
@@ -103,6 +115,44 @@ class Replica:
         if not self.elector.backend_ok:
             return f"backend {self.backend.url} not reachable (yet)"
         return self.runner.loop_problem()
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text exposition of this replica's metrics (/metrics)."""
+        return self.metrics.render()
+
+    def status(self) -> dict[str, Any]:
+        """The /status document: who this replica is, whether it leads, and its jobs."""
+        error_text = self.settings.http.status_error_text
+        term = self.elector.current_term()
+        now = self._clock.now()
+        jobs = []
+        for spec in self.runner.specs:
+            next_fire = spec.next_fire(now)
+            item: dict[str, Any] = {
+                "name": spec.name,
+                "schedule": spec.schedule,
+                "next_fire": next_fire.isoformat() if next_fire else None,
+                "last_run": None,
+            }
+            try:
+                last = self.backend.history(self.settings.cluster, spec.name, 1)
+                item["last_run"] = public_run(last[0], error_text) if last else None
+            except BackendError as exc:
+                item["last_run_error"] = str(exc)
+            jobs.append(item)
+        return {
+            "replica_id": self.settings.replica_id,
+            "cluster": self.settings.cluster,
+            "backend": self.backend.url,
+            "version": __version__,
+            "is_leader": term is not None,
+            "token": term.token if term else None,
+            "lease_time_left": round(term.lease_deadline() - self._clock.monotonic(), 3)
+            if term
+            else None,
+            "backend_reachable": self.elector.backend_ok,
+            "jobs": jobs,
+        }
 
     def preflight(self) -> None:
         """Check, before joining, that the backend allows every operation a replica needs.
@@ -210,7 +260,7 @@ class Replica:
             self.log.warning("shutdown_grace_exceeded", shutdown_grace=grace)
         # The lease was renewed while jobs finished; releasing now wakes followers at once.
         self.elector.stop(release=True)
-        self.elector.withdraw()
+        self.elector.presence.withdraw()
         self.runner.close()
         self.backend.close()
         if self.http is not None:

@@ -10,9 +10,11 @@ from scheduler.clock import FakeClock
 from scheduler.firing.runner import Runner
 from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import JobSpec
-from scheduler.leadership.elector import Elector, Term
+from scheduler.leadership.elector import Elector
 from scheduler.leadership.lease import Holder
+from scheduler.leadership.term import Term
 from scheduler.leadership.timings import LeaseTimings
+from scheduler.ops.metrics import Metrics
 
 
 def queued_by_catch_up(
@@ -28,8 +30,18 @@ def queued_by_catch_up(
     backend = SqliteBackend.from_url(f"sqlite:///{tmp_path}/baton.db", clock=clock)
     timings = LeaseTimings.of(10.0, None, None)
     holder = Holder.new("r1")
-    elector = Elector(backend, "c", holder, timings, clock)
-    runner = Runner([spec], elector, backend, "c", clock=clock)
+    metrics = Metrics()
+    elector = Elector(backend, "c", holder, timings, clock, metrics=metrics)
+    runner = Runner(
+        [spec],
+        elector,
+        backend,
+        "c",
+        clock=clock,
+        replica_id=holder.replica_id,
+        timings=timings,
+        metrics=metrics,
+    )
     try:
         lease = backend.try_acquire("c", holder, timings.lease_ttl)
         assert lease is not None
@@ -38,10 +50,8 @@ def queued_by_catch_up(
             backend.claim(lease, run.finished("ok", fire), Retention())
         for key, value in (controls or {}).items():
             backend.set_control("c", key, value)
-        queued: list[datetime] = []
-        runner.lanes[spec.name].submit = lambda fires, keep=False: queued.extend(fires)  # type: ignore[method-assign]
-        runner._catch_up(Term(lease, timings, clock))
-        return queued
+        # The elector is not started: the runner follows, so the queued fires never run.
+        return runner.catch_up(Term(lease, timings, clock)).get(spec.name, [])
     finally:
         runner.close()
         backend.close()

@@ -30,10 +30,11 @@ import pytest
 
 from scheduler.backends import LeaseBackend, from_url
 from scheduler.clock import FakeClock
+from scheduler.firing.claims import Fire
 from scheduler.firing.runner import Runner
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.spec import build_spec
-from scheduler.leadership.elector import Term
+from scheduler.leadership.term import Term
 from scheduler.leadership.timings import LeaseTimings
 from tests.chaos.proxy import Proxy, ProxyLoop
 from tests.harness.redis_server import RedisServer
@@ -107,7 +108,16 @@ class Replica:
         self.cluster = cluster
         self.backend: LeaseBackend = from_url(url, op_timeout=OP_TIMEOUT, clock=clock)
         self.elector = StandInElector(name, TIMINGS)
-        self.runner = Runner([job], self.elector, self.backend, cluster, clock=clock)  # type: ignore[arg-type]
+        self.runner = Runner(
+            [job],
+            self.elector,
+            self.backend,
+            cluster,
+            clock=clock,
+            replica_id=self.elector.holder.replica_id,
+            timings=TIMINGS,
+            metrics=self.elector.metrics,
+        )
         self.lane = self.runner.lanes[job.name]
 
     def lead(self) -> Term:
@@ -153,7 +163,7 @@ def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link, election: str) 
         now = r1.clock.now()
         anchor, t = now - timedelta(seconds=2), now - timedelta(seconds=1)
         r1.propose(anchor)  # history for the catch-up to anchor on
-        r1.runner._catch_up(term)  # catch-up: finds t unclaimed and runs it
+        r1.runner.catch_up(term)  # catch-up: finds t unclaimed and runs it
         _wait(lambda: (("r1", t) in ran) and r1.lane.idle.is_set(), 10, "the catch-up to run t")
 
         link.cut()
@@ -162,8 +172,8 @@ def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link, election: str) 
         time.sleep(OP_TIMEOUT)  # a request given up on may still be in the cut link
         link.heal()
         r1.backend.release(term.lease)
-        r1.runner.recovery.settle()  # the backend answers: doubts are settled
-        _wait(lambda: not r1.runner.recovery.pending(), 10, "r1's doubts to settle")
+        r1.runner.settle_claims()  # the backend answers: doubts are settled
+        _wait(lambda: not r1.runner.claims.pending(), 10, "r1's doubts to settle")
 
         stored = r1.backend.lookup(election, job.name, t)
         assert stored is not None, "the record of t's run was deleted"
@@ -172,7 +182,7 @@ def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link, election: str) 
         r2 = Replica(
             "r2", link.direct_url, FakeClock(wall=real + timedelta(seconds=2)), job, election
         )
-        r2.runner._catch_up(r2.lead())
+        r2.runner.catch_up(r2.lead())
         _wait(lambda: r2 is not None and r2.lane.idle.is_set(), 10, "r2's catch-up")
         runs_of_t = [replica for replica, fire in ran if fire == t]
         assert runs_of_t == ["r1"], f"tick t ran on {runs_of_t}"
@@ -201,14 +211,13 @@ def test_a_start_left_unanswered_still_runs_once_in_the_same_term(
     try:
         term = r1.lead()
         t = r1.clock.now() - timedelta(seconds=1)
-        log = r1.runner.log.bind(job=job.name)
-        claimed = r1.runner._claim_fire(job, t, term, 1.0, log)
+        (claimed,) = r1.runner.claims.claim([Fire(job.name, t)], term)  # t is 1 s late
         assert claimed is not None and claimed.outcome == "claimed"
         link.cut()
-        assert r1.runner._start(claimed, term, log) is None  # unanswered: not run
+        assert r1.runner.claims.start(claimed, term) is None  # unanswered: not run
         link.heal()
         r1.elector.backend_ok = True
-        r1.runner.recovery.settle()  # the backend answers: the doubt is settled
+        r1.runner.settle_claims()  # the backend answers: the doubt is settled
         _wait(lambda: bool(ran) and r1.lane.idle.is_set(), 10, "t to run")
         assert ran == [t]
         stored = r1.backend.lookup(r1.cluster, job.name, t)

@@ -2,40 +2,48 @@
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-
-from scheduler.backends import from_url
 from scheduler.clock import FakeClock
-from scheduler.leadership.elector import STALL_THRESHOLD, Elector, Term
+from scheduler.leadership.health import STALL_THRESHOLD, liveness_problem
 from scheduler.leadership.lease import Holder, Lease, local_deadline
+from scheduler.leadership.term import Term
 from scheduler.leadership.timings import LeaseTimings
 
+TIMINGS = LeaseTimings.of(9)
 
-def test_wedged_leader_fails_liveness(tmp_path: Path) -> None:
-    """Healthy while renewing in time; unhealthy once well past the renew deadline."""
-    clock = FakeClock()
-    timings = LeaseTimings.of(9)
-    backend = from_url(f"sqlite:///{tmp_path}/b.db", clock=clock)
-    elector = Elector(backend, "c", Holder.new("r1"), timings, clock)
-    assert elector.health_problem() == "elector thread is not running"
-    elector._thread = threading.current_thread()  # stands in for a live loop thread
+
+def _term(clock: FakeClock) -> Term:
     sent = clock.monotonic()
-    elector._term = Term(
-        Lease("c", elector.holder, 1, 9, sent, local_deadline(sent, 9)), timings, clock
-    )
+    lease = Lease("c", Holder.new("r1"), 1, 9, sent, local_deadline(sent, 9))
+    return Term(lease, TIMINGS, clock)
 
-    def tick(seconds: float) -> None:
-        clock.advance(seconds)
-        elector._last_tick = clock.monotonic()  # the watchdog keeps ticking
 
-    tick(timings.renew_deadline + timings.renew_interval)
-    assert elector.health_problem() is None  # past the deadline, but within one bounded call
-    tick(timings.op_timeout + 0.5)
-    problem = elector.health_problem()
-    assert problem is not None and "past the renew deadline" in problem
-    elector._term.end("renew_deadline")
-    assert elector.health_problem() is None
-    clock.advance(STALL_THRESHOLD * 6)
-    assert "watchdog silent" in (elector.health_problem() or "")
-    backend.close()
+def test_a_dead_loop_thread_is_unhealthy() -> None:
+    """No running loop thread: unhealthy, whatever else holds."""
+    clock = FakeClock()
+    problem = liveness_problem(False, 0.0, None, TIMINGS, clock.monotonic())
+    assert problem == "elector thread is not running"
+
+
+def test_wedged_leader_fails_liveness() -> None:
+    """Healthy while renewing in time; unhealthy once well past the renew deadline; healthy
+    again once the term has ended."""
+    clock = FakeClock()
+    term = _term(clock)
+
+    def problem() -> str | None:
+        return liveness_problem(True, 0.0, term, TIMINGS, clock.monotonic())
+
+    clock.advance(TIMINGS.renew_deadline + TIMINGS.renew_interval)
+    assert problem() is None  # past the deadline, but within one bounded call
+    clock.advance(TIMINGS.op_timeout + 0.5)
+    assert "past the renew deadline" in (problem() or "")
+    term.end("renew_deadline")
+    assert problem() is None
+
+
+def test_a_silent_watchdog_fails_liveness() -> None:
+    """The stall watchdog silent for more than five stall thresholds: unhealthy."""
+    clock = FakeClock()
+    assert liveness_problem(True, STALL_THRESHOLD * 5, None, TIMINGS, clock.monotonic()) is None
+    problem = liveness_problem(True, STALL_THRESHOLD * 6, None, TIMINGS, clock.monotonic())
+    assert problem == "watchdog silent for 6.0 s"

@@ -1,5 +1,5 @@
 """scheduler/ops/http.py: what /status shows of a failed run, request parsing, and the server's
-worker pool with a stand-in replica whose /status hangs."""
+worker pool with a stand-in status source whose /status hangs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
-from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from scheduler.clock import SYSTEM_CLOCK
 from scheduler.firing.runs import RunRecord
 from scheduler.ops import http
 from scheduler.ops.config import load_settings
@@ -101,23 +100,20 @@ def test_heads_that_are_refused(head: bytes, code: int) -> None:
 
 
 class _StuckReplica:
-    """Stands in for a Replica whose /status hangs (a backend that does not answer) until
+    """A status source whose /status hangs (a backend that does not answer) until
     ``release`` is set; probes answer from memory as always."""
+
+    replica_id = "r1"
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.settings = SimpleNamespace(
-            replica_id="r1", cluster="c", http=SimpleNamespace(status_error_text=False)
-        )
-        self.runner = SimpleNamespace(specs=[])
-        self.backend = SimpleNamespace(url="sqlite:///x.db")
-        self.elector = SimpleNamespace(
-            current_term=self._stuck, backend_ok=True, clock=SYSTEM_CLOCK
-        )
-        self.metrics = SimpleNamespace(render=lambda: b"baton_is_leader 1.0\n")
 
-    def _stuck(self) -> None:
+    def status(self) -> dict[str, Any]:
         self.release.wait(30)
+        return {"replica_id": self.replica_id}
+
+    def metrics_text(self) -> bytes:
+        return b"baton_is_leader 1.0\n"
 
     def liveness_problem(self) -> str | None:
         return None
@@ -139,7 +135,7 @@ def test_probes_answer_while_every_worker_is_stuck_and_excess_requests_get_503()
     """/status hangs in both workers: /healthz still answers at once, requests beyond the
     queue are refused with 503 at once, the queued ones are served once /status answers."""
     replica = _StuckReplica()
-    server = StatusServer(replica, "127.0.0.1", 0)  # type: ignore[arg-type]
+    server = StatusServer(replica, "127.0.0.1", 0)
     server.start()
     results: list[bytes] = []
     try:

@@ -23,7 +23,7 @@ from scheduler.backends import LeaseBackend, from_url
 from scheduler.firing.runner import Runner
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.spec import JobSpec, build_spec
-from scheduler.leadership.elector import Term
+from scheduler.leadership.term import Term
 from scheduler.leadership.timings import LeaseTimings
 from tests.harness.replicas import wait_for
 from tests.harness.stand_in import StandInElector
@@ -86,7 +86,15 @@ class Rig:
         self.spec: JobSpec = build_spec(job, every="1h", name="exits.job", catch_up="all")
         self.backend: LeaseBackend = from_url(f"sqlite:///{tmp_path}/b.db", op_timeout=1.0)
         self.elector = StandInElector("r1", TIMINGS)
-        self.runner = Runner([self.spec], self.elector, self.backend, CLUSTER)  # type: ignore[arg-type]
+        self.runner = Runner(
+            [self.spec],
+            self.elector,
+            self.backend,
+            CLUSTER,
+            replica_id=self.elector.holder.replica_id,
+            timings=TIMINGS,
+            metrics=self.elector.metrics,
+        )
         lease = self.backend.try_acquire(CLUSTER, self.elector.holder, TIMINGS.lease_ttl)
         assert lease is not None
         self.elector.term = Term(lease, TIMINGS, self.runner.clock)
@@ -168,9 +176,9 @@ def _raise_in(thread: threading.Thread, exc: type[BaseException]) -> None:
 def test_liveness_reports_a_dead_fire_loop(make_rig: Callable[[Callable[[], None]], Rig]) -> None:
     """The APScheduler loop thread dies: loop_problem names it."""
     rig = make_rig(_exit_plain)
-    loop: threading.Thread = rig.runner._scheduler._thread
+    loop = rig.runner.threads()["fire loop"]
     _raise_in(loop, SystemExit)
-    rig.runner._scheduler.wakeup()
+    rig.runner.wake()
     wait_for(lambda: not loop.is_alive(), 5, "the loop thread to die")
     assert rig.runner.loop_problem() == "scheduler loop is not running"
 
@@ -181,10 +189,9 @@ def test_liveness_reports_a_dead_maintenance_loop(
 ) -> None:
     """The maintenance thread (deferred outcomes, doubts) dies: loop_problem names it."""
     rig = make_rig(_exit_plain)
-    maintenance = rig.runner._maintenance
-    assert maintenance is not None
+    maintenance = rig.runner.threads()["maintenance"]
     _raise_in(maintenance, SystemExit)
-    rig.runner._maintenance_wake.set()
+    rig.runner.wake()
     wait_for(lambda: not maintenance.is_alive(), 5, "the maintenance thread to die")
     assert rig.runner.loop_problem() == "maintenance loop is not running"
 
@@ -196,8 +203,7 @@ def test_liveness_reports_a_job_pool_that_lost_a_worker(
     """A pool worker dies outside any job (its queued work is lost): loop_problem says so."""
     rig = make_rig(_exit_plain)
     pool = rig.runner.pool
-    pool.submit(lambda: None).result(5)
-    (worker,) = pool._threads
+    worker = pool.submit(threading.current_thread).result(5)  # the pool's only worker
     _raise_in(worker, SystemExit)
     pool.submit(lambda: None)  # wakes the idle worker, which dies as it takes this item
     wait_for(lambda: not worker.is_alive(), 5, "the pool worker to die")

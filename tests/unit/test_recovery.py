@@ -23,8 +23,8 @@ from scheduler.firing.lanes import Lane
 from scheduler.firing.recovery import Handover, Recovery
 from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import build_spec
-from scheduler.leadership.elector import Term
 from scheduler.leadership.lease import Holder
+from scheduler.leadership.term import Term
 from scheduler.leadership.timings import LeaseTimings
 from scheduler.ops.logs import get_logger
 from scheduler.ops.metrics import Metrics

@@ -9,8 +9,8 @@ import pytest
 from scheduler.clock import FakeClock
 from scheduler.errors import LeadershipLost
 from scheduler.jobs.context import JobContext
-from scheduler.leadership.elector import Term
 from scheduler.leadership.lease import Holder, Lease, local_deadline
+from scheduler.leadership.term import Term
 from scheduler.leadership.timings import LeaseTimings
 
 TIMINGS = LeaseTimings.of(9)  # renew every 3 s, give up after 6 s
