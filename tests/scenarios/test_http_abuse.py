@@ -1,5 +1,5 @@
 """The HTTP endpoints of a real replica under abuse: thousands of idle connections under a
-256-descriptor limit, slowloris, a flood of slow requests (scheduler/ops/http.py)."""
+256-descriptor limit, slowloris, a flood of slow requests (scheduler/ops/http/)."""
 
 from __future__ import annotations
 

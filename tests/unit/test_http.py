@@ -1,4 +1,4 @@
-"""scheduler/ops/http.py: what /status shows of a failed run, request parsing, and the server's
+"""scheduler/ops/http/: what /status shows of a failed run, request parsing, and the server's
 worker pool with a stand-in status source whose /status hangs."""
 
 from __future__ import annotations

@@ -1,35 +1,14 @@
-"""Per-replica HTTP endpoints: /healthz, /readyz, /metrics, /status.
+"""The HTTP server: one selector thread for connections and probes, a small pool for the rest.
 
-Probes answer from in-memory state only (no backend call), so a slow backend never makes
-Kubernetes kill a healthy replica; /status reads the last run of each job from the backend
-(bounded), for humans and tools. /status shows a failed run's exception type, not its text
-(``http.status_error_text`` opts in): exception messages can carry secrets, and nothing here
-asks who is calling.
-
-The server stays up under abuse from anyone with network reach — thousands of idle
-connections, slowloris, oversized or malformed requests — with bounded threads, memory and
-file descriptors:
-
-* one selector thread accepts connections and reads request heads without blocking;
-* each connection must deliver its whole request head within :data:`HEAD_TIMEOUT` seconds
-  and :data:`MAX_HEAD` bytes, however slowly it trickles in; a malformed request line is
-  refused as soon as it is seen;
-* at most :data:`MAX_CONNECTIONS` connections are read at a time; a new one evicts the
-  oldest, so a probe (which sends its request at once) always gets through;
-* /healthz, /readyz and every error are answered by the selector thread itself (a few bytes
-  from memory); /metrics and /status go to a pool of :data:`WORKERS` threads, at most
-  :data:`MAX_QUEUED` requests in it (more are answered 503 at once);
-* one request per connection (``Connection: close``), as probes and scrapers expect; after
-  an answer, what the client still sends is read and dropped for up to :data:`LINGER`
-  seconds, so that the close does not reset the connection before the answer is read.
+Every resource is capped (see :mod:`scheduler.ops.http` for the whole picture): connections
+being read (:data:`MAX_CONNECTIONS`, the oldest evicted), the time to deliver a request head
+(:data:`HEAD_TIMEOUT`), requests queued for the workers (:data:`MAX_QUEUED`, more are 503).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
-import re
 import selectors
 import socket
 import threading
@@ -38,23 +17,21 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
-from scheduler import __version__
-from scheduler.firing.runs import RunRecord
+from scheduler.ops.http.protocol import (
+    MAX_HEAD,
+    Refused,
+    Request,
+    Response,
+    check_line_start,
+    parse_head,
+    parse_request_line,
+)
+from scheduler.ops.http.routes import POOLED, StatusSource, route
 from scheduler.ops.logs import get_logger
 
 #: Seconds from accepting a connection to the end of its request head (idle or trickling).
 HEAD_TIMEOUT = 5.0
-#: Bytes of request line plus headers; more is refused with 431.
-MAX_HEAD = 8192
-#: Bytes of the request line (method, target, version); more is refused with 414.
-MAX_REQUEST_LINE = 4096
-#: Header fields per request; more is refused with 431.
-MAX_HEADERS = 64
 #: Connections whose request head is being read; a new one evicts the oldest.
 MAX_CONNECTIONS = 64
 #: Threads that serve /metrics and /status.
@@ -71,197 +48,6 @@ LINGER = 2.0
 LINGER_CHUNK = 65536
 #: Seconds between log lines summing up connections shed (evicted, timed out, refused).
 SHED_LOG_INTERVAL = 60.0
-
-#: Endpoints answered by the selector thread: in-memory state only, never a backend call.
-PROBES = ("/healthz", "/readyz")
-#: Endpoints answered by a worker: they may take a while (rendering, backend reads).
-POOLED = ("/metrics", "/status")
-ENDPOINTS = (*PROBES, *POOLED)
-#: Methods this server knows but does not allow (405); other valid tokens get 501.
-OTHER_METHODS = ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
-ALLOWED = "GET, HEAD"
-
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
-# A request line is visible ASCII separated by single spaces (RFC 9112, section 3).
-_LINE_BYTES = re.compile(rb"[\x21-\x7e ]*\r?")
-# Field values: visible characters, spaces, tabs and obs-text; no other control bytes.
-_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_NOT_FOUND = "not found: try /healthz, /readyz, /metrics or /status"
-
-
-def error_summary(message: str) -> str:
-    """The part of a run's error message /status shows by default: the exception type.
-
-    History records ``Type: text`` (scheduler.firing.runner.describe_error); the text is dropped.
-    A message without ``:`` is Baton's own (``job process exited with status 1``) or a bare
-    type name, shown whole; anything else is hidden.
-    """
-    head, colon, _ = message.partition(":")
-    if not colon:
-        return message
-    return head if _TYPE_NAME.fullmatch(head) else "(hidden)"
-
-
-def public_run(run: RunRecord, error_text: bool = False) -> dict[str, Any]:
-    """``run`` as /status shows it: an error's message cut to its type unless ``error_text``."""
-    doc = run.to_dict()
-    if run.outcome == "error" and not error_text:
-        doc["message"] = error_summary(run.message)
-    return doc
-
-
-class StatusSource(Protocol):
-    """What the endpoints read of a replica (:class:`scheduler.ops.replica.Replica` is one).
-
-    Every method answers from memory except :meth:`status`, which may read the backend
-    (bounded); the probes are answered on the selector thread, so they must never block.
-    """
-
-    @property
-    def replica_id(self) -> str:
-        """The replica's id, for the server's log lines."""
-        ...
-
-    def liveness_problem(self) -> str | None:
-        """Why the replica should be restarted (``/healthz`` answers 503), or ``None``."""
-        ...
-
-    def readiness_problem(self) -> str | None:
-        """Why the replica is not ready (``/readyz`` answers 503), or ``None``."""
-        ...
-
-    def metrics_text(self) -> bytes:
-        """The Prometheus text exposition (``/metrics``)."""
-        ...
-
-    def status(self) -> dict[str, Any]:
-        """The ``/status`` document (failed runs shown through :func:`public_run`)."""
-        ...
-
-
-# -- requests and responses -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A parsed request head: the method, the path (no query) and the HTTP version."""
-
-    method: str
-    path: str
-    version: tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """What to send: status, body and content type (a HEAD request gets no body)."""
-
-    code: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def text(cls, code: int, text: str, *headers: tuple[str, str]) -> Response:
-        return cls(code, (text + "\n").encode(), headers=headers)
-
-    def encode(self, head_only: bool = False) -> bytes:
-        """The response as bytes on the wire, ``Connection: close``."""
-        lines = [
-            f"HTTP/1.1 {self.code} {HTTPStatus(self.code).phrase}",
-            f"Server: baton/{__version__}",
-            f"Content-Type: {self.content_type}",
-            f"Content-Length: {len(self.body)}",
-            "Cache-Control: no-store",
-            "Connection: close",
-            *(f"{name}: {value}" for name, value in self.headers),
-        ]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-        return head if head_only else head + self.body
-
-
-class Refused(Exception):
-    """A request answered with an error status; ``text`` never echoes the input."""
-
-    def __init__(self, code: int, text: str, *headers: tuple[str, str]) -> None:
-        super().__init__(text)
-        self.response = Response.text(code, text, *headers)
-
-
-def parse_request_line(line: bytes) -> Request:
-    """Parse ``METHOD target HTTP/x.y`` (without its line end).
-
-    Raises:
-        Refused: 400 malformed (HTTP/0.9 included), 405/501 method, 414 too long, 505 version.
-    """
-    if len(line) > MAX_REQUEST_LINE:
-        raise Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
-    if not _LINE_BYTES.fullmatch(line):
-        raise Refused(400, "bad request line: only visible ASCII and single spaces")
-    parts = line.split(b" ")
-    if len(parts) == 2:
-        raise Refused(400, "bad request line: HTTP/0.9 requests are not supported")
-    if len(parts) != 3 or not all(parts):
-        raise Refused(400, "bad request line: expected METHOD TARGET HTTP/1.1")
-    method, target, version = parts
-    match = _VERSION.fullmatch(version)
-    if not _TOKEN.fullmatch(method) or not match:
-        raise Refused(400, "bad request line: expected METHOD TARGET HTTP/1.1")
-    if match.group(1) != b"1":
-        raise Refused(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-    name = method.decode("ascii")
-    if name in OTHER_METHODS:
-        raise Refused(405, f"method not allowed: use {ALLOWED}", ("Allow", ALLOWED))
-    if name not in ("GET", "HEAD"):
-        raise Refused(501, f"method not implemented: use {ALLOWED}", ("Allow", ALLOWED))
-    text = target.decode("ascii")
-    if text.startswith(("http://", "https://")):  # absolute form, as sent to proxies
-        slash = text.find("/", text.index("//") + 2)
-        text = text[slash:] if slash >= 0 else "/"
-    if not text.startswith("/"):
-        raise Refused(400, "bad request target: expected a path starting with /")
-    path = text.split("?", 1)[0].split("#", 1)[0]
-    return Request(name, path, (int(match.group(1)), int(match.group(2))))
-
-
-def parse_head(head: bytes) -> Request:
-    """Parse a request head (up to, not including, the empty line that ends it).
-
-    Raises:
-        Refused: as :func:`parse_request_line`, or 400 for a malformed header field, 431
-            for too many of them.
-    """
-    line, *fields = head.split(b"\n")
-    request = parse_request_line(line.removesuffix(b"\r"))
-    if len(fields) > MAX_HEADERS:
-        raise Refused(431, f"more than {MAX_HEADERS} header fields")
-    for raw in fields:
-        item = raw.removesuffix(b"\r")
-        name, colon, value = item.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
-            raise Refused(400, "bad header field")
-    return request
-
-
-def route(source: StatusSource, request: Request) -> Response:
-    """The response to a well-formed GET or HEAD request."""
-    path = request.path
-    if path == "/healthz":
-        problem = source.liveness_problem()
-        return Response.text(503 if problem else 200, problem or "ok")
-    if path == "/readyz":
-        problem = source.readiness_problem()
-        return Response.text(503 if problem else 200, problem or "ok")
-    if path == "/metrics":
-        return Response(200, source.metrics_text(), CONTENT_TYPE_LATEST)
-    if path == "/status":
-        body = json.dumps(source.status(), indent=2).encode()
-        return Response(200, body, "application/json")
-    return Response.text(404, _NOT_FOUND)
-
-
-# -- the server -----------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -491,14 +277,11 @@ class StatusServer:
         newline = data.find(b"\n")
         try:
             if not conn.line_checked:
-                line = data if newline < 0 else data[:newline]
                 if newline >= 0:
                     conn.line_checked = True
-                    parse_request_line(bytes(line).removesuffix(b"\r"))
-                elif len(line) > MAX_REQUEST_LINE:
-                    raise Refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
-                elif not _LINE_BYTES.fullmatch(line):
-                    raise Refused(400, "bad request line: only visible ASCII and single spaces")
+                    parse_request_line(bytes(data[:newline]).removesuffix(b"\r"))
+                else:
+                    check_line_start(data)
             if len(data) > MAX_HEAD:
                 raise Refused(431, f"request head larger than {MAX_HEAD} bytes")
         except Refused as exc:

@@ -1,0 +1,72 @@
+"""``baton run``: join the election and fire the jobs this replica wins."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import click
+
+from scheduler.errors import UserError
+from scheduler.jobs.spec import load_jobs
+from scheduler.ops.cli.loading import command_settings
+from scheduler.ops.cli.params import config_options
+from scheduler.ops.logs import configure
+
+
+@click.command("run")
+@config_options
+@click.option(
+    "--jobs",
+    "jobs",
+    multiple=True,
+    metavar="MODULE",
+    help="Module or package with @singleton_job functions (repeatable; config key jobs).",
+)
+@click.option("--replica-id", default=None, help="This replica's name (default: host name).")
+@click.option(
+    "--log-format", type=click.Choice(["json", "console", "auto"]), default=None, help="Logs."
+)
+def run_command(
+    config_path: str | None,
+    backend: str | None,
+    cluster: str | None,
+    jobs: Sequence[str],
+    replica_id: str | None,
+    log_format: str | None,
+) -> None:
+    """Run a replica: join the election and fire the jobs this replica wins."""
+    # Imported here: the read commands need none of the election, firing or HTTP machinery.
+    from scheduler.ops.replica import Replica
+
+    settings = command_settings(
+        config_path,
+        backend=backend,
+        cluster=cluster,
+        jobs=list(jobs) or None,
+        replica_id=replica_id,
+        log_format=log_format,
+    )
+    log = configure(settings.replica_id, settings.log_format)
+    specs = load_jobs(settings.jobs)  # bad jobs stop us here, before the election
+    if not specs:
+        raise UserError(f"config key 'jobs': no @singleton_job found in {settings.jobs}")
+    replica = Replica(settings, specs)
+    replica.preflight()  # refused for good (credentials, ACL, read-only, schema): exit 2
+
+    stop = threading.Event()
+    signals = {"count": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            os._exit(130)  # second signal: the operator insists, skip the grace period
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    replica.run(stop)
