@@ -48,10 +48,11 @@ loss; take TTL checks, lease grants, trimming and reasons from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
+from scheduler.errors import ClaimLost
 from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from scheduler.leadership.members import Member
@@ -131,13 +132,22 @@ class LeaseNotifier(Protocol):
         ...
 
 
+#: What :meth:`RunLedger.start_many` answers for one run: the record as stored, or the
+#: :class:`~scheduler.errors.ClaimLost` that :meth:`RunLedger.start` would have raised for
+#: it, returned (not raised) so that one refused start does not fail the others.
+StartAnswer: TypeAlias = RunRecord | ClaimLost
+
+
 @runtime_checkable
 class RunLedger(Protocol):
     """The run records of every job: one per fire, claimed under the lease.
 
-    The batch methods (:meth:`claim_many`, :meth:`finish_many`) answer exactly as their
-    single forms would one by one; a backend may carry a batch in one round trip or one
-    transaction, or inherit the per-item loop of :class:`BatchDefaults`.
+    The batch methods (:meth:`claim_many`, :meth:`start_many`, :meth:`finish_many`,
+    :meth:`history_many`) answer exactly as their single forms would one by one, in order;
+    only the lease is checked once (per batch, or per chunk of a batch a backend splits; see
+    each backend). A backend carries a batch in as few round trips (or transactions) as it
+    can, or inherits the per-item loops of :class:`BatchDefaults`. A batch may take one
+    ``op_timeout`` per chunk it is carried in, not one in all.
     """
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
@@ -174,10 +184,13 @@ class RunLedger(Protocol):
             the lease.
 
         Raises:
-            LeaseLost: as :meth:`claim`.
-            FireNotDue: as :meth:`claim`.
-            When it raises, the runs before the failing one may be stored: the caller treats
-            every run of the batch as unanswered and looks each up (:meth:`lookup`).
+            LeaseLost: as :meth:`claim`; checked before anything of the batch is stored.
+            FireNotDue: as :meth:`claim`, for a fire of the batch (its ``wait`` lets the
+                furthest one become due).
+            When it raises, some runs of the batch may be stored (those of a chunk sent
+            before the one that failed): the caller treats every run of the batch as
+            unanswered and looks each up (:meth:`lookup`), or sends the batch again with the
+            same attempts, which answers what the first sending stored (idempotent).
         """
         ...
 
@@ -202,6 +215,28 @@ class RunLedger(Protocol):
         """
         ...
 
+    def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
+        """Start several claimed fires under ``lease`` (every fire due at one instant, at
+        that instant): for each run, what :meth:`start` answers.
+
+        The lease is checked once, before any run is started: a lost lease fails the
+        whole batch. A refusal of one run (:class:`~scheduler.errors.ClaimLost`) is that
+        run's answer and does not stop the others.
+
+        Returns:
+            One answer per run, in order (:data:`StartAnswer`): ``run`` as stored, or the
+            :class:`~scheduler.errors.ClaimLost` :meth:`start` would have raised for it
+            (returned, not raised). A run given twice is started by the first; the second
+            gets ``not-claimed``, as a second :meth:`start` would. An empty batch answers
+            ``[]`` at once, without checking the lease.
+
+        Raises:
+            LeaseLost: ``lease`` is not held (checked first, once: nothing is started).
+            When it raises (or any call fails), runs of a chunk sent before may be started:
+            the caller looks each run up (never starts one blindly again).
+        """
+        ...
+
     def finish(self, name: str, run: RunRecord) -> None:
         """Store the outcome of ``run`` (a finished copy of a record returned by claim).
 
@@ -212,7 +247,11 @@ class RunLedger(Protocol):
         ...
 
     def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
-        """Store the outcomes of ``runs``, each as :meth:`finish` would.
+        """Store the outcomes of ``runs``, each as :meth:`finish` would, in order (of two
+        outcomes of one attempt, the later stays).
+
+        Needs no lease, and a run whose record is gone or another attempt's is skipped,
+        as by :meth:`finish`.
 
         Raises:
             BackendUnavailable: as any call; some of the outcomes may be stored (saving one
@@ -250,6 +289,24 @@ class RunLedger(Protocol):
 
         Returns:
             At most ``limit`` records, newest fire first; ``[]`` when ``limit <= 0``.
+        """
+        ...
+
+    def history_many(
+        self, name: str, jobs: Iterable[str], limit: int
+    ) -> dict[str, list[RunRecord]]:
+        """The newest run records of each of ``jobs``, read together (the catch-up and an
+        election read every job's history at once, not one round trip per job).
+
+        Args:
+            name: the cluster.
+            jobs: the jobs to read (a job given twice is read once).
+            limit: the most records per job.
+
+        Returns:
+            For every job of ``jobs``, what :meth:`history` answers for it: at most
+            ``limit`` records, newest fire first; ``[]`` for a job without records, and
+            for every job when ``limit <= 0``.
         """
         ...
 
@@ -362,13 +419,19 @@ class _SingleLedger(Protocol):
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None: ...
 
+    def start(self, lease: Lease, run: RunRecord) -> RunRecord: ...
+
     def finish(self, name: str, run: RunRecord) -> None: ...
+
+    def history(self, name: str, job: str, limit: int) -> list[RunRecord]: ...
 
 
 class BatchDefaults:
     """The ledger's batch methods as loops over the single ones, one round trip per item.
 
-    A mixin for backends with no batched form (yet); the contract is the same either way.
+    A mixin for backends with no batched form (a new backend's first version, a test
+    double); the contract is the same either way. Every built-in backend has native
+    batches (one script call, transaction or ``multi`` per chunk).
     """
 
     def claim_many(
@@ -377,10 +440,33 @@ class BatchDefaults:
         """Claim each of ``runs`` in turn (see :meth:`RunLedger.claim_many`)."""
         return [self.claim(lease, run, retention) for run in runs]
 
+    def start_many(
+        self: _SingleLedger, lease: Lease, runs: Sequence[RunRecord]
+    ) -> list[StartAnswer]:
+        """Start each of ``runs`` in turn (see :meth:`RunLedger.start_many`).
+
+        Raises:
+            LeaseLost: as :meth:`RunLedger.start`; runs before the failing one may be
+                started (checked once per run here, not once per batch).
+        """
+        answers: list[StartAnswer] = []
+        for run in runs:
+            try:
+                answers.append(self.start(lease, run))
+            except ClaimLost as refused:
+                answers.append(refused)
+        return answers
+
     def finish_many(self: _SingleLedger, name: str, runs: Sequence[RunRecord]) -> None:
         """Finish each of ``runs`` in turn (see :meth:`RunLedger.finish_many`)."""
         for run in runs:
             self.finish(name, run)
+
+    def history_many(
+        self: _SingleLedger, name: str, jobs: Iterable[str], limit: int
+    ) -> dict[str, list[RunRecord]]:
+        """Read each job's history in turn (see :meth:`RunLedger.history_many`)."""
+        return {job: self.history(name, job, limit) for job in dict.fromkeys(jobs)}
 
 
 def watch_lease(backend: object, lease: Lease, on_lost: Callable[[str], None]) -> bool:
@@ -406,5 +492,6 @@ __all__ = [
     "Preflight",
     "Presence",
     "RunLedger",
+    "StartAnswer",
     "watch_lease",
 ]

@@ -27,8 +27,9 @@ backend that stores an expiry on a clock its clients share decides whether it pa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from scheduler.firing.runs import OUTCOMES, UNFINISHED, Outcome, Retention
 from scheduler.leadership.lease import Holder, Lease, local_deadline
@@ -43,6 +44,8 @@ TRIM_SCAN = 1000
 
 #: The shortest lease TTL, in seconds: servers count TTLs in milliseconds.
 MIN_TTL = 0.001
+
+_Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,44 @@ def select_trim(
     return [key for key in candidates if trimmable(records[key])]
 
 
+def chunks(
+    items: Sequence[_Item],
+    most: int,
+    weigh: Callable[[_Item], int] | None = None,
+    budget: int | None = None,
+) -> Iterator[Sequence[_Item]]:
+    """Split ``items``, in order, into the consecutive chunks a backend sends one at a time.
+
+    How a batch stays within what one request may carry (ZooKeeper's ``jute.maxbuffer``)
+    and within what one server-side step may hold up (a Redis script blocks the server, a
+    SQLite transaction holds the write lock): each chunk is one round trip or transaction,
+    and the lease renewal can go between two.
+
+    Args:
+        items: the batch.
+        most: the most items per chunk (at least 1).
+        weigh: an item's size (bytes, commands); without it only ``most`` bounds a chunk.
+        budget: the most total weight per chunk; an item heavier than the budget is sent
+            in a chunk of its own.
+
+    Returns:
+        The chunks, none empty; none at all for an empty batch.
+    """
+    most = max(1, most)
+    start, weight = 0, 0
+    for index, item in enumerate(items):
+        size = weigh(item) if weigh is not None else 0
+        full = index - start >= most or (
+            budget is not None and index > start and weight + size > budget
+        )
+        if full:
+            yield items[start:index]
+            start, weight = index, 0
+        weight += size
+    if start < len(items):
+        yield items[start:]
+
+
 def check_ttl(ttl: float) -> float:
     """``ttl`` if it is a usable lease TTL in seconds.
 
@@ -170,6 +211,7 @@ __all__ = [
     "TRIM_SCAN",
     "TrimWindow",
     "check_ttl",
+    "chunks",
     "grant_expired",
     "granted",
     "select_trim",

@@ -468,3 +468,87 @@ def test_data_loss_refuses_fires_claimable_before_it(
         "job", early.scheduled_time + timedelta(seconds=1), "r1", again.token, datetime.now(UTC)
     )
     assert claim_when_due(backend, again, later) == later
+
+
+# --- batches whose answer is lost ----------------------------------------------------------
+
+
+class DeafProxy:
+    """A TCP proxy to ``target`` that forwards requests always, and replies only while not
+    deaf (:meth:`deafen`, :meth:`hear`): when deaf, a request lands on the server and its
+    answer never comes."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._deaf = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def deafen(self) -> None:
+        self._deaf.set()
+
+    def hear(self) -> None:
+        self._deaf.clear()
+
+    def close(self) -> None:
+        for sock in [self._listener, *self._sockets]:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self._target)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if not (replies and self._deaf.is_set()):
+                    sink.sendall(data)
+        except OSError:
+            return
+
+
+def test_a_batch_that_landed_unanswered_is_settled_by_lookups_and_resends(
+    redis_server: RedisServer, open_backend: Callable[[str], LeaseBackend], election: str
+) -> None:
+    """A claim batch and a start batch land on the server but their answers are lost: each
+    call fails (BackendUnavailable, within its bound); lookups show what landed, a resend
+    of the claims with the same attempts answers the stored records (nothing claimed
+    twice), and a resend of the starts starts nothing again (not-claimed)."""
+    proxy = DeafProxy((HOST, redis_server.port))
+    try:
+        deaf = open_backend(f"redis://{HOST}:{proxy.port}/0")
+        direct = open_backend(redis_server.url)
+        direct.preflight(election)  # loads every script, as `baton run` does at start
+        lease = acquire(deaf, election)
+        now = datetime.now(UTC) - timedelta(minutes=1)
+        runs = [RunRecord(f"job{i}", now, "r1", lease.token, now) for i in range(50)]
+        # A connection of the ledger's pool first: a new one's handshake would go unanswered
+        # and the batch never be sent. A timed-out call drops its connection: again below.
+        assert deaf.lookup(election, "job0", now) is None
+        proxy.deafen()
+
+        with pytest.raises(BackendUnavailable):
+            deaf.claim_many(lease, runs, Retention())
+        assert [direct.lookup(election, run.job, now) for run in runs] == runs
+        assert direct.claim_many(lease, runs, Retention()) == runs
+
+        started = [run.started_now(datetime.now(UTC)) for run in runs]
+        proxy.hear()
+        assert deaf.lookup(election, "job0", now) == runs[0]
+        proxy.deafen()
+        with pytest.raises(BackendUnavailable):
+            deaf.start_many(lease, started)
+        assert [direct.lookup(election, run.job, now) for run in runs] == started
+        again = direct.start_many(lease, started)
+        assert {getattr(answer, "reason", None) for answer in again} == {"not-claimed"}
+    finally:
+        proxy.close()

@@ -28,6 +28,7 @@ import pytest
 from scheduler.backends import from_url, redact
 from scheduler.backends.base import LeaseNotifier, watch_lease
 from scheduler.backends.sqlite import SCHEMA_VERSION, SqliteBackend, path_from_url
+from scheduler.backends.sqlite.database import Database
 from scheduler.backends.states import LossReason
 from scheduler.clock import FakeClock
 from scheduler.errors import (
@@ -727,3 +728,41 @@ def test_loss_shows_at_renewal_without_a_notifier(url: str) -> None:
     assert caught.value.reason == LossReason.EXPIRED
     b.release(lease)
     assert reasons == []
+
+
+def test_a_lease_call_waiting_for_the_connection_goes_before_calls_waiting_with_it(
+    tmp_path: Path,
+) -> None:
+    """While one call holds the connection, a lease call (urgent) waiting for it gets it
+    before any other call waiting then (a batch's next chunk), even one that began waiting
+    first: a renewal waits for one transaction at most, never for a whole batch."""
+    db = Database(tmp_path / "b.db", url="sqlite:///b.db", create=True, op_timeout=WAIT)
+    order: list[str] = []
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.session():
+            held.set()
+            release.wait(WAIT)
+
+    def call(label: str, urgent: bool) -> None:
+        with db.session(urgent=urgent):
+            order.append(label)
+
+    threads = [threading.Thread(target=hold, daemon=True)]
+    threads[0].start()
+    assert held.wait(WAIT)
+    for label, urgent, waiting in (("chunk", False, (0, 1)), ("renewal", True, (1, 2))):
+        threads.append(threading.Thread(target=call, args=(label, urgent), daemon=True))
+        threads[-1].start()
+        deadline = time.monotonic() + WAIT
+        while db.waiting != waiting:
+            assert time.monotonic() < deadline, f"{label} never waited: {db.waiting}"
+            time.sleep(0.001)
+    release.set()
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert order == ["renewal", "chunk"]
+    assert db.waiting == (0, 0)
+    db.close()

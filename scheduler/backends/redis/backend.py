@@ -1,13 +1,38 @@
-"""The Redis backend's façade: one object with every role, each kept by its own module."""
+"""The Redis backend's façade: one object with every role, each kept by its own module.
+
+**Connections.** Two bounded pools (:func:`~.url.connect`), so that the lease never waits
+behind anything else this process sends:
+
+* the **lease pool** (:data:`LEASE_CONNECTIONS`) carries only ``try_acquire``, ``renew``
+  and ``release``: the elector's calls, one at a time, plus a release from a thread that
+  shuts down. A burst of claims, history reads or HTTP requests cannot take its
+  connections, so a renewal waits for nothing but the server;
+* the **shared pool** (``max_connections``, default :data:`MAX_CONNECTIONS`) carries the
+  ledger, presence, controls, ``read``, the preflight and the pub/sub subscription a
+  follower waits on. When every connection is busy a call waits for one, up to
+  ``op_timeout``, and only then fails (:class:`~scheduler.errors.BackendUnavailable`): a
+  burst queues instead of failing with "Too many connections".
+
+Sizes. A batch of claims is one script call (:mod:`.ledger`), so a leader has few ledger
+calls in flight (a claim batch, a start batch, outcome batches, the maintenance pass);
+Redis serves one command at a time anyway, so connections beyond a handful add queueing on
+the server, not throughput, and each costs a file descriptor and ~20 KB on both ends
+(``maxclients`` is 10,000 by default). 16 leaves room for the HTTP endpoints and the
+workers' outcome writes; a smaller pool makes calls wait for a connection sooner, a
+larger one only moves the queue to the server. The server still runs commands in arrival
+order: a script of :data:`~.ledger.BATCH_SIZE` claims holds it 5-12 ms, which is all a
+renewal can wait for it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from datetime import datetime
 
 import redis as redis_lib
 
-from scheduler.backends.base import BatchDefaults
+from scheduler.backends.base import StartAnswer
 from scheduler.backends.redis.controls import RedisControls
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.lease import RedisLeases, TokenFloors
@@ -22,48 +47,78 @@ from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from scheduler.leadership.members import Member
 
+#: Connections of the lease pool: the elector's acquire/renew/release, one at a time,
+#: and a release from another thread at shutdown.
+LEASE_CONNECTIONS = 2
+#: Connections of the shared pool when the caller does not say (see the module docstring).
+MAX_CONNECTIONS = 16
 
-class RedisBackend(BatchDefaults):
+
+class RedisBackend:
     """Leases and run records in one Redis server (or one Cluster slot per election).
 
     Open it with :meth:`from_url`. Safe to share between threads, except that
     :meth:`wait_for_change` must be called from one thread only. No
     :class:`~scheduler.backends.base.LeaseNotifier` (see :mod:`.lease`); the ledger's batch
-    methods loop (:class:`~scheduler.backends.base.BatchDefaults`).
+    methods are one script call per chunk (:mod:`.ledger`).
 
     Args:
-        client: a client whose calls are bounded and never retried (see :meth:`from_url`).
+        client: the shared pool's client (see the module docstring); calls bounded and
+            never retried.
+        lease_client: the lease pool's client, used by nothing but the lease's writes.
         url: the redacted backend URL, used in every error message.
         clock: the clock lease deadlines and ``since`` stamps are read from.
     """
 
-    def __init__(self, client: redis_lib.Redis, url: str, clock: Clock) -> None:
+    def __init__(
+        self, client: redis_lib.Redis, lease_client: redis_lib.Redis, url: str, clock: Clock
+    ) -> None:
         self.url = url
         self._client = client
+        self._lease_client = lease_client
         self._scripts = Scripts.register(client)
         floors = TokenFloors()
-        self._leases = RedisLeases(client, self._scripts, url, clock, floors)
+        lease_scripts = Scripts.register(lease_client)
+        self._leases = RedisLeases(
+            lease_client, lease_scripts, client, self._scripts, url, clock, floors
+        )
         self._ledger = RedisLedger(client, self._scripts, url, floors)
         self._presence = RedisPresence(client, self._scripts, url)
         self._controls = RedisControls(client, url)
 
     @classmethod
-    def from_url(cls, url: str | BackendURL, *, op_timeout: float, clock: Clock) -> RedisBackend:
+    def from_url(
+        cls,
+        url: str | BackendURL,
+        *,
+        op_timeout: float,
+        clock: Clock,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> RedisBackend:
         """Open ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS).
 
         No connection is made until the first call.
 
         Args:
             url: the server URL (see :func:`~.url.parse_url` for its options).
-            op_timeout: seconds each connect and each reply may take.
+            op_timeout: seconds each connect and each reply may take, and that a call may
+                wait for a free connection.
             clock: the clock deadlines are computed from.
+            max_connections: the size of the shared pool (the lease pool has its own
+                :data:`LEASE_CONNECTIONS`).
 
         Raises:
             ConfigError: the URL is malformed, has an option not allowed, or tries to weaken
                 TLS verification or the timeouts (key ``backend``).
+            ValueError: ``max_connections`` is below 1.
         """
         target = parse_url(url)
-        return cls(connect(target, op_timeout), target.shown, clock)
+        return cls(
+            connect(target, op_timeout, max_connections),
+            connect(target, op_timeout, LEASE_CONNECTIONS),
+            target.shown,
+            clock,
+        )
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r})"
@@ -85,16 +140,27 @@ class RedisBackend(BatchDefaults):
     def wait_for_change(self, name: str, timeout: float) -> None:
         self._leases.wait_for_change(name, timeout)
 
-    # -- run ledger: scheduler.backends.redis.ledger (batches from BatchDefaults) --------------
+    # -- run ledger: scheduler.backends.redis.ledger ------------------------------------------
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
         return self._ledger.claim(lease, run, retention)
 
+    def claim_many(
+        self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
+    ) -> list[RunRecord | None]:
+        return self._ledger.claim_many(lease, runs, retention)
+
     def start(self, lease: Lease, run: RunRecord) -> RunRecord:
         return self._ledger.start(lease, run)
 
+    def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
+        return self._ledger.start_many(lease, runs)
+
     def finish(self, name: str, run: RunRecord) -> None:
         self._ledger.finish(name, run)
+
+    def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
+        self._ledger.finish_many(name, runs)
 
     def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
         return self._ledger.lookup(name, job, scheduled_time)
@@ -104,6 +170,11 @@ class RedisBackend(BatchDefaults):
 
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
         return self._ledger.history(name, job, limit)
+
+    def history_many(
+        self, name: str, jobs: Iterable[str], limit: int
+    ) -> dict[str, list[RunRecord]]:
+        return self._ledger.history_many(name, jobs, limit)
 
     def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
         return self._ledger.claimed(name, job, since, until)
@@ -137,10 +208,11 @@ class RedisBackend(BatchDefaults):
         preflight(self._client, self._scripts, self.url, name)
 
     def close(self) -> None:
-        """Close the pub/sub connection and the pool; leases are left to expire."""
+        """Close the pub/sub connection and both pools; leases are left to expire."""
         self._leases.close()
-        with suppress(redis_lib.RedisError, OSError):
-            self._client.close()
+        for client in (self._client, self._lease_client):
+            with suppress(redis_lib.RedisError, OSError):
+                client.close()
 
 
 __all__ = ["RedisBackend"]

@@ -59,24 +59,39 @@ class TokenFloors:
 
 
 class RedisLeases:
-    """The :class:`~scheduler.backends.base.LeaseStore` role on one Redis client.
+    """The :class:`~scheduler.backends.base.LeaseStore` role on two Redis clients.
 
     Safe to share between threads, except that :meth:`wait_for_change` must be called from
     one thread only.
 
     Args:
-        client: a client whose calls are bounded and never retried.
+        client: the client of the lease's writes (acquire, renew, release): its own
+            connections, which nothing else uses (see :mod:`.backend`). Calls bounded and
+            never retried.
         scripts: the scripts registered with ``client``.
+        observer: the client of :meth:`read` and of the pub/sub subscription of
+            :meth:`wait_for_change` (the shared pool: a follower's observations never take
+            a connection the holder's renewal needs).
+        observer_scripts: the scripts registered with ``observer``.
         url: the redacted backend URL, used in every error message.
         clock: the clock lease deadlines and ``since`` stamps are read from.
         floors: the token floors shared with the ledger.
     """
 
     def __init__(
-        self, client: redis_lib.Redis, scripts: Scripts, url: str, clock: Clock, floors: TokenFloors
+        self,
+        client: redis_lib.Redis,
+        scripts: Scripts,
+        observer: redis_lib.Redis,
+        observer_scripts: Scripts,
+        url: str,
+        clock: Clock,
+        floors: TokenFloors,
     ) -> None:
         self._client = client
         self._scripts = scripts
+        self._observer = observer
+        self._observer_scripts = observer_scripts
         self._url = url
         self._clock = clock
         self._floors = floors
@@ -140,7 +155,7 @@ class RedisLeases:
         """The holder of ``name`` and its remaining TTL, read atomically."""
         lease_key, info_key, _ = lease_keys(name)
         with translate_errors(self._url):
-            reply = self._scripts.read(keys=[lease_key, info_key])
+            reply = self._observer_scripts.read(keys=[lease_key, info_key])
         if not reply:
             return None
         replica, host, token, since, pttl = reply
@@ -188,7 +203,7 @@ class RedisLeases:
     def _subscribed(self, events: str) -> PubSub:
         """The kept PubSub, subscribed to ``events`` (created and subscribed lazily)."""
         if self._pubsub is None:
-            self._pubsub = PubSub(self._client.connection_pool)
+            self._pubsub = PubSub(self._observer.connection_pool)
             self._channels = set()
         if events not in self._channels:
             self._pubsub.subscribe(events)

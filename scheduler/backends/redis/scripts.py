@@ -33,6 +33,16 @@ following claims), of which only finished records are deleted
 deleted too (there is nothing to keep). The contract suite checks the result against
 :func:`~scheduler.backends.rules.select_trim`.
 
+Batches. ``CLAIM_MANY_LUA``, ``START_MANY_LUA`` and ``FINISH_MANY_LUA`` run, for each run
+of a batch, the very Lua function the single script runs (``_LEDGER_LUA``: ``claim_one``,
+``start_one``, ``finish_one``), after one lease check. They take the runs as one argument
+holding a flat JSON array (a few items per run), not as a few arguments per run: Redis
+reads a command's small arguments 16 KB at a time, one read event each, so 1,000 claims
+in 5,000 arguments took ~25 reads of the server's event loop, where one argument above
+32 KB is read whole (one or two). Fire keys travel as strings (exact, and they are hash
+fields), job numbers as numbers; a record's JSON is a string inside, which ``cjson``
+gives back byte for byte (records are ASCII: ``json.dumps`` escapes the rest).
+
 Scripts go through ``register_script`` (EVALSHA with a NOSCRIPT fallback), so a restarted,
 empty Redis needs no special handling.
 """
@@ -113,6 +123,117 @@ local info = redis.call('HMGET', KEYS[2], 'replica', 'host', 'token', 'since')
 return {info[1] or '', info[2] or '', info[3] or '0', info[4] or '', pttl}
 """
 
+# The Lua functions the claim, start and finish scripts share (each script is this text
+# followed by its own body), so a batch acts on each fire exactly as the single script
+# does. ``local function`` keeps them out of Lua's globals, which Redis forbids.
+#
+# lease_lost(lease key, info hash, holder id, token): why the lease is not held
+#   ('expired', 'not-holder', 'stale-token'), or nil when it is.
+# server_ms(): the server's clock in ms.
+# early_by(fire key, now in ms, claim allowance in ms): ms by which the fire lies beyond
+#   the allowance, or nil when it may be claimed.
+# epoch_of(epoch key): the claim epoch's low and high fire keys, or nil, nil.
+# own_record(record JSON, attempt id): whether the record is that attempt's ('' matches
+#   none), and the decoded record.
+# claim_one(runs hash, run index, epoch low, epoch high, fire key, record JSON, limit,
+#   cutoff, attempt id, scan): the claim of one fire whose lease check has passed; returns
+#   status, detail as CLAIM_LUA does (never 'lost' or 'early').
+# start_one(runs hash, fire key, attempt id, started JSON): status, detail as START_LUA.
+# finish_one(runs hash, fire key, attempt id, finished JSON): 1 stored, 0 not.
+_LEDGER_LUA = """
+local function lease_lost(lease_key, info_key, holder, token)
+    local current = redis.call('GET', lease_key)
+    if not current then return 'expired' end
+    if current ~= holder then return 'not-holder' end
+    if redis.call('HGET', info_key, 'token') ~= token then return 'stale-token' end
+    return nil
+end
+
+local function server_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function early_by(fire, now_ms, allowance)
+    if fire > now_ms + allowance then return fire - now_ms - allowance end
+    return nil
+end
+
+local function epoch_of(epoch_key)
+    local epoch = redis.call('GET', epoch_key)
+    if not epoch then return nil, nil end
+    local sep = string.find(epoch, ':', 1, true)
+    return tonumber(string.sub(epoch, 1, sep - 1)), tonumber(string.sub(epoch, sep + 1))
+end
+
+local function own_record(raw, attempt)
+    if attempt == '' then return false end
+    local ok, record = pcall(cjson.decode, raw)
+    return ok and type(record) == 'table' and record['attempt'] == attempt, record
+end
+
+local function claim_one(runs, index, low, high, fire_key, json, limit, cutoff, attempt, scan)
+    -- The stored record first: a resend must find its own record even for a fire in the
+    -- epoch.
+    local current = redis.call('HGET', runs, fire_key)
+    if current then
+        if own_record(current, attempt) then return 'resent', current end
+        return 'duplicate', ''
+    end
+    local fire = tonumber(fire_key)
+    if low and fire >= low and fire < high then return 'duplicate', 'may-have-been-claimed' end
+    redis.call('HSET', runs, fire_key, json)
+    redis.call('ZADD', index, fire_key, fire_key)
+    -- The candidates are the records beyond the newest limit, oldest first, never at or
+    -- after the cutoff (at most scan of them); of those only finished ones go: an
+    -- unfinished one stays, or its fire would look free, and the offset steps over it.
+    -- Batches of 1000 keep unpack() within Lua's C stack.
+    local excess = math.min(redis.call('ZCARD', index) - tonumber(limit), tonumber(scan))
+    local trimmed, skipped = 0, 0
+    while excess > 0 do
+        local old = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. cutoff,
+                               'LIMIT', skipped, math.min(excess, 1000))
+        if #old == 0 then break end
+        excess = excess - #old
+        local records = redis.call('HMGET', runs, unpack(old))
+        local victims = {}
+        for i = 1, #old do
+            -- an index entry without a record: nothing to keep
+            local finished = records[i] == false
+            if not finished then
+                local ok, record = pcall(cjson.decode, records[i])
+                local outcome = ok and type(record) == 'table' and record['outcome']
+                finished = outcome == 'ok' or outcome == 'error' or outcome == 'lost'
+            end
+            if finished then victims[#victims + 1] = old[i] else skipped = skipped + 1 end
+        end
+        if #victims > 0 then
+            redis.call('ZREM', index, unpack(victims))
+            redis.call('HDEL', runs, unpack(victims))
+        end
+        trimmed = trimmed + #victims
+    end
+    return 'claimed', tostring(trimmed)
+end
+
+local function start_one(runs, fire_key, attempt, json)
+    local current = redis.call('HGET', runs, fire_key)
+    if not current then return 'gone', '' end
+    local own, record = own_record(current, attempt)
+    if not own then return 'other-attempt', '' end
+    if record['outcome'] ~= 'claimed' then return 'not-claimed', tostring(record['outcome']) end
+    redis.call('HSET', runs, fire_key, json)
+    return 'started', ''
+end
+
+local function finish_one(runs, fire_key, attempt, json)
+    local current = redis.call('HGET', runs, fire_key)
+    if not current or not own_record(current, attempt) then return 0 end
+    redis.call('HSET', runs, fire_key, json)
+    return 1
+end
+"""
+
 # KEYS[1] lease key, KEYS[2] info hash, KEYS[3] runs hash, KEYS[4] run index zset
 # ARGV[1] holder id, ARGV[2] token, ARGV[3] fire key, ARGV[4] run record JSON,
 # ARGV[5] retention limit, ARGV[6] trim cutoff: only fire keys below it may be trimmed
@@ -124,99 +245,123 @@ return {info[1] or '', info[2] or '', info[3] or '0', info[4] or '', pttl}
 # fire in the epoch: it may have been claimed in lost data) | {'claimed', records trimmed}
 # Trimming follows scheduler.backends.rules: the window is trim_window (its count capped at
 # ARGV[9], its cutoff ARGV[6]), and of it only trimmable (finished) records are deleted.
-CLAIM_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if not holder then return {'lost', 'expired'} end
-if holder ~= ARGV[1] then return {'lost', 'not-holder'} end
-if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return {'lost', 'stale-token'} end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local fire = tonumber(ARGV[3])
-if fire > now_ms + tonumber(ARGV[7]) then
-    return {'early', string.format('%.0f', fire - now_ms - tonumber(ARGV[7]))}
-end
--- The stored record first: a resend must find its own record even for a fire in the epoch.
-local current = redis.call('HGET', KEYS[3], ARGV[3])
-if current then
-    local ok, record = pcall(cjson.decode, current)
-    if ARGV[8] ~= '' and ok and type(record) == 'table' and record['attempt'] == ARGV[8] then
-        return {'resent', current}
-    end
-    return {'duplicate', ''}
-end
-local epoch = redis.call('GET', KEYS[5])
-if epoch then
-    local sep = string.find(epoch, ':', 1, true)
-    local low, high = tonumber(string.sub(epoch, 1, sep - 1)), tonumber(string.sub(epoch, sep + 1))
-    if fire >= low and fire < high then return {'duplicate', 'may-have-been-claimed'} end
-end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[3])
--- The candidates are the records beyond the newest ARGV[5], oldest first, never at or
--- after the cutoff (at most ARGV[9] of them); of those only finished ones go: an unfinished
--- one stays, or its fire would look free, and the offset steps over it. Batches keep
--- unpack() within Lua's C stack.
-local excess = math.min(redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5]), tonumber(ARGV[9]))
-local trimmed, skipped = 0, 0
-while excess > 0 do
-    local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[6],
-                           'LIMIT', skipped, math.min(excess, 1000))
-    if #old == 0 then break end
-    excess = excess - #old
-    local records = redis.call('HMGET', KEYS[3], unpack(old))
-    local victims = {}
-    for i = 1, #old do
-        local finished = records[i] == false  -- an index entry without a record: nothing to keep
-        if not finished then
-            local ok, record = pcall(cjson.decode, records[i])
-            local outcome = ok and type(record) == 'table' and record['outcome']
-            finished = outcome == 'ok' or outcome == 'error' or outcome == 'lost'
-        end
-        if finished then victims[#victims + 1] = old[i] else skipped = skipped + 1 end
-    end
-    if #victims > 0 then
-        redis.call('ZREM', KEYS[4], unpack(victims))
-        redis.call('HDEL', KEYS[3], unpack(victims))
-    end
-    trimmed = trimmed + #victims
-end
-return {'claimed', tostring(trimmed)}
+CLAIM_LUA = (
+    _LEDGER_LUA
+    + """
+local lost = lease_lost(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if lost then return {'lost', lost} end
+local early = early_by(tonumber(ARGV[3]), server_ms(), tonumber(ARGV[7]))
+if early then return {'early', string.format('%.0f', early)} end
+local low, high = epoch_of(KEYS[5])
+local status, detail = claim_one(KEYS[3], KEYS[4], low, high, ARGV[3], ARGV[4], ARGV[5],
+                                 ARGV[6], ARGV[8], ARGV[9])
+return {status, detail}
 """
+)
+
+# A batch of claims: CLAIM_LUA's checks and writes for each fire, in order, the lease
+# checked once (first) and every fire's due time checked before anything is written.
+# KEYS[1] lease key, KEYS[2] info hash, KEYS[3] claim epoch, then per job of the batch its
+# runs hash and run index zset (job i: KEYS[2 + 2i], KEYS[3 + 2i])
+# ARGV[1] holder id, ARGV[2] token, ARGV[3] claim allowance in ms, ARGV[4] retention
+# limit, ARGV[5] most trim candidates per claim, ARGV[6] the fires: a JSON array of 5
+# items per fire (module docstring, "Batches"): job number i, fire key, run record JSON,
+# trim cutoff, attempt id
+# returns {'lost', reason} | {'early', ms to wait until the furthest fire is due} (nothing
+# written) | {status 1, detail 1, status 2, detail 2, ...}, each as CLAIM_LUA's
+CLAIM_MANY_LUA = (
+    _LEDGER_LUA
+    + """
+local lost = lease_lost(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if lost then return {'lost', lost} end
+local fires = cjson.decode(ARGV[6])
+local now, allowance = server_ms(), tonumber(ARGV[3])
+local furthest = nil
+for n = 1, #fires, 5 do
+    local early = early_by(tonumber(fires[n + 1]), now, allowance)
+    if early and (not furthest or early > furthest) then furthest = early end
+end
+if furthest then return {'early', string.format('%.0f', furthest)} end
+local low, high = epoch_of(KEYS[3])
+local out = {}
+for n = 1, #fires, 5 do
+    local job = fires[n]
+    local status, detail = claim_one(KEYS[2 + 2 * job], KEYS[3 + 2 * job], low, high,
+                                     fires[n + 1], fires[n + 2], ARGV[4], fires[n + 3],
+                                     fires[n + 4], ARGV[5])
+    out[#out + 1] = status
+    out[#out + 1] = detail
+end
+return out
+"""
+)
 
 # KEYS[1] lease key, KEYS[2] info hash, KEYS[3] runs hash
 # ARGV[1] holder id, ARGV[2] token, ARGV[3] fire key, ARGV[4] claim attempt id (never
 # empty), ARGV[5] the started run record JSON
 # returns {'lost', reason} (the lease, checked first, as in CLAIM_LUA) | {'gone', ''} (no
 # record) | {'other-attempt', ''} | {'not-claimed', outcome} | {'started', ''}
-START_LUA = """
-local holder = redis.call('GET', KEYS[1])
-if not holder then return {'lost', 'expired'} end
-if holder ~= ARGV[1] then return {'lost', 'not-holder'} end
-if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then return {'lost', 'stale-token'} end
-local current = redis.call('HGET', KEYS[3], ARGV[3])
-if not current then return {'gone', ''} end
-local ok, record = pcall(cjson.decode, current)
-if not ok or type(record) ~= 'table' or record['attempt'] ~= ARGV[4] then
-    return {'other-attempt', ''}
-end
-if record['outcome'] ~= 'claimed' then return {'not-claimed', tostring(record['outcome'])} end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
-return {'started', ''}
+START_LUA = (
+    _LEDGER_LUA
+    + """
+local lost = lease_lost(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if lost then return {'lost', lost} end
+local status, detail = start_one(KEYS[3], ARGV[3], ARGV[4], ARGV[5])
+return {status, detail}
 """
+)
+
+# A batch of starts: START_LUA's check and write for each run, in order, the lease checked
+# once (first); a refused run does not stop the others.
+# KEYS[1] lease key, KEYS[2] info hash, then per job of the batch its runs hash (job i:
+# KEYS[2 + i])
+# ARGV[1] holder id, ARGV[2] token, ARGV[3] the runs: a JSON array of 4 items per run
+# (module docstring, "Batches"): job number i, fire key, claim attempt id (never empty),
+# started run record JSON
+# returns {'lost', reason} | {status 1, detail 1, status 2, detail 2, ...}, each as
+# START_LUA's
+START_MANY_LUA = (
+    _LEDGER_LUA
+    + """
+local lost = lease_lost(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if lost then return {'lost', lost} end
+local runs = cjson.decode(ARGV[3])
+local out = {}
+for n = 1, #runs, 4 do
+    local status, detail = start_one(KEYS[2 + runs[n]], runs[n + 1], runs[n + 2], runs[n + 3])
+    out[#out + 1] = status
+    out[#out + 1] = detail
+end
+return out
+"""
+)
 
 # KEYS[1] runs hash
 # ARGV[1] fire key, ARGV[2] claim attempt id (never empty), ARGV[3] run record JSON
 # returns 1 when stored, 0 when the record is gone or another attempt's
-FINISH_LUA = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return 0 end
-local ok, record = pcall(cjson.decode, current)
-if not ok or type(record) ~= 'table' or record['attempt'] ~= ARGV[2] then
-    return 0
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1
+FINISH_LUA = (
+    _LEDGER_LUA
+    + """
+return finish_one(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
+)
+
+# A batch of outcomes: FINISH_LUA for each run, in order (no lease needed).
+# KEYS: per job of the batch its runs hash (job i: KEYS[i])
+# ARGV[1] the runs: a JSON array of 4 items per run (module docstring, "Batches"): job
+# number i, fire key, claim attempt id (never empty), run record JSON
+# returns how many outcomes were stored
+FINISH_MANY_LUA = (
+    _LEDGER_LUA
+    + """
+local runs = cjson.decode(ARGV[1])
+local stored = 0
+for n = 1, #runs, 4 do
+    stored = stored + finish_one(KEYS[runs[n]], runs[n + 1], runs[n + 2], runs[n + 3])
+end
+return stored
+"""
+)
 
 # KEYS[1] runs hash, KEYS[2] run index zset
 # ARGV[1] fire key, ARGV[2] claim attempt id (never empty)
@@ -300,8 +445,11 @@ class Scripts:
     release: Script
     read: Script
     claim: Script
+    claim_many: Script
     start: Script
+    start_many: Script
     finish: Script
+    finish_many: Script
     unclaim: Script
     history: Script
     announce: Script
@@ -316,8 +464,11 @@ class Scripts:
             release=client.register_script(RELEASE_LUA),
             read=client.register_script(READ_LUA),
             claim=client.register_script(CLAIM_LUA),
+            claim_many=client.register_script(CLAIM_MANY_LUA),
             start=client.register_script(START_LUA),
+            start_many=client.register_script(START_MANY_LUA),
             finish=client.register_script(FINISH_LUA),
+            finish_many=client.register_script(FINISH_MANY_LUA),
             unclaim=client.register_script(UNCLAIM_LUA),
             history=client.register_script(HISTORY_LUA),
             announce=client.register_script(ANNOUNCE_LUA),
@@ -332,8 +483,11 @@ class Scripts:
             self.release,
             self.read,
             self.claim,
+            self.claim_many,
             self.start,
+            self.start_many,
             self.finish,
+            self.finish_many,
             self.unclaim,
             self.history,
             self.announce,
@@ -347,7 +501,9 @@ __all__ = [
     "CLAIM_ALLOWANCE",
     "CLAIM_ALLOWANCE_MS",
     "CLAIM_LUA",
+    "CLAIM_MANY_LUA",
     "FINISH_LUA",
+    "FINISH_MANY_LUA",
     "HISTORY_LUA",
     "MEMBERS_LUA",
     "READ_LUA",
@@ -355,6 +511,7 @@ __all__ = [
     "RELEASE_LUA",
     "RENEW_LUA",
     "START_LUA",
+    "START_MANY_LUA",
     "UNCLAIM_LUA",
     "Scripts",
 ]

@@ -5,6 +5,11 @@ Bounded calls. ``socket_timeout`` and ``socket_connect_timeout`` are both ``op_t
 the connection retry policy is ``Retry(NoBackoff(), 0)``: redis-py's default policy retries
 with backoff, which can hold one call for a whole network partition, and retry policy
 belongs to the elector.
+
+Bounded pools. A client's connections come from a ``BlockingConnectionPool`` of a size
+Baton chooses (:func:`connect`): a call that finds every connection busy waits for one, up
+to ``op_timeout``, instead of failing at once with "Too many connections" (redis-py's
+unblocking pool) or opening connections without bound.
 """
 
 from __future__ import annotations
@@ -184,36 +189,52 @@ def parse_url(url: str | BackendURL) -> RedisTarget:
     )
 
 
-def connect(target: RedisTarget, op_timeout: float) -> redis_lib.Redis:
-    """A client for ``target`` whose calls are bounded by ``op_timeout`` and never retried.
+def connect(target: RedisTarget, op_timeout: float, max_connections: int) -> redis_lib.Redis:
+    """A client for ``target`` whose calls are bounded by ``op_timeout`` and never retried,
+    with at most ``max_connections`` connections.
 
-    No connection is made until the first call.
+    No connection is made until the first call. A call that finds all ``max_connections``
+    busy waits up to ``op_timeout`` for one, then fails with
+    :class:`~scheduler.errors.BackendUnavailable` (through
+    :func:`~.errors.translate_errors`: redis-py's "No connection available.").
+
+    Raises:
+        ValueError: ``max_connections`` is below 1.
     """
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
     options: dict[str, Any] = {
+        "host": target.host,
+        "port": target.port,
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+        "client_name": target.client_name,
         "socket_timeout": op_timeout,
         "socket_connect_timeout": op_timeout,
         "retry": Retry(NoBackoff(), 0),  # no retries, for timeouts and errors alike
         "retry_on_error": [],
         "decode_responses": True,
     }
+    connection_class: type[redis_lib.Connection] = redis_lib.Connection
     if target.tls:
+        connection_class = redis_lib.SSLConnection
         options.update(
-            ssl=True,
             ssl_cert_reqs="required",
             ssl_check_hostname=True,
             ssl_ca_certs=target.ssl_ca_certs,
             ssl_certfile=target.ssl_certfile,
             ssl_keyfile=target.ssl_keyfile,
         )
-    return redis_lib.Redis(
-        host=target.host,
-        port=target.port,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        client_name=target.client_name,
+    pool = redis_lib.BlockingConnectionPool(  # type: ignore[no-untyped-call]  # untyped in redis-py
+        max_connections=max_connections,
+        timeout=op_timeout,
+        connection_class=connection_class,
         **options,
     )
+    client = redis_lib.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # close() closes the pool too
+    return client
 
 
 __all__ = ["DEFAULT_PORT", "MAX_DB", "RedisTarget", "connect", "parse_url"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from scheduler.backends import DEFAULT_OP_TIMEOUT
+from scheduler.backends.base import StartAnswer
 from scheduler.backends.sqlite.controls import ControlTable
 from scheduler.backends.sqlite.database import Database
 from scheduler.backends.sqlite.lease import LeaseTable, read_boot_id
@@ -129,6 +130,9 @@ class SqliteBackend:
     def start(self, lease: Lease, run: RunRecord) -> RunRecord:
         return self._runs.start(lease, run)
 
+    def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
+        return self._runs.start_many(lease, runs)
+
     def finish(self, name: str, run: RunRecord) -> None:
         self._runs.finish(name, run)
 
@@ -143,6 +147,11 @@ class SqliteBackend:
 
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
         return self._runs.history(name, job, limit)
+
+    def history_many(
+        self, name: str, jobs: Iterable[str], limit: int
+    ) -> dict[str, list[RunRecord]]:
+        return self._runs.history_many(name, jobs, limit)
 
     def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
         return self._runs.claimed(name, job, since, until)

@@ -113,7 +113,7 @@ class LeaseTable:
         """
         check_ttl(ttl)
         sent_at = self._clock.monotonic()
-        with self._db.write() as conn:
+        with self._db.write(urgent=True) as conn:
             now = self._clock.monotonic()
             row = lease_row(conn, name)
             if row is not None and not self.expired(row, now):
@@ -151,7 +151,7 @@ class LeaseTable:
         """
         check_ttl(lease.ttl)
         sent_at = self._clock.monotonic()
-        with self._db.write() as conn:
+        with self._db.write(urgent=True) as conn:
             now = self._clock.monotonic()
             self.require_held(conn, lease, now)
             conn.execute(
@@ -162,7 +162,7 @@ class LeaseTable:
 
     def release(self, lease: Lease) -> None:
         """Delete ``lease`` if its holder and token still hold it; a no-op otherwise."""
-        with self._db.write() as conn:
+        with self._db.write(urgent=True) as conn:
             deleted = conn.execute(
                 "DELETE FROM lease WHERE name = ? AND holder_id = ? AND token = ?",
                 (lease.name, lease.holder.id, lease.token),

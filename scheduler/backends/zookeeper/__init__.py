@@ -10,8 +10,9 @@ One recipe a module, as in Curator and client-go's ``resourcelock``:
 * :mod:`~.latch`: the leader latch's state machine (no I/O); :mod:`~.joining` (protected
   creates), :mod:`~.watcher` (watches and state changes), :mod:`~.lease` (acquire, renew,
   release, watch) and :mod:`~.observer` (read, wait for a change) drive it;
-* :mod:`~.ledger` (claims and history), :mod:`~.presence`, :mod:`~.controls`,
-  :mod:`~.preflight` (credentials and ACLs).
+* :mod:`~.ledger` (claims and history), :mod:`~.batches` (the same in batches: reads in
+  waves, one ``multi`` per chunk) planned by :mod:`~.plans` (no I/O),
+  :mod:`~.presence`, :mod:`~.controls`, :mod:`~.preflight` (credentials and ACLs).
 
 **Latch.** :meth:`ZooKeeperBackend.try_acquire` creates the holder's latch node once and
 keeps it: the holder is queued. The node with the lowest sequence number leads; once lowest it

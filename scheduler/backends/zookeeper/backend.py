@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
-from scheduler.backends.base import BatchDefaults
+from scheduler.backends.base import StartAnswer
 from scheduler.backends.urls import BackendURL
+from scheduler.backends.zookeeper.batches import ZooKeeperBatches
 from scheduler.backends.zookeeper.controls import ZooKeeperControls
 from scheduler.backends.zookeeper.latch import LeaderLatch
 from scheduler.backends.zookeeper.lease import LatchLeases
@@ -26,7 +27,7 @@ from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from scheduler.leadership.members import Member
 
 
-class ZooKeeperBackend(BatchDefaults):
+class ZooKeeperBackend:
     """Leader latch and run records in a ZooKeeper ensemble, through one kazoo session.
 
     Open it with :meth:`from_url`; no connection is made until the first call. Safe to share
@@ -34,8 +35,8 @@ class ZooKeeperBackend(BatchDefaults):
     session, which deletes its latch nodes at once. A
     :class:`~scheduler.backends.base.Backend` and a
     :class:`~scheduler.backends.base.LeaseNotifier`; each method is documented by the
-    recipe it delegates to. The ledger's batch methods loop over the single ones
-    (:class:`~scheduler.backends.base.BatchDefaults`).
+    recipe it delegates to. The ledger's batch methods read in waves and write one
+    ``multi`` per chunk (:mod:`.batches`).
 
     Args:
         target: the parsed URL.
@@ -69,6 +70,7 @@ class ZooKeeperBackend(BatchDefaults):
         self._leases = leases
         self._observer = LatchObserver(session, layout, latch, watcher)
         self._ledger = ZooKeeperLedger(session, layout, leases)
+        self._batches = ZooKeeperBatches(session, layout, leases, self._ledger)
         self._presence = ZooKeeperPresence(session, layout)
         self._controls = ZooKeeperControls(session, layout)
         self._preflight = ZooKeeperPreflight(session, layout, target)
@@ -129,16 +131,27 @@ class ZooKeeperBackend(BatchDefaults):
     def wait_for_change(self, name: str, timeout: float) -> None:
         self._observer.wait_for_change(name, timeout)
 
-    # --- the run ledger: ledger.py ------------------------------------------------------------
+    # --- the run ledger: ledger.py, batches.py -----------------------------------------------
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
         return self._ledger.claim(lease, run, retention)
 
+    def claim_many(
+        self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
+    ) -> list[RunRecord | None]:
+        return self._batches.claim_many(lease, runs, retention)
+
     def start(self, lease: Lease, run: RunRecord) -> RunRecord:
         return self._ledger.start(lease, run)
 
+    def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
+        return self._batches.start_many(lease, runs)
+
     def finish(self, name: str, run: RunRecord) -> None:
         self._ledger.finish(name, run)
+
+    def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
+        self._batches.finish_many(name, runs)
 
     def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
         return self._ledger.lookup(name, job, scheduled_time)
@@ -148,6 +161,11 @@ class ZooKeeperBackend(BatchDefaults):
 
     def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
         return self._ledger.history(name, job, limit)
+
+    def history_many(
+        self, name: str, jobs: Iterable[str], limit: int
+    ) -> dict[str, list[RunRecord]]:
+        return self._batches.history_many(name, jobs, limit)
 
     def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
         return self._ledger.claimed(name, job, since, until)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from datetime import datetime
 from typing import Any
 
@@ -38,45 +37,29 @@ from scheduler.backends.states import ClaimRefusal
 from scheduler.backends.zookeeper.latch import DELETED, EXPIRED, MODIFIED, LatchNode
 from scheduler.backends.zookeeper.lease import LatchLeases
 from scheduler.backends.zookeeper.paths import Layout, key_name
+from scheduler.backends.zookeeper.plans import outcome_of, refusal
 from scheduler.backends.zookeeper.session import Session
 from scheduler.errors import BackendUnavailable, ClaimLost
 from scheduler.firing.runs import Retention, RunRecord, fire_key
 from scheduler.leadership.lease import Lease
 
 
-def refusal(raw: bytes | None, run: RunRecord, state: str | None = None) -> ClaimRefusal | None:
-    """Why the stored run node ``raw`` is not ``run.attempt``'s (in ``state``, if given);
-    ``None`` when it is."""
-    if raw is None:
-        return ClaimRefusal.GONE
-    try:
-        stored = json.loads(raw)
-    except ValueError:
-        stored = None
-    if not isinstance(stored, dict) or not run.attempt or stored.get("attempt") != run.attempt:
-        return ClaimRefusal.OTHER_ATTEMPT
-    if state is not None and stored.get("outcome") != state:
-        return ClaimRefusal.NOT_CLAIMED
-    return None
-
-
-def outcome_of(raw: bytes) -> str | None:
-    """The outcome stored in the run node ``raw``; ``None`` when it cannot be read."""
-    try:
-        stored = json.loads(raw)
-    except ValueError:
-        return None
-    outcome = stored.get("outcome") if isinstance(stored, dict) else None
-    return outcome if isinstance(outcome, str) else None
-
-
-def _failed(results: list[Any]) -> list[Exception]:
+def failed_ops(results: list[Any]) -> list[Exception]:
     """The errors of a transaction's results, without the roll-backs they caused."""
     return [
         r
         for r in results
         if isinstance(r, Exception) and not isinstance(r, RolledBackError | RuntimeInconsistency)
     ]
+
+
+def fire_keys(children: list[str]) -> list[int]:
+    """The fire keys of a job directory's children (anything else there is ignored)."""
+    keys = []
+    for child in children:
+        with contextlib.suppress(ValueError):
+            keys.append(int(child))
+    return keys
 
 
 class ZooKeeperLedger:
@@ -119,7 +102,7 @@ class ZooKeeperLedger:
                 transaction.create(run_path, run.to_json().encode(), acl=session.acl)
                 for key, version in victims:
                     transaction.delete(f"{job_dir}/{key_name(key)}", version)
-                results = self._commit(transaction, node, deadline)
+                results = self.commit(transaction, node, deadline)
                 create, deletes = results[1], results[2:]
                 if isinstance(create, NodeExistsError):
                     return self._resent(run_path, run, deadline)
@@ -133,7 +116,7 @@ class ZooKeeperLedger:
                     isinstance(r, NoNodeError | NotEmptyError | BadVersionError) for r in deletes
                 ):
                     continue
-                failed = _failed([create, results[0], *deletes])
+                failed = failed_ops([create, results[0], *deletes])
                 if failed:
                     raise failed[0]
                 return run
@@ -167,7 +150,7 @@ class ZooKeeperLedger:
                     transaction.set_data(run_path, run.to_json().encode(), stat.version)
                 # Without a write the transaction only checks the latch: LeaseLost is the
                 # answer whenever the lease is gone, whatever the run node says.
-                results = self._commit(transaction, node, deadline)
+                results = self.commit(transaction, node, deadline)
                 if refused is not None:
                     raise ClaimLost(run.job, run.scheduled_time.isoformat(), refused)
                 written = results[1]
@@ -175,7 +158,7 @@ class ZooKeeperLedger:
                     raise ClaimLost(run.job, run.scheduled_time.isoformat(), ClaimRefusal.GONE)
                 if isinstance(written, BadVersionError):
                     continue  # written meanwhile (finished as lost, say): read it again
-                failed = _failed(results)
+                failed = failed_ops(results)
                 if failed:
                     raise failed[0]
                 return run
@@ -266,8 +249,9 @@ class ZooKeeperLedger:
             deadline = session.begin()
             return {k for k in self._run_keys(job_dir, deadline) if low <= k <= high}
 
-    def _commit(self, transaction: Any, node: LatchNode, deadline: float) -> list[Any]:
-        """Commit ``transaction``, whose first operation checks ``node``; its results.
+    def commit(self, transaction: Any, node: LatchNode, deadline: float) -> list[Any]:
+        """Commit ``transaction``, whose first operation checks ``node``; its results (for
+        the batches of :mod:`~.batches` too).
 
         Raises:
             LeaseLost: the check failed (the lease is checked before anything else is
@@ -285,11 +269,7 @@ class ZooKeeperLedger:
         return results
 
     def _run_keys(self, job_dir: str, deadline: float) -> list[int]:
-        keys = []
-        for child in self._session.children(job_dir, deadline):
-            with contextlib.suppress(ValueError):
-                keys.append(int(child))
-        return keys
+        return fire_keys(self._session.children(job_dir, deadline))
 
     def _victims(
         self, job_dir: str, run: RunRecord, retention: Retention, deadline: float
@@ -332,4 +312,4 @@ class ZooKeeperLedger:
         return RunRecord.from_json(raw)
 
 
-__all__ = ["ZooKeeperLedger", "outcome_of", "refusal"]
+__all__ = ["ZooKeeperLedger", "failed_ops", "fire_keys"]

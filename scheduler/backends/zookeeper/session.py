@@ -18,7 +18,8 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
@@ -48,6 +49,12 @@ from scheduler.ops.logs import get_logger
 
 #: A recipe's reaction to a connection state.
 Listener = Callable[[ConnectionState], None]
+
+#: The most requests one call has in flight at once (:meth:`Session.gather`). ZooKeeper
+#: answers a session's requests in the order they were sent, so a lease renewal sent
+#: meanwhile waits behind those already sent: a wave of 1,000 reads is answered in a few
+#: milliseconds, and the renewal goes between two waves.
+WAVE = 1000
 
 # Reconnect quickly after a server restart (kazoo's default backoff grows to an hour); the
 # connection loop is kazoo's session layer, not a retried call.
@@ -331,6 +338,54 @@ class Session:
             with contextlib.suppress(NodeExistsError):
                 self.wait(self.client.create_async(current, b"", acl=self.acl), deadline, "create")
             self._known.add(current)
+
+    def gather(
+        self,
+        requests: Sequence[Callable[[], Any]],
+        what: str,
+        answers_too: tuple[type[Exception], ...] = (NoNodeError,),
+    ) -> list[Any]:
+        """Send ``requests`` (each sends one async request and returns its result), at most
+        :data:`WAVE` in flight at once, each wave with a deadline of its own.
+
+        Args:
+            requests: the requests, in order.
+            what: what they are, for the message of a timeout.
+            answers_too: errors that are answers (returned, not raised).
+
+        Returns:
+            Their answers, in order.
+
+        Raises:
+            BackendUnavailable: no session, or a wave not answered in time.
+            KazooException: any other error of a request (translate it with :meth:`errors`).
+        """
+        answers: list[Any] = []
+        for start in range(0, len(requests), WAVE):
+            deadline = self.begin()
+            pending = [request() for request in requests[start : start + WAVE]]
+            for result in pending:
+                try:
+                    answers.append(self.wait(result, deadline, what))
+                except answers_too as answer:
+                    answers.append(answer)
+        return answers
+
+    def ensure_all(self, paths: Sequence[str]) -> None:
+        """Create each of ``paths`` not known to exist, with our ACL (their parents first,
+        as :meth:`ensure` does), the creates sent together (:meth:`gather`)."""
+        missing = [path for path in dict.fromkeys(paths) if path not in self._known]
+        if not missing:
+            return
+        deadline = self.begin()
+        for parent in dict.fromkeys(path.rsplit("/", 1)[0] for path in missing):
+            self.ensure(parent, deadline)
+        self.gather(
+            [partial(self.client.create_async, path, b"", acl=self.acl) for path in missing],
+            "create",
+            answers_too=(NodeExistsError,),
+        )
+        self._known.update(missing)
 
     def forget(self, path: str) -> None:
         """Drop ``path`` from the known directories (it was deleted behind our cache)."""
