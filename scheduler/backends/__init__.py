@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scheduler.backends.base import Backend, LeaseBackend
+from scheduler.backends.base import DEFAULT_OP_TIMEOUT, Backend, LeaseBackend
 from scheduler.backends.urls import BackendURL, redact, reveal, scheme_of, shown_excerpt
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError, excerpt
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from scheduler.backends.zookeeper import ZooKeeperOptions
 
 SCHEMES = ("sqlite", "redis", "rediss", "zookeeper")
-
-#: Seconds one backend call may take before it fails, when the caller does not say.
-DEFAULT_OP_TIMEOUT = 2.0
 
 
 def _unsupported(url: str) -> ConfigError:

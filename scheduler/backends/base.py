@@ -57,6 +57,10 @@ from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from scheduler.leadership.members import Member
 
+#: Seconds one backend call may take before it fails, when the caller does not say
+#: (the ``op_timeout`` setting; see :mod:`scheduler.ops.config` for its bounds).
+DEFAULT_OP_TIMEOUT = 2.0
+
 
 @runtime_checkable
 class LeaseStore(Protocol):

@@ -84,10 +84,6 @@ TOLERATED = {
         "RunRecord and Retention are the run ledger's values: they belong beside the contract "
         "(scheduler.backends.base) or in a shared module, not in firing"
     ),
-    ("scheduler.backends.zookeeper.session", "scheduler.ops.logs"): (
-        "the session logs through ops.logs; a backend should take its logger injected (or "
-        "use structlog directly) instead of importing the operating layer"
-    ),
 }
 
 

@@ -6,8 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from scheduler.backends import DEFAULT_OP_TIMEOUT
-from scheduler.backends.base import StartAnswer
+from scheduler.backends.base import DEFAULT_OP_TIMEOUT, StartAnswer
 from scheduler.backends.sqlite.controls import ControlTable
 from scheduler.backends.sqlite.database import Database
 from scheduler.backends.sqlite.lease import LeaseTable, read_boot_id

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
+import structlog
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     AuthFailedError,
@@ -45,7 +46,6 @@ from scheduler.backends.states import ConnectionState
 from scheduler.backends.zookeeper.settings import ZooKeeperSettings
 from scheduler.backends.zookeeper.url import ZooKeeperTarget
 from scheduler.errors import BackendAuthError, BackendError, BackendUnavailable
-from scheduler.ops.logs import get_logger
 
 #: A recipe's reaction to a connection state.
 Listener = Callable[[ConnectionState], None]
@@ -174,7 +174,8 @@ class Session:
         self.url = target.shown
         self.settings = settings
         self.op_timeout = op_timeout
-        self.log = get_logger(backend=self.url)
+        # structlog directly: a backend does not import the ops layer (its logging set-up).
+        self.log = structlog.get_logger("baton").bind(backend=self.url)
         #: The digest ACL every node Baton creates carries, or ``None`` without credentials.
         self.acl: list[Any] | None = None
         auth_data: list[tuple[str, str]] = []
