@@ -42,8 +42,10 @@ the elector.
 
 **Writing a backend**: implement the five roles (inherit :class:`BatchDefaults` unless the
 batch methods have a native form), :class:`LeaseNotifier` only if the technology pushes
-loss; take TTL checks, lease grants, trimming and reasons from
-:mod:`scheduler.backends.rules` and :mod:`scheduler.backends.states`; pass the contract suite.
+loss; the façade inherits :class:`~scheduler.backends.composite.RoleBackend`, which forwards
+every role method to its role object; take TTL checks, lease grants, trimming and reasons
+from :mod:`scheduler.backends.rules` and :mod:`scheduler.backends.states`; pass the
+contract suite.
 """
 
 from __future__ import annotations

@@ -26,13 +26,11 @@ renewal can wait for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from contextlib import suppress
-from datetime import datetime
 
 import redis as redis_lib
 
-from scheduler.backends.base import StartAnswer
+from scheduler.backends.composite import RoleBackend
 from scheduler.backends.redis.controls import RedisControls
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.lease import RedisLeases, TokenFloors
@@ -43,9 +41,6 @@ from scheduler.backends.redis.scripts import Scripts
 from scheduler.backends.redis.url import connect, parse_url
 from scheduler.backends.urls import BackendURL
 from scheduler.clock import Clock
-from scheduler.firing.runs import Retention, RunRecord
-from scheduler.leadership.lease import Holder, Lease, LeaseRecord
-from scheduler.leadership.members import Member
 
 #: Connections of the lease pool: the elector's acquire/renew/release, one at a time,
 #: and a release from another thread at shutdown.
@@ -54,13 +49,14 @@ LEASE_CONNECTIONS = 2
 MAX_CONNECTIONS = 16
 
 
-class RedisBackend:
+class RedisBackend(RoleBackend):
     """Leases and run records in one Redis server (or one Cluster slot per election).
 
-    Open it with :meth:`from_url`. Safe to share between threads, except that
-    :meth:`wait_for_change` must be called from one thread only. No
-    :class:`~scheduler.backends.base.LeaseNotifier` (see :mod:`.lease`); the ledger's batch
-    methods are one script call per chunk (:mod:`.ledger`).
+    Open it with :meth:`from_url`. The role methods are forwarded
+    (:class:`~scheduler.backends.composite.RoleBackend`) to one object per role module.
+    Safe to share between threads, except that :meth:`wait_for_change` must be called from
+    one thread only. No :class:`~scheduler.backends.base.LeaseNotifier` (see :mod:`.lease`);
+    the ledger's batch methods are one script call per chunk (:mod:`.ledger`).
 
     Args:
         client: the shared pool's client (see the module docstring); calls bounded and
@@ -82,9 +78,12 @@ class RedisBackend:
         self._leases = RedisLeases(
             lease_client, lease_scripts, client, self._scripts, url, clock, floors
         )
-        self._ledger = RedisLedger(client, self._scripts, url, floors)
-        self._presence = RedisPresence(client, self._scripts, url)
-        self._controls = RedisControls(client, url)
+        super().__init__(
+            leases=self._leases,
+            runs=RedisLedger(client, self._scripts, url, floors),
+            presence=RedisPresence(client, self._scripts, url),
+            controls=RedisControls(client, url),
+        )
 
     @classmethod
     def from_url(
@@ -122,79 +121,6 @@ class RedisBackend:
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r})"
-
-    # -- lease store: scheduler.backends.redis.lease -------------------------------------------
-
-    def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
-        return self._leases.try_acquire(name, holder, ttl)
-
-    def renew(self, lease: Lease) -> Lease:
-        return self._leases.renew(lease)
-
-    def release(self, lease: Lease) -> None:
-        self._leases.release(lease)
-
-    def read(self, name: str) -> LeaseRecord | None:
-        return self._leases.read(name)
-
-    def wait_for_change(self, name: str, timeout: float) -> None:
-        self._leases.wait_for_change(name, timeout)
-
-    # -- run ledger: scheduler.backends.redis.ledger ------------------------------------------
-
-    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
-        return self._ledger.claim(lease, run, retention)
-
-    def claim_many(
-        self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
-    ) -> list[RunRecord | None]:
-        return self._ledger.claim_many(lease, runs, retention)
-
-    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
-        return self._ledger.start(lease, run)
-
-    def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
-        return self._ledger.start_many(lease, runs)
-
-    def finish(self, name: str, run: RunRecord) -> None:
-        self._ledger.finish(name, run)
-
-    def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
-        self._ledger.finish_many(name, runs)
-
-    def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
-        return self._ledger.lookup(name, job, scheduled_time)
-
-    def unclaim(self, name: str, run: RunRecord) -> bool:
-        return self._ledger.unclaim(name, run)
-
-    def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
-        return self._ledger.history(name, job, limit)
-
-    def history_many(
-        self, name: str, jobs: Iterable[str], limit: int
-    ) -> dict[str, list[RunRecord]]:
-        return self._ledger.history_many(name, jobs, limit)
-
-    def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
-        return self._ledger.claimed(name, job, since, until)
-
-    # -- presence and controls: scheduler.backends.redis.presence, .controls -------------------
-
-    def announce(self, name: str, member: Member, ttl: float) -> None:
-        self._presence.announce(name, member, ttl)
-
-    def withdraw(self, name: str, replica_id: str) -> None:
-        self._presence.withdraw(name, replica_id)
-
-    def members(self, name: str) -> list[Member]:
-        return self._presence.members(name)
-
-    def set_control(self, name: str, key: str, value: str | None) -> None:
-        self._controls.set_control(name, key, value)
-
-    def controls(self, name: str) -> dict[str, str]:
-        return self._controls.controls(name)
 
     # -- preflight and lifetime ----------------------------------------------------------------
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 
-from scheduler.backends.base import DEFAULT_OP_TIMEOUT, StartAnswer
+from scheduler.backends.base import DEFAULT_OP_TIMEOUT
+from scheduler.backends.composite import RoleBackend
 from scheduler.backends.sqlite.controls import ControlTable
 from scheduler.backends.sqlite.database import Database
 from scheduler.backends.sqlite.lease import LeaseTable, read_boot_id
@@ -16,13 +15,11 @@ from scheduler.backends.sqlite.url import path_from_url
 from scheduler.backends.urls import BackendURL, redact, reveal
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import ConfigError
-from scheduler.firing.runs import Retention, RunRecord
-from scheduler.leadership.lease import Holder, Lease, LeaseRecord
-from scheduler.leadership.members import Member
 
 
-class SqliteBackend:
-    """A :class:`~scheduler.backends.base.Backend` on a local SQLite file.
+class SqliteBackend(RoleBackend):
+    """A :class:`~scheduler.backends.base.Backend` on a local SQLite file; the role methods
+    are forwarded (:class:`~scheduler.backends.composite.RoleBackend`) to one table each.
 
     One connection per instance, shared by the instance's threads under a lock. The
     connection is opened (and the schema created) on first use, so constructing the backend
@@ -68,10 +65,14 @@ class SqliteBackend:
         self.op_timeout = op_timeout
         self.boot_id = read_boot_id() if boot_id is None else boot_id
         self._db = Database(path, url=url, create=create, op_timeout=op_timeout)
-        self._leases = LeaseTable(self._db, clock, self.boot_id)
-        self._runs = RunTable(self._db, self._leases, clock)
-        self._members = MemberTable(self._db, clock, self.boot_id)
-        self._controls = ControlTable(self._db)
+        leases = LeaseTable(self._db, clock, self.boot_id)
+        self._control_table = ControlTable(self._db)
+        super().__init__(
+            leases=leases,
+            runs=RunTable(self._db, leases, clock),
+            presence=MemberTable(self._db, clock, self.boot_id),
+            controls=self._control_table,
+        )
 
     @classmethod
     def from_url(
@@ -98,79 +99,6 @@ class SqliteBackend:
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.url!r})"
-
-    # -- lease store: scheduler.backends.sqlite.lease ------------------------------------------
-
-    def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
-        return self._leases.try_acquire(name, holder, ttl)
-
-    def renew(self, lease: Lease) -> Lease:
-        return self._leases.renew(lease)
-
-    def release(self, lease: Lease) -> None:
-        self._leases.release(lease)
-
-    def read(self, name: str) -> LeaseRecord | None:
-        return self._leases.read(name)
-
-    def wait_for_change(self, name: str, timeout: float) -> None:
-        self._leases.wait_for_change(name, timeout)
-
-    # -- run ledger: scheduler.backends.sqlite.ledger ------------------------------------------
-
-    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
-        return self._runs.claim(lease, run, retention)
-
-    def claim_many(
-        self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
-    ) -> list[RunRecord | None]:
-        return self._runs.claim_many(lease, runs, retention)
-
-    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
-        return self._runs.start(lease, run)
-
-    def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
-        return self._runs.start_many(lease, runs)
-
-    def finish(self, name: str, run: RunRecord) -> None:
-        self._runs.finish(name, run)
-
-    def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
-        self._runs.finish_many(name, runs)
-
-    def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
-        return self._runs.lookup(name, job, scheduled_time)
-
-    def unclaim(self, name: str, run: RunRecord) -> bool:
-        return self._runs.unclaim(name, run)
-
-    def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
-        return self._runs.history(name, job, limit)
-
-    def history_many(
-        self, name: str, jobs: Iterable[str], limit: int
-    ) -> dict[str, list[RunRecord]]:
-        return self._runs.history_many(name, jobs, limit)
-
-    def claimed(self, name: str, job: str, since: datetime, until: datetime) -> set[int]:
-        return self._runs.claimed(name, job, since, until)
-
-    # -- presence and controls: scheduler.backends.sqlite.presence, .controls ------------------
-
-    def announce(self, name: str, member: Member, ttl: float) -> None:
-        self._members.announce(name, member, ttl)
-
-    def withdraw(self, name: str, replica_id: str) -> None:
-        self._members.withdraw(name, replica_id)
-
-    def members(self, name: str) -> list[Member]:
-        return self._members.members(name)
-
-    def set_control(self, name: str, key: str, value: str | None) -> None:
-        self._controls.set_control(name, key, value)
-
-    def controls(self, name: str) -> dict[str, str]:
-        return self._controls.controls(name)
 
     # -- preflight and lifetime ----------------------------------------------------------------
 
@@ -200,7 +128,7 @@ class SqliteBackend:
             BackendReadOnlyError: the file, its directory or the file system is read-only.
             BackendSchemaError: a schema version this Baton does not know, or no database.
         """
-        self._controls.probe(name)
+        self._control_table.probe(name)
 
     def close(self) -> None:
         """Close the connection and wake any waiter. Leases are left to expire."""

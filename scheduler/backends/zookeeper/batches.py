@@ -19,8 +19,8 @@ What each run answers and writes is planned by :mod:`~.plans` from the reads; ev
 is conditional on what was read (a version, or a create that fails if the node exists).
 A multi that fails because something moved meanwhile (another call of ours on the same
 fire, a directory deleted behind the cache) is not retried as planned: its runs and every
-later one are sent one by one through the single calls (:class:`~.ledger.ZooKeeperLedger`),
-which answer them from the current state.
+later one are sent one by one through the single calls (inherited from
+:class:`~.ledger.ZooKeeperLedger`), which answer them from the current state.
 
 **The renewal waits for one chunk at most.** The session is one connection, and
 ZooKeeper answers a session's requests in the order they were sent, so a renewal sent
@@ -39,9 +39,7 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
 from scheduler.backends.base import StartAnswer
-from scheduler.backends.zookeeper.lease import LatchLeases
 from scheduler.backends.zookeeper.ledger import ZooKeeperLedger, failed_ops, fire_keys
-from scheduler.backends.zookeeper.paths import Layout
 from scheduler.backends.zookeeper.plans import (
     MISSING,
     JobNodes,
@@ -53,7 +51,6 @@ from scheduler.backends.zookeeper.plans import (
     plan_starts,
     trim_reads,
 )
-from scheduler.backends.zookeeper.session import Session
 from scheduler.errors import ClaimLost
 from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Lease
@@ -62,24 +59,16 @@ from scheduler.leadership.lease import Lease
 _MOVED = (NodeExistsError, NoNodeError, NotEmptyError, BadVersionError)
 
 
-class ZooKeeperBatches:
-    """The batch methods of the :class:`~scheduler.backends.base.RunLedger` role.
+class ZooKeeperBatches(ZooKeeperLedger):
+    """The whole :class:`~scheduler.backends.base.RunLedger` role: the single calls of
+    :class:`~.ledger.ZooKeeperLedger` (also used for the runs of a multi that failed, see the
+    module docstring, and for the fenced commit) and their native batch forms.
 
     Args:
         session: the session to read and write through.
         layout: the node paths.
         leases: the lease store whose latch nodes fence claims and starts.
-        single: the single calls, for the runs of a multi that failed (see the module
-            docstring) and for the fenced commit.
     """
-
-    def __init__(
-        self, session: Session, layout: Layout, leases: LatchLeases, single: ZooKeeperLedger
-    ) -> None:
-        self._session = session
-        self._layout = layout
-        self._leases = leases
-        self._single = single
 
     def claim_many(
         self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
@@ -103,7 +92,7 @@ class ZooKeeperBatches:
             answers, steps = plan_claims(runs, retention, jobs, path_of)
             resume = self._commit(lease, steps, len(runs))
         for index in range(resume, len(runs)):
-            answers[index] = self._single.claim(lease, runs[index], retention)
+            answers[index] = self.claim(lease, runs[index], retention)
         return answers
 
     def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
@@ -124,7 +113,7 @@ class ZooKeeperBatches:
             resume = self._commit(lease, steps, len(runs))
         for index in range(resume, len(runs)):
             try:
-                answers[index] = self._single.start(lease, runs[index])
+                answers[index] = self.start(lease, runs[index])
             except ClaimLost as refused:
                 answers[index] = refused
         return answers
@@ -138,7 +127,7 @@ class ZooKeeperBatches:
             steps = plan_finishes(runs, self._read_runs(runs, path_of), path_of)
             resume = self._commit(None, steps, len(runs)) if steps else len(runs)
         for run in runs[resume:]:
-            self._single.finish(name, run)
+            self.finish(name, run)
 
     def history_many(
         self, name: str, jobs: Iterable[str], limit: int
@@ -259,7 +248,7 @@ class ZooKeeperBatches:
                     transaction.delete(op.path, op.version)
         results: list[Any]
         if node is not None:
-            results = self._single.commit(transaction, node, deadline)
+            results = self.commit(transaction, node, deadline)
         else:
             results = session.wait(transaction.commit_async(), deadline, "multi")
         errors = failed_ops(results)

@@ -26,6 +26,7 @@ from scheduler.backends.zookeeper.latch import (
     LeaderLatch,
     holder_digest,
 )
+from scheduler.backends.zookeeper.observer import LatchObserver
 from scheduler.backends.zookeeper.paths import Layout, sequence
 from scheduler.backends.zookeeper.session import Session
 from scheduler.backends.zookeeper.watcher import LatchWatcher
@@ -34,8 +35,11 @@ from scheduler.errors import BackendUnavailable, LeaseLost
 from scheduler.leadership.lease import Holder, Lease
 
 
-class LatchLeases:
-    """Acquire, renew, release and watch leases of one session's latch.
+class LatchLeases(LatchObserver):
+    """Acquire, renew, release and watch leases of one session's latch: the whole
+    :class:`~scheduler.backends.base.LeaseStore` role (and a
+    :class:`~scheduler.backends.base.LeaseNotifier`), ``read`` and ``wait_for_change``
+    inherited from :class:`~.observer.LatchObserver`.
 
     Args:
         session: the session the leases belong to.
@@ -53,10 +57,7 @@ class LatchLeases:
         watcher: LatchWatcher,
         clock: Clock,
     ) -> None:
-        self._session = session
-        self._layout = layout
-        self._latch = latch
-        self._watcher = watcher
+        super().__init__(session, layout, latch, watcher)
         self._clock = clock
         self._join = LatchJoin(session, layout, latch)
         self._ttl_capped = False  # the capping of lease_ttl is logged once
