@@ -16,6 +16,16 @@ has missed nothing: a cold start does not replay the past.
 
 Nothing here reads a clock, a backend or a thread: the runner reads the history and the
 claimed fire keys (in :func:`claims_window`) and queues what :func:`plan` returns.
+
+**What the runner reads.** The history of every job at once, in one ranged read
+(:meth:`~scheduler.backends.base.RunLedger.history_many`), never one round trip per job:
+the newest :data:`ORPHAN_SCAN` records of each job (what a new leader needs to close the runs
+a dead leader left ``running``; a ``catch_up="none"`` job needs nothing else), and, for the
+jobs that catch up ``all``, enough records to cover their whole look-back window
+(:func:`read_limit`), in a second read so that they do not make every job's read longer.
+The claimed fire keys of an ``all`` job come from those records (:func:`claimed_in`); only
+when the read cannot cover the window (more records than :data:`MOST_READ` in it) are they
+read by themselves.
 """
 
 from __future__ import annotations
@@ -29,9 +39,19 @@ from scheduler.jobs.spec import JobSpec
 
 #: How long before a fire instant the leader claims it, so the claim's round trip to the
 #: backend is not part of the job's lateness (the runner's trigger fires this early; the job
-#: still starts at the instant). A catch-up plans fires up to this far past now: the trigger
-#: handed those to the replica before it led, and it dropped them.
-CLAIM_AHEAD = timedelta(milliseconds=25)
+#: still starts at the instant). 100 ms: APScheduler hands the fires of one instant over one
+#: by one, about 40 µs each, so with 1,000 jobs the last comes 40 ms after the first; the
+#: lead lets the whole burst be claimed (in a few batches) before the instant and started
+#: there in one call. Well within the Redis claim allowance (1 s). A catch-up plans fires up
+#: to this far past now: the trigger handed those to the replica before it led, and it
+#: dropped them.
+CLAIM_AHEAD = timedelta(milliseconds=100)
+#: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader (with
+#: lanes, a job has at most one run going per replica, and it is among its newest records).
+ORPHAN_SCAN = 10
+#: The most records per job one history read asks for (a ``catch_up="all"`` job with a
+#: longer look-back has its claimed fires read by themselves).
+MOST_READ = 500
 
 
 def due(spec: JobSpec, now: datetime) -> list[datetime]:
@@ -96,3 +116,36 @@ def plan(
     # job ever ran, which a cold start does not replay.
     anchor = min(handled_keys) if handled_keys else fire_key(newest_claim)
     return [f for f in fires if fire_key(f) > anchor and fire_key(f) not in handled_keys]
+
+
+def read_limit(specs: Sequence[JobSpec], now: datetime) -> int:
+    """The records per job a history read needs to cover the look-back of ``specs``: the
+    fires of the longest ``claims_window`` plus :data:`ORPHAN_SCAN` (room for records newer
+    than ``now``: a leader whose clock ran ahead), at least :data:`ORPHAN_SCAN`, at most
+    :data:`MOST_READ`.
+
+    Raises:
+        OverflowError: a ``misfire_grace`` reaches past the calendar.
+    """
+    need = ORPHAN_SCAN
+    for spec in specs:
+        if spec.catch_up == "all" and need < MOST_READ:
+            need = max(need, len(due(spec, now)) + ORPHAN_SCAN)
+    return min(need, MOST_READ)
+
+
+def claimed_in(
+    history: Sequence[RunRecord], window: tuple[datetime, datetime], limit: int
+) -> frozenset[int] | None:
+    """The fire keys of ``history`` within ``window``, or ``None`` if the read that returned
+    ``history`` (at most ``limit`` records, newest first) may have stopped inside the window:
+    then the claimed fires must be read by themselves.
+
+    Records are never trimmed inside the look-back window (see
+    :class:`~scheduler.firing.runs.Retention`), so a read that reaches past the window's
+    start has every claim of the window.
+    """
+    first, last = fire_key(window[0]), fire_key(window[1])
+    if len(history) >= limit and (not history or history[-1].key >= first):
+        return None
+    return frozenset(run.key for run in history if first <= run.key <= last)

@@ -7,8 +7,14 @@ in between stays here: the attempt ledger (below), claims left in doubt and the 
 deposed leader gave back (:mod:`scheduler.firing.recovery`, settled by :meth:`Claims.settle`,
 which *returns* the fires to queue instead of calling the runner), outcomes the backend
 could not take yet (:mod:`scheduler.firing.outcomes`) and the fires skipped as paused
-(:mod:`scheduler.firing.pauses`). The API takes batches (every fire due at one instant, many
-outcomes); each item is still sent in its own backend call.
+(:mod:`scheduler.firing.pauses`). The API takes batches: every fire due at one instant is
+claimed with one :meth:`~scheduler.backends.base.RunLedger.claim_many` (per retention; jobs
+with the same ``misfire_grace`` share one), started with one
+:meth:`~scheduler.backends.base.RunLedger.start_many`, and outcomes are queued and stored with
+:meth:`~scheduler.backends.base.RunLedger.finish_many` by the maintenance loop. Every rule
+below still holds per fire: a batch is only a way to carry many fires in one round trip.
+A batch that fails is logged once (``claim_failed``, ``start_failed``, ``claim_refused``,
+``fire_abandoned``: with the count, the instant and the jobs), never once per fire.
 
 **The rule.** In one leadership term a replica makes at most one claim *attempt* per fire
 (job, instant); whatever proposes the fire again in that term — APScheduler's trigger, the
@@ -59,25 +65,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import Clock
 from scheduler.errors import BackendError, ClaimLost, FireNotDue, LeaseLost
+from scheduler.firing.attempts import ATTEMPT_MEMORY, Attempts
 from scheduler.firing.outcomes import FLUSH_RETRY, Outcomes
 from scheduler.firing.pauses import PausedFires, PauseRecords, skipped_runs
 from scheduler.firing.recovery import (
     NEVER_STARTED,
     ORPHAN_MESSAGE,
-    SETTLE_INTERVAL,
     Fire,
     Recovery,
     Settled,
 )
-from scheduler.firing.runs import Retention, RunRecord, fire_key
+from scheduler.firing.runs import Retention, RunRecord
+from scheduler.firing.tally import SkipReason, Tally
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.term import Term
 from scheduler.leadership.timings import LeaseTimings
@@ -86,91 +94,41 @@ from scheduler.ops.metrics import Metrics
 
 __all__ = ["ATTEMPT_MEMORY", "Attempts", "Claims", "Fire", "Settled"]
 
-Key = tuple[str, int]
-
-#: Seconds an attempt is remembered beyond twice the longest misfire_grace: room for wall
-#: clock steps (a proposal that comes back after a step is still recognised).
-ATTEMPT_MEMORY = 300.0
+#: Job names a batch failure line lists (sorted; ``fires`` always has the full count).
+LISTED = 100
 
 
-class Attempts:
-    """The fires this replica has attempted in its current term.
+def describe_batch(runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """The fields that name a batch in one log line: ``fires`` (the count), ``job`` and
+    ``scheduled_time`` for a single fire as before, else ``jobs`` (sorted, the first
+    :data:`LISTED`) and ``scheduled_time`` (or ``scheduled_times``, when they differ)."""
+    fields: dict[str, Any] = {"fires": len(runs)}
+    jobs = sorted({run.job for run in runs})
+    if len(jobs) == 1:
+        fields["job"] = jobs[0]
+    else:
+        fields["jobs"] = jobs[:LISTED]
+    instants = sorted({run.scheduled_time for run in runs})
+    if len(instants) == 1:
+        fields["scheduled_time"] = instants[0].isoformat()
+    else:
+        fields["scheduled_times"] = [t.isoformat() for t in instants[:LISTED]]
+    return fields
 
-    Thread-safe (lanes of different jobs call it concurrently). Entries are forgotten when
-    the term changes and, within a long term, ``keep`` seconds (monotonic) after they were
-    made: by then the fire is far past its ``misfire_grace`` and no path proposes it.
 
-    Args:
-        monotonic: the clock entries age on.
-        keep: seconds an entry is kept; at least the longest ``misfire_grace`` plus the
-            longest wall-clock step the deployment should tolerate.
-    """
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """One fire of a claim batch: where its answer goes, and the attempt sent."""
 
-    def __init__(self, monotonic: Callable[[], float], keep: float) -> None:
-        self._monotonic = monotonic
-        self._keep = keep
-        self._lock = threading.Lock()
-        self._token: int | None = None
-        self._made: dict[Key, float] = {}  # fire -> monotonic time of the term's attempt
-        # Attempts whose job this replica started, across terms: the last guard against
-        # running one twice (a resend or an adoption that raced the first run).
-        self._started: dict[str, float] = {}
-        self._next_prune = 0.0
-
-    def first(self, token: int, job: str, fire: datetime) -> bool:
-        """Record an attempt at (``job``, ``fire``) in term ``token``.
-
-        Returns:
-            ``True`` if this is the term's first attempt at the fire (send the claim);
-            ``False`` if the term attempted it already (drop the proposal).
-        """
-        key = (job, fire_key(fire))
-        now = self._monotonic()
-        with self._lock:
-            self._prune(now)
-            if token != self._token:
-                self._token, self._made = token, {}
-            if key in self._made:
-                return False
-            self._made[key] = now
-            return True
-
-    def start(self, attempt: str) -> bool:
-        """Record that the job of ``attempt`` is being started.
-
-        Returns:
-            ``True`` the first time; ``False`` if this replica started it already.
-        """
-        now = self._monotonic()
-        with self._lock:
-            self._prune(now)
-            if attempt in self._started:
-                return False
-            self._started[attempt] = now
-            return True
-
-    def started(self, attempt: str) -> bool:
-        """Whether this replica started the job of ``attempt``."""
-        with self._lock:
-            return attempt in self._started
-
-    def _prune(self, now: float) -> None:
-        if now < self._next_prune:
-            return
-        self._made = {k: t for k, t in self._made.items() if now - t < self._keep}
-        self._started = {a: t for a, t in self._started.items() if now - t < self._keep}
-        self._next_prune = now + self._keep / 4
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._made)
+    index: int
+    run: RunRecord
 
 
 class Claims:
     """A fire's fate on this replica, from its claim to its stored outcome.
 
-    Thread-safe: the lanes of different jobs, the catch-up and the maintenance loop call it
-    at once. Nothing here calls back into the runner.
+    Thread-safe: the claim and start threads, the job pool, the catch-up and the maintenance
+    loop call it at once. Nothing here calls back into the runner.
 
     Args:
         specs: the loaded jobs.
@@ -179,11 +137,13 @@ class Claims:
         cluster: election name, the namespace of the run history.
         replica_id: this replica, named in the records it claims.
         timings: the lease timings (how long an unanswered claim may still land).
-        metrics: where claims are counted (``baton_claims``).
+        metrics: where claims are counted (``baton_claims``, ``baton_claim_batch_size``).
         clock: wall clock for fire instants, monotonic for ages.
         log: the runner's logger.
         wake: set whenever the maintenance loop has something to store or settle.
         history_limit: runs kept per job.
+        tally: where fires not run are counted and bursts summarised (a private one by
+            default).
     """
 
     def __init__(
@@ -200,6 +160,7 @@ class Claims:
         log: Any,
         wake: threading.Event,
         history_limit: int = 100,
+        tally: Tally | None = None,
     ) -> None:
         self._specs = {spec.name: spec for spec in specs}
         self._leadership = leadership
@@ -209,6 +170,7 @@ class Claims:
         self._clock = clock
         self._log = log
         self._history_limit = history_limit
+        self._tally = tally or Tally(metrics, log)
         # One attempt per fire per term; kept well past any grace.
         longest_grace = max((spec.misfire_grace for spec in specs), default=0.0)
         self._attempts = Attempts(clock.monotonic, keep=2 * longest_grace + ATTEMPT_MEMORY)
@@ -222,22 +184,36 @@ class Claims:
             timings.lease_ttl + timings.op_timeout,
             log,
             wake,
+            self._tally,
         )
         self._outcomes = Outcomes(backend, cluster, leadership, log, wake)
         self._pauses = PauseRecords(self._specs, backend, cluster, clock, log, ATTEMPT_MEMORY)
+
+    @property
+    def tally(self) -> Tally:
+        """Where fires not run are counted and bursts summarised."""
+        return self._tally
+
+    @property
+    def saver(self) -> threading.Thread:
+        """The thread that stores queued outcomes (started by the first one)."""
+        return self._outcomes.saver
 
     # -- a fire's life --------------------------------------------------------------------------
 
     def claim(
         self, fires: Sequence[Fire], term: Term | None, *, held: bool = False
     ) -> list[RunRecord | None]:
-        """Claim ``fires`` under ``term``, ahead of their instants.
+        """Claim ``fires`` under ``term``, ahead of their instants, in as few calls as the
+        backend allows (one :meth:`~scheduler.backends.base.RunLedger.claim_many` per
+        retention).
 
         A fire that settling handed back is resent as the same attempt, or taken as found
         (adopted); any other is claimed as a new attempt, at most once per term. A fire of a
-        paused job is skipped and recorded (``fire_paused``); none is claimed while the
-        backend is unconfirmed (``fire_skipped``) or past the job's ``misfire_grace``
-        (``fire_missed``). A call that fails leaves its claim in doubt, settled later.
+        paused job is skipped and recorded (``paused``); none is claimed while the backend
+        is unconfirmed (``backend_unconfirmed``) or past the job's ``misfire_grace``
+        (``missed``). A batch that fails leaves its claims in doubt, settled later. Every
+        fire not claimed is counted by its reason (:class:`~scheduler.firing.tally.Tally`).
 
         Args:
             fires: the fires to claim.
@@ -249,61 +225,143 @@ class Claims:
             if adopted after a start whose answer was lost), or ``None``: not this
             replica's to run now.
         """
-        return [self._claim_one(fire, term, held) for fire in fires]
+        answers: list[RunRecord | None] = [None] * len(fires)
+        skipped: defaultdict[SkipReason, list[str]] = defaultdict(list)
+        sends: defaultdict[float, list[_Send]] = defaultdict(list)  # by misfire_grace
+        paused: list[tuple[str, datetime]] = []
+        lost: list[RunRecord] = []
+        unconfirmed = False
+        now = self._clock.now()
+        for index, fire in enumerate(fires):
+            spec = self._specs[fire.job]
+            # An attempt settling handed over: sent again, or run as found.
+            handover = self._recovery.take_handover(fire.job, fire.at, term)
+            if handover is not None and self._attempts.started(handover.run.attempt):
+                handover = None  # raced its own first run (the lane ran it meanwhile)
+            if term is None or held:
+                if handover is not None:
+                    self._recovery.doubt(handover.run)  # not now: settled again (given back)
+                if term is not None:
+                    skipped[SkipReason.RESIGNING].append(fire.job)
+                continue  # followers see every fire too; only the leader acts
+            late = (now - fire.at).total_seconds()
+            if handover is not None and not handover.resend:
+                if late > spec.misfire_grace:
+                    self._fire_debug("fire_missed", fire, term, late_by=round(late, 3))
+                    lost.append(handover.run.finished("lost", now, "claim confirmed too late"))
+                    skipped[SkipReason.MISSED].append(fire.job)
+                    continue
+                answers[index] = handover.run
+                continue
+            resend = handover.run if handover is not None else None
+            reason = self._refusal(spec, fire, term, late, resend)
+            if reason is SkipReason.PAUSED:
+                # Recorded, so that no leader's catch-up runs it after the resume.
+                paused.append((fire.job, fire.at))
+            unconfirmed |= reason is SkipReason.BACKEND_UNCONFIRMED
+            if reason is not None:
+                if resend is None:  # a resend stays in doubt: counted when it is settled
+                    skipped[reason].append(fire.job)
+                continue
+            if resend is not None:
+                run = resend
+            elif self._attempts.first(term.token, spec.name, fire.at):
+                run = RunRecord(
+                    job=spec.name,
+                    scheduled_time=fire.at,
+                    replica_id=self._replica_id,
+                    token=term.token,
+                    started=now,
+                )
+            else:
+                # Proposed again in this term (the trigger and a catch-up, a clock step): one
+                # attempt per fire per term.
+                self._fire_debug("fire_already_attempted", fire, term)
+                self._metrics.claims.labels("already_attempted").inc()
+                skipped[SkipReason.ALREADY_ATTEMPTED].append(fire.job)
+                continue
+            sends[spec.misfire_grace].append(_Send(index, run))
+        if lost:
+            self.finish(lost)
+        if paused:
+            self._pauses.add_many(paused)
+        if unconfirmed and term is not None:
+            # Caught up once the backend answers, by this term or whoever leads next.
+            self._recovery.skipped(term)
+        if term is not None:  # only a leader has anything to send
+            for grace, group in sends.items():
+                self._send_batch(term, group, grace, answers, skipped)
+        for why, jobs in skipped.items():
+            self._tally.skipped(why, jobs)
+        return answers
 
     def start(self, claimed: RunRecord, term: Term) -> RunRecord | None:
-        """Mark ``claimed`` started in the backend (fenced by the lease), at its instant.
+        """:meth:`start_many` for one claim."""
+        return self.start_many([claimed], term)[0]
 
-        The attempt counts as started here (:meth:`Attempts.start`) only once the backend
+    def start_many(self, claimed: Sequence[RunRecord], term: Term) -> list[RunRecord | None]:
+        """Mark ``claimed`` started in the backend (fenced by the lease), at their instant,
+        in one :meth:`~scheduler.backends.base.RunLedger.start_many`.
+
+        An attempt counts as started here (:meth:`Attempts.start`) only once the backend
         has stored it so and the job is about to be called: an attempt whose start was
         refused or unanswered goes back in doubt, and settling may hand it over again.
 
         Returns:
-            The record to run the job under (``running``), or ``None``: not to be run.
+            Per claim, in order: the record to run the job under (``running``), or
+            ``None``: not to be run.
         """
-        log = self._fire_log(claimed.job, claimed.scheduled_time, term)
-        if self._attempts.started(claimed.attempt):
-            log.error("fire_already_started", attempt=claimed.attempt)
-            return None
-        started: RunRecord | None = None
-        if claimed.outcome == "running":
-            # Adopted after a start whose answer was lost: stored as started, never run.
-            started = replace(claimed, started=self._clock.now())
-        else:
-            try:
-                started = self._backend.start(term.lease, claimed.started_now(self._clock.now()))
-            except LeaseLost as exc:
-                log.warning("fire_abandoned", reason=f"lease lost before the start: {exc.reason}")
-                self._leadership.report(exc, term)
-                self._recovery.doubt(claimed)  # still claimed: given back once settled
-            except ClaimLost as exc:
-                log.error("claim_lost", reason=exc.reason)
-            except BackendError as exc:
-                # The start may have landed. Not run now; settled once the backend answers
-                # (run in this term, or recorded lost: a started fire is never given back).
-                log.warning("start_failed", error=str(exc))
-                # Unconfirmed until a call succeeds; refused for good: leadership ends.
-                self._leadership.report(exc, term, in_doubt=True)
-                self._recovery.doubt(claimed)
-                self._recovery.skipped(term)
-        if started is None or not self._attempts.start(claimed.attempt):
-            return None
-        return started
+        answers: list[RunRecord | None] = [None] * len(claimed)
+        now = self._clock.now()
+        send: list[int] = []
+        for index, run in enumerate(claimed):
+            if self._attempts.started(run.attempt):
+                self._log.error(
+                    "fire_already_started",
+                    job=run.job,
+                    scheduled_time=run.scheduled_time.isoformat(),
+                    token=term.token,
+                    attempt=run.attempt,
+                )
+            elif run.outcome == "running":
+                # Adopted after a start whose answer was lost: stored as started, never run.
+                answers[index] = replace(run, started=now)
+            else:
+                send.append(index)
+        if send:
+            self._send_starts(term, [claimed[i] for i in send], send, answers, now)
+        for index, started in enumerate(answers):
+            if started is not None and not self._attempts.start(started.attempt):
+                answers[index] = None
+        return answers
 
-    def abandon(self, claimed: RunRecord, term: Term) -> None:
-        """``claimed`` will not start: ``term`` ended (or stalled) before its instant.
+    def abandon(self, claimed: Sequence[RunRecord], term: Term) -> None:
+        """``claimed`` will not start: ``term`` ended (or stalled) before their instant, or
+        the replica stops firing.
 
-        Not run (at most once); the claim goes back once the backend confirms it is ours,
-        so that whoever leads can still run the fire.
+        Not run (at most once); each claim goes back once the backend confirms it is ours,
+        so that whoever leads can still run the fire. Logged once (``fire_abandoned``).
         """
-        log = self._fire_log(claimed.job, claimed.scheduled_time, term)
-        log.warning("fire_abandoned", reason="leadership lost before the start")
-        self._recovery.doubt(claimed)
+        if not claimed:
+            return
+        self._log.warning(
+            "fire_abandoned",
+            reason="leadership lost before the start",
+            token=term.token,
+            **describe_batch(claimed),
+        )
+        self._recovery.doubt_many(claimed)
+        self._tally.skipped(SkipReason.ABANDONED, [run.job for run in claimed])
 
     def finish(self, runs: Iterable[RunRecord]) -> None:
-        """Store the outcomes ``runs``; those the backend does not take are kept and stored
-        by a later :meth:`flush`."""
+        """Store the outcomes ``runs`` now (after any queued); those the backend does not take
+        stay queued and are stored by a later :meth:`flush`."""
         self._outcomes.save(runs)
+
+    def finish_later(self, runs: Iterable[RunRecord]) -> None:
+        """Queue the outcomes ``runs``: the maintenance loop stores them in batches
+        (:meth:`flush`), and keeps them until the backend takes them."""
+        self._outcomes.queue(runs)
 
     # -- a new leader ---------------------------------------------------------------------------
 
@@ -315,22 +373,36 @@ class Claims:
         overwrites this with the real outcome). ``claimed``: never started, and now never
         will be (``start`` is fenced by the lease ``term`` holds); its claimant may still
         give it back, and :meth:`settle` returns the fire to run if so while within
-        misfire_grace; a claim the job would not run any more is marked ``lost``.
+        misfire_grace; a claim the job would not run any more is marked ``lost``. The
+        records marked ``lost`` are stored in one batch.
         """
+        lost: list[RunRecord] = []
+        orphans: list[RunRecord] = []
         for run in recent:
             if run.token >= term.token:
                 continue
             if run.outcome == "claimed" and not self._recovery.suspect(run, term):
-                self.finish([run.finished("lost", now, NEVER_STARTED)])
+                lost.append(run.finished("lost", now, NEVER_STARTED))
             if run.outcome == "running":
-                self._log.warning(
-                    "run_orphaned",
-                    job=run.job,
-                    scheduled_time=run.scheduled_time.isoformat(),
-                    token=run.token,
-                    replica_of_run=run.replica_id,
-                )
-                self.finish([run.finished("lost", now, ORPHAN_MESSAGE)])
+                orphans.append(run)
+                lost.append(run.finished("lost", now, ORPHAN_MESSAGE))
+        if len(orphans) == 1:
+            (run,) = orphans
+            self._log.warning(
+                "run_orphaned",
+                job=run.job,
+                scheduled_time=run.scheduled_time.isoformat(),
+                token=run.token,
+                replica_of_run=run.replica_id,
+            )
+        elif orphans:  # one line for the lot (a leader with many jobs running died)
+            self._log.warning(
+                "run_orphaned",
+                replicas_of_runs=sorted({run.replica_id for run in orphans})[:LISTED],
+                **describe_batch(orphans),
+            )
+        if lost:
+            self.finish(lost)
 
     def paused_fires(self, job: str) -> PausedFires:
         """The fires of ``job`` some leader skipped as paused: handled, never caught up."""
@@ -349,11 +421,21 @@ class Claims:
         return self._recovery.pending()
 
     def next_pass(self) -> float:
-        """Seconds the maintenance loop may wait (unless woken) before its next pass."""
-        return SETTLE_INTERVAL if self.pending() else FLUSH_RETRY
+        """Seconds the maintenance loop may wait (unless woken) before its next pass: until
+        something is due to be settled or the burst summary is due; at most
+        :data:`~scheduler.firing.outcomes.FLUSH_RETRY` (outcomes the backend did not take
+        are retried then)."""
+        waits = [FLUSH_RETRY]
+        # Nothing is settled while the backend is unconfirmed: a renewal that answers wakes
+        # the loop (Leadership.on_backend_ok).
+        look = self._recovery.next_look() if self._leadership.backend_ok else None
+        for wait in (look, self._tally.next_summary()):
+            if wait is not None:
+                waits.append(wait)
+        return min(waits)
 
     def flush(self) -> None:
-        """Store what the backend could not take before: outcomes, and (while the backend
+        """Store what is queued or was not taken before: outcomes, and (while the backend
         answers) the records of fires skipped as paused."""
         if self._outcomes.pending():
             self._outcomes.flush()
@@ -361,7 +443,8 @@ class Claims:
             self._pauses.flush()
 
     def settle(self) -> Settled:
-        """Settle claims in doubt and watched ones, if any and while the backend answers.
+        """Settle the claims in doubt and watched ones that are due, if any and while the
+        backend answers.
 
         Returns:
             The fires to queue on their lanes, and the term to catch up, if any.
@@ -371,132 +454,191 @@ class Claims:
         return self._recovery.settle()
 
     def close(self) -> None:
-        """On shutdown: give back every claim of ours in doubt (one bounded pass) and store
-        the kept outcomes (one attempt)."""
+        """On shutdown: give back every claim of ours in doubt (one bounded pass), store
+        the kept outcomes (one attempt), and write the last burst summary."""
         self._recovery.withdraw_all()
         self._outcomes.flush()
+        self._outcomes.close()
+        self._tally.summarise(force=True)
 
-    # -- claiming one fire ----------------------------------------------------------------------
+    # -- claiming ---------------------------------------------------------------------------------
 
-    def _fire_log(self, job: str, fire: datetime, term: Term) -> Any:
-        return self._log.bind(job=job, scheduled_time=fire.isoformat(), token=term.token)
+    def _fire_debug(self, event: str, fire: Fire, term: Term, **fields: Any) -> None:
+        self._log.debug(
+            event, job=fire.job, scheduled_time=fire.at.isoformat(), token=term.token, **fields
+        )
 
-    def _claim_one(self, fire: Fire, term: Term | None, held: bool) -> RunRecord | None:
-        spec = self._specs[fire.job]
-        # An attempt settling handed over: sent again, or run as found.
-        handover = self._recovery.take_handover(fire.job, fire.at, term)
-        if handover is not None and self._attempts.started(handover.run.attempt):
-            handover = None  # raced its own first run (the lane ran it meanwhile)
-        if term is None or held:
-            if handover is not None:
-                self._recovery.doubt(handover.run)  # not now: settled again (given back)
-            return None  # followers see every fire too; only the leader acts
-        late = (self._clock.now() - fire.at).total_seconds()
-        log = self._fire_log(fire.job, fire.at, term)
-        if handover is None or handover.resend:
-            resend = handover.run if handover is not None else None
-            return self._claim_new(spec, fire.at, term, late, log, resend)
-        if late > spec.misfire_grace:
-            log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
-            lost = handover.run.finished("lost", self._clock.now(), "claim confirmed too late")
-            self.finish([lost])
-            return None
-        return handover.run
-
-    def _claim_new(
-        self,
-        spec: JobSpec,
-        fire: datetime,
-        term: Term,
-        late: float,
-        log: Any,
-        resend: RunRecord | None,
-    ) -> RunRecord | None:
-        """The claim of ``fire`` under ``term``, or ``None`` (not ours to run).
+    def _refusal(
+        self, spec: JobSpec, fire: Fire, term: Term, late: float, resend: RunRecord | None
+    ) -> SkipReason | None:
+        """Why ``fire`` is not to be claimed now, or ``None``.
 
         ``resend``: the term's attempt at this fire whose answer was lost and whose record
-        was not found; it is sent again as it was (idempotent), not as a new attempt.
+        was not found; if it is not sent now it goes back in doubt.
         """
         if self._leadership.controls.current.is_paused(spec.name):
-            log.info("fire_paused")
-            # Recorded, so that no leader's catch-up runs it after the resume.
-            self._pauses.add(spec.name, fire)
-            return None
+            self._fire_debug("fire_paused", fire, term)
+            return SkipReason.PAUSED
         if not self._leadership.backend_ok:
             # A call went unanswered: claim nothing until a renewal confirms the backend
             # (a claim in the dark could only be lost). Skipped fires are caught up once it
             # answers, by this term or whoever leads next.
-            log.warning("fire_skipped", reason="backend unconfirmed since a failed call")
+            self._fire_debug(
+                "fire_skipped", fire, term, reason="backend unconfirmed since a failed call"
+            )
             if resend is not None:
                 self._recovery.doubt(resend)
-            self._recovery.skipped(term)
-            return None
+            return SkipReason.BACKEND_UNCONFIRMED
         if late > spec.misfire_grace:
-            log.warning("fire_missed", late_by=round(late, 3), misfire_grace=spec.misfire_grace)
+            self._fire_debug(
+                "fire_missed", fire, term, late_by=round(late, 3), misfire_grace=spec.misfire_grace
+            )
             if resend is not None:
                 self._recovery.doubt(resend)  # recorded lost if it landed after all
-            return None
-        if resend is not None:
-            run = resend
-        elif self._attempts.first(term.token, spec.name, fire):
-            run = RunRecord(
-                job=spec.name,
-                scheduled_time=fire,
-                replica_id=self._replica_id,
-                token=term.token,
-                started=self._clock.now(),
-            )
-        else:
-            # Proposed again in this term (the trigger and a catch-up, a clock step): one
-            # attempt per fire per term.
-            log.info("fire_already_attempted")
-            self._metrics.claims.labels("already_attempted").inc()
-            return None
-        retention = Retention(limit=self._history_limit, protect=spec.misfire_grace * 2)
+            return SkipReason.MISSED
+        return None
+
+    def _send_batch(
+        self,
+        term: Term,
+        group: list[_Send],
+        grace: float,
+        answers: list[RunRecord | None],
+        skipped: defaultdict[SkipReason, list[str]],
+    ) -> None:
+        """Claim the fires of ``group`` (one ``misfire_grace``) in one call; their answers go
+        to ``answers``, the fires not claimed to ``skipped``."""
+        runs = [send.run for send in group]
+        jobs = [run.job for run in runs]
+        retention = Retention(limit=self._history_limit, protect=grace * 2)
         claims = self._metrics.claims
+        self._metrics.claim_batch.observe(len(runs))
         try:
-            claimed = self._send(term, run, retention, spec.misfire_grace, log)
+            stored = self._send(term, runs, retention, grace)
         except LeaseLost as exc:
-            claims.labels("lease_lost").inc()
-            log.warning("claim_refused", reason=exc.reason)
+            # Checked before anything of the batch was stored (the contract).
+            claims.labels("lease_lost").inc(len(runs))
+            self._log.warning(
+                "claim_refused", reason=exc.reason, token=term.token, **describe_batch(runs)
+            )
             self._leadership.report(exc, term)
-            return None
+            skipped[SkipReason.LEASE_LOST] += jobs
+            return
         except BackendError as exc:
-            # No answer: the claim may have landed all the same. Not run now; settled once
+            # No answer: the claims may have landed all the same. Not run now; settled once
             # the backend answers (run late, or given back).
-            claims.labels("error").inc()
-            log.warning("claim_failed", error=str(exc))
+            claims.labels("error").inc(len(runs))
+            self._log.warning(
+                "claim_failed", error=str(exc), token=term.token, **describe_batch(runs)
+            )
             # Unconfirmed until a call succeeds; refused for good: leadership ends.
             self._leadership.report(exc, term, in_doubt=True)
-            self._recovery.doubt(run)
+            self._recovery.doubt_many(runs)
             self._recovery.skipped(term)
-            return None
-        if claimed is None:
-            claims.labels("duplicate").inc()
-            log.info("fire_already_claimed")
-            return None
-        if claimed.outcome != "claimed":
-            # A resend answered with this attempt's record already started or ended: its
-            # earlier send and start landed unanswered. Settled as a doubt (never run twice).
-            self._recovery.doubt(run)
-            return None
-        claims.labels("claimed").inc()
-        self._recovery.claimed(claimed)
-        return claimed
+            self._tally.in_doubt(len(runs))
+            return
+        if stored is None:
+            # Not due by the backend's clock within the grace: missed. A batch carried in
+            # several chunks may have stored some of it: settled as doubts.
+            if len(runs) > 1:
+                self._recovery.doubt_many(runs)
+            skipped[SkipReason.MISSED] += jobs
+            return
+        confirmed: list[RunRecord] = []
+        duplicates = 0
+        for send, record in zip(group, stored, strict=True):
+            if record is None:
+                duplicates += 1
+                self._log.debug(
+                    "fire_already_claimed",
+                    job=send.run.job,
+                    scheduled_time=send.run.scheduled_time.isoformat(),
+                    token=term.token,
+                )
+                skipped[SkipReason.CLAIMED_ELSEWHERE].append(send.run.job)
+            elif record.outcome != "claimed":
+                # A resend answered with this attempt's record already started or ended: its
+                # earlier send and start landed unanswered. Settled as a doubt (never run
+                # twice).
+                self._recovery.doubt(send.run)
+            else:
+                confirmed.append(record)
+                answers[send.index] = record
+        if duplicates:
+            claims.labels("duplicate").inc(duplicates)
+        if confirmed:
+            claims.labels("claimed").inc(len(confirmed))
+            self._recovery.claimed_many(confirmed)
+            self._tally.claimed(len(confirmed))
 
     def _send(
-        self, term: Term, run: RunRecord, retention: Retention, grace: float, log: Any
-    ) -> RunRecord | None:
-        """Claim ``run``; if the backend's clock says it is not due yet (this replica's clock
-        runs ahead), wait by the backend's clock and try again, within ``grace``."""
+        self, term: Term, runs: list[RunRecord], retention: Retention, grace: float
+    ) -> list[RunRecord | None] | None:
+        """Claim ``runs``; if the backend's clock says one is not due yet (this replica's
+        clock runs ahead), wait by the backend's clock and send the batch again (the same
+        attempts: idempotent), within ``grace``. ``None``: given up."""
         waited = 0.0
         while True:
             try:
-                return self._backend.claim(term.lease, run, retention)
+                return self._backend.claim_many(term.lease, runs, retention)
             except FireNotDue as exc:
                 if waited + exc.wait > grace or self._leadership.current_term() is not term:
-                    log.warning("fire_not_due_given_up", waited=round(waited, 3))
+                    self._log.warning(
+                        "fire_not_due_given_up", waited=round(waited, 3), **describe_batch(runs)
+                    )
                     return None
-                log.warning("fire_not_due", wait=round(exc.wait, 3), detail="clock ahead")
+                self._log.warning(
+                    "fire_not_due", wait=round(exc.wait, 3), detail="clock ahead", fires=len(runs)
+                )
                 time.sleep(exc.wait)
                 waited += exc.wait
+
+    def _send_starts(
+        self,
+        term: Term,
+        runs: list[RunRecord],
+        indexes: list[int],
+        answers: list[RunRecord | None],
+        now: datetime,
+    ) -> None:
+        """Start ``runs`` (claims of ``term``) in one call; each answer goes to
+        ``answers[indexes[i]]``."""
+        try:
+            results = self._backend.start_many(term.lease, [run.started_now(now) for run in runs])
+        except LeaseLost as exc:
+            self._log.warning(
+                "fire_abandoned",
+                reason=f"lease lost before the start: {exc.reason}",
+                token=term.token,
+                **describe_batch(runs),
+            )
+            self._leadership.report(exc, term)
+            self._recovery.doubt_many(runs)  # still claimed: given back once settled
+            self._tally.skipped(SkipReason.ABANDONED, [run.job for run in runs])
+            return
+        except BackendError as exc:
+            # The starts may have landed. Not run now; settled once the backend answers (run
+            # in this term, or recorded lost: a started fire is never given back).
+            self._log.warning(
+                "start_failed", error=str(exc), token=term.token, **describe_batch(runs)
+            )
+            # Unconfirmed until a call succeeds; refused for good: leadership ends.
+            self._leadership.report(exc, term, in_doubt=True)
+            self._recovery.doubt_many(runs)
+            self._recovery.skipped(term)
+            self._tally.in_doubt(len(runs))
+            return
+        refused: list[str] = []
+        for index, run, answer in zip(indexes, runs, results, strict=True):
+            if isinstance(answer, ClaimLost):
+                self._log.error(
+                    "claim_lost",
+                    job=run.job,
+                    scheduled_time=run.scheduled_time.isoformat(),
+                    token=term.token,
+                    reason=answer.reason,
+                )
+                refused.append(run.job)
+            else:
+                answers[index] = answer
+        self._tally.skipped(SkipReason.NOT_STARTED, refused)

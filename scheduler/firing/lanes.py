@@ -1,19 +1,25 @@
 """Lanes: one serial queue of fires per job, so a job never overlaps itself on a replica.
 
-A fire arriving while the job runs waits its turn (coalesced to the newest one unless
-``catch_up="all"``; a claim already made is never coalesced away). A lane drains on a
-worker of the runner's job pool and goes idle when its queue is empty.
+A lane is a queue, not a thread. It hands one fire at a time to the runner (``dispatch``):
+the runner claims it with the other fires due then, starts it at its instant and runs it on
+a worker of the bounded job pool, and calls :meth:`Lane.done` when that fire is over (run
+or not). Only then does the lane hand over its next fire. So however many jobs a replica
+has, its threads are the pool's, and a job never runs twice at once.
+
+A fire arriving while the lane has one in flight waits its turn, coalesced to the newest
+one unless ``catch_up="all"`` (a claim already made is never coalesced away). A fire
+coalesced away is reported (``skipped``, :attr:`~scheduler.firing.tally.SkipReason.COALESCED`),
+never dropped silently.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import Any
 
 from scheduler.firing.runs import RunRecord
+from scheduler.firing.tally import SkipReason
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.spec import JobSpec
 
@@ -23,32 +29,31 @@ class Lane:
 
     Args:
         spec: the job.
-        pool: where the lane drains (one worker at a time per lane).
-        run: runs one fire to its end (``run(lane, fire)``); whatever it raises is logged
-            as ``fire_failed`` and the lane goes on.
+        dispatch: takes the lane's next fire (``dispatch(lane, fire)``); must not block.
+            If it raises ``RuntimeError`` (the runner is closing), the lane drops what it
+            holds and goes idle.
+        skipped: told of fires the lane drops (``skipped(lane, fires, reason)``):
+            coalesced away, or dropped because the replica stops firing.
         accepting: whether fires may still start (false once the replica stops firing:
             the lane then drops what it holds and goes idle).
-        log: the runner's logger.
     """
 
     def __init__(
         self,
         spec: JobSpec,
-        pool: Executor,
-        run: Callable[[Lane, datetime], None],
+        dispatch: Callable[[Lane, datetime], None],
+        skipped: Callable[[Lane, list[datetime], SkipReason], None],
         accepting: Callable[[], bool],
-        log: Any,
     ) -> None:
         self.spec = spec
-        self._pool = pool
-        self._run = run
+        self._dispatch = dispatch
+        self._skipped = skipped
         self._accepting = accepting
-        self._log = log
         self._lock = threading.Lock()
         self._pending: list[datetime] = []
         self._kept: set[datetime] = set()  # claims already made: never coalesced away
-        self._busy = False
-        #: Set while no fire is queued or running.
+        self._busy = False  # a fire is in flight (claimed, waiting for its start, running)
+        #: Set while no fire is queued or in flight.
         self.idle = threading.Event()
         self.idle.set()
         #: The run in progress and its context (``None`` between runs).
@@ -62,7 +67,7 @@ class Lane:
             return list(self._pending)
 
     def submit(self, fires: Sequence[datetime], keep: bool = False) -> None:
-        """Queue ``fires`` (deduplicated, in order); start draining if idle.
+        """Queue ``fires`` (deduplicated, in order); hand one over if none is in flight.
 
         ``keep``: the fires are claims already made (see :mod:`scheduler.firing.recovery`),
         run even where the job's policy coalesces a backlog to its newest fire.
@@ -72,51 +77,62 @@ class Lane:
             if keep:
                 self._kept |= incoming
             merged = sorted(set(self._pending) | incoming)
-            if self.spec.catch_up != "all":
-                merged = sorted({*merged[-1:], *(f for f in merged if f in self._kept)})
+            dropped: list[datetime] = []
+            if self.spec.catch_up != "all" and len(merged) > 1:
+                newest = merged[-1]
+                kept = [f for f in merged if f == newest or f in self._kept]
+                dropped = [f for f in merged if f != newest and f not in self._kept]
+                merged = kept
             self._pending = merged
-            if self._busy or not merged:
-                return
+            fire, stopped = (None, []) if self._busy else self._take()
+        if dropped:
+            self._skipped(self, dropped, SkipReason.COALESCED)
+        self._after(fire, stopped)
+
+    def done(self) -> None:
+        """The fire in flight is over (run, or not run): hand over the next one, or go idle."""
+        with self._lock:
+            self.active, self.active_ctx = None, None
+            fire, stopped = self._take()
+        self._after(fire, stopped)
+
+    def drop_pending(self) -> list[datetime]:
+        """Forget the queued fires (one in flight goes on); the fires dropped."""
+        with self._lock:
+            dropped, self._pending = self._pending, []
+            self._kept.clear()
+            if not self._busy:
+                self.idle.set()
+        return dropped
+
+    def _take(self) -> tuple[datetime | None, list[datetime]]:
+        """The next fire to hand over, marking the lane busy; or ``None``, marking it idle
+        (with ``_lock`` held). Not accepting: what is queued is dropped (returned second)."""
+        if self._pending and self._accepting():
+            fire = self._pending.pop(0)
+            self._kept.discard(fire)
             self._busy = True
             self.idle.clear()
-        try:
-            self._pool.submit(self._drain)
-        except RuntimeError:  # the pool is shut down (replica closing): nobody will drain
-            with self._lock:
-                self._go_idle()
-
-    def drop_pending(self) -> None:
-        """Forget the queued fires (a running one goes on)."""
-        with self._lock:
-            self._pending = []
-            self._kept.clear()
-
-    def _go_idle(self) -> None:
-        """Forget queued fires and mark the lane idle (with ``_lock`` held)."""
-        self._pending = []
+            return fire, []
+        dropped, self._pending = self._pending, []
         self._kept.clear()
         self._busy = False
         self.idle.set()
+        return None, dropped
 
-    def _drain(self) -> None:
-        # The lane outlives any one fire: nothing a fire raises (a job's sys.exit() is
-        # recorded by the runner; anything else is a bug, logged here) reaches the pool's
-        # worker, and the lane never stays busy with nobody draining it.
-        idle = False
+    def _after(self, fire: datetime | None, stopped: list[datetime]) -> None:
+        """Outside the lock: report what was dropped, hand over ``fire``."""
+        if stopped:
+            self._skipped(self, stopped, SkipReason.SHUTDOWN)
+        if fire is None:
+            return
         try:
-            while True:
-                with self._lock:  # idle in the same step as the check: no fire slips by
-                    if not self._pending or not self._accepting():
-                        self._go_idle()
-                        idle = True
-                        return
-                    fire = self._pending.pop(0)
-                    self._kept.discard(fire)
-                try:
-                    self._run(self, fire)
-                except BaseException:
-                    self._log.exception("fire_failed", job=self.spec.name)
-        finally:
-            if not idle:  # the lane's own bookkeeping raised: free it all the same
-                with self._lock:
-                    self._go_idle()
+            self._dispatch(self, fire)
+        except RuntimeError:  # the runner is closing: nobody will take it
+            with self._lock:
+                dropped = [fire, *self._pending]
+                self._pending = []
+                self._kept.clear()
+                self._busy = False
+                self.idle.set()
+            self._skipped(self, dropped, SkipReason.SHUTDOWN)

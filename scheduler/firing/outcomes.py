@@ -1,15 +1,20 @@
-"""Outcomes that must not be lost: a record the backend could not take is kept and stored later.
+"""Outcomes that must not be lost: queued, stored in batches, kept until the backend takes them.
 
-A run's end (``ok``/``error``/``lost``) is written once, by the replica that knows it. When
-the backend does not answer, the record stays in memory, in order, and the maintenance loop
-stores it once the backend answers again (:meth:`Outcomes.flush`, every
-:data:`FLUSH_RETRY` seconds or when woken). Records are taken in batches so that a backend
-able to store many in one round trip can do so; each is stored by itself for now.
+A run's end (``ok``/``error``/``lost``) is written once, by the replica that knows it. The
+runner queues it (:meth:`Outcomes.queue`) and a small saver thread stores everything queued
+with one :meth:`~scheduler.backends.base.RunLedger.finish_many` per :data:`CHUNK` records
+(:meth:`Outcomes.flush`), :data:`GATHER` seconds after the first one arrives: the outcomes
+of a burst take a few round trips, not one each. When the backend does not answer, the
+records stay queued, in order, and are stored at a later flush (every :data:`FLUSH_RETRY`
+seconds, when more arrive, or when the maintenance loop flushes because the backend answers
+again). Saving one twice is harmless (``finish`` overwrites the record of its own attempt
+with the same value).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +25,11 @@ from scheduler.leadership.view import Leadership
 
 #: Seconds between attempts to store outcomes the backend could not take at the time.
 FLUSH_RETRY = 1.0
+#: Seconds the saver lets outcomes gather before it stores them: the runs of a burst end
+#: within milliseconds of each other, and one batch is cheaper than several.
+GATHER = 0.025
+#: The most outcomes stored in one call.
+CHUNK = 1000
 
 
 class Outcomes:
@@ -30,7 +40,8 @@ class Outcomes:
         cluster: election name, the namespace of the history.
         leadership: told of a failure (a permanent one ends leadership).
         log: the runner's logger.
-        wake: set when a record is kept for later, to wake the maintenance loop.
+        wake: set when a store fails, to wake the maintenance loop (it retries once the
+            backend answers).
     """
 
     def __init__(
@@ -47,34 +58,81 @@ class Outcomes:
         self._log = log
         self._wake = wake
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one flush at a time keeps the records in order
         self._unsaved: list[RunRecord] = []
+        self._failed = False  # the last store failed: retry after FLUSH_RETRY
+        self._ready = threading.Event()  # something is queued: the saver wakes
+        self._closed = False
+        self._saver = threading.Thread(target=self._save_loop, name="baton-outcomes", daemon=True)
+
+    def queue(self, runs: Iterable[RunRecord]) -> None:
+        """Queue ``runs``; the saver stores them within :data:`GATHER` seconds (or keeps
+        them until the backend takes them)."""
+        with self._lock:
+            self._unsaved.extend(runs)
+            if self._saver.ident is None and not self._closed:
+                self._saver.start()
+        if not self._ready.is_set():  # set() takes a lock: every pool worker calls this
+            self._ready.set()
+
+    def close(self) -> None:
+        """Stop the saver (after one last :meth:`flush`, which the caller makes)."""
+        with self._lock:
+            self._closed = True
+        self._ready.set()
+
+    @property
+    def saver(self) -> threading.Thread:
+        """The saver thread (started by the first :meth:`queue`)."""
+        return self._saver
+
+    def _save_loop(self) -> None:
+        while True:
+            self._ready.wait(FLUSH_RETRY if self._failed else None)
+            self._ready.clear()
+            if self._closed:
+                return
+            time.sleep(GATHER)  # the runs of a burst end together: store them together
+            try:
+                self.flush()
+            except Exception:  # a bug must not end the saver: the records stay queued
+                self._log.exception("history_write_failed")
 
     def save(self, runs: Iterable[RunRecord]) -> None:
-        """Store ``runs`` now; any the backend does not take are kept for :meth:`flush`
-        (logged as ``history_write_deferred``)."""
-        for run in runs:
-            try:
-                self._backend.finish(self._cluster, run)
-            except BackendError as exc:
-                self._log.warning("history_write_deferred", job=run.job, error=str(exc))
-                self._leadership.report(exc)
-                with self._lock:
-                    self._unsaved.append(run)
-                self._wake.set()
+        """Store ``runs`` now, after whatever is queued; what the backend does not take stays
+        queued for a later :meth:`flush`."""
+        self.queue(runs)
+        self.flush()
 
-    def flush(self) -> None:
-        """Store the kept records, oldest first; stop at the first failure (kept, in order)."""
-        with self._lock:
-            pending, self._unsaved = self._unsaved, []
-        for index, run in enumerate(pending):
-            try:
-                self._backend.finish(self._cluster, run)
-            except BackendError:
+    def flush(self) -> bool:
+        """Store the queued records, oldest first, :data:`CHUNK` per call; stop at the first
+        failure (logged as ``history_write_deferred``; the rest stays queued, in order).
+
+        Returns:
+            Whether everything queued was stored.
+        """
+        with self._flushing:
+            while True:
                 with self._lock:
-                    self._unsaved[:0] = pending[index:]
-                return
+                    chunk = self._unsaved[:CHUNK]
+                if not chunk:
+                    self._failed = False
+                    return True
+                try:
+                    self._backend.finish_many(self._cluster, chunk)
+                except BackendError as exc:
+                    if not self._failed:  # once per outage, not once per retry
+                        self._log.warning(
+                            "history_write_deferred", runs=len(self._unsaved), error=str(exc)
+                        )
+                    self._failed = True
+                    self._leadership.report(exc)
+                    self._wake.set()
+                    return False
+                with self._lock:
+                    del self._unsaved[: len(chunk)]
 
     def pending(self) -> bool:
-        """True while some record is kept, not stored."""
+        """True while some record is queued, not stored."""
         with self._lock:
             return bool(self._unsaved)

@@ -189,9 +189,18 @@ class PauseRecords:
 
     def add(self, job: str, fire: datetime) -> None:
         """Record that ``fire`` of ``job`` was skipped as paused, and store it (now or later)."""
+        self.add_many([(job, fire)])
+
+    def add_many(self, skipped: Iterable[tuple[str, datetime]]) -> None:
+        """Record the (job, fire) pairs of ``skipped`` and store them: the controls are read
+        once, then one write per job."""
+        jobs: set[str] = set()
         with self._lock:
-            self._unsaved.setdefault(job, set()).add(fire.astimezone(UTC))
-        self.flush(job)
+            for job, fire in skipped:
+                self._unsaved.setdefault(job, set()).add(fire.astimezone(UTC))
+                jobs.add(job)
+        if jobs:
+            self.flush(jobs)
 
     def unsaved(self, job: str) -> frozenset[datetime]:
         """The fires of ``job`` recorded here and not stored yet."""
@@ -203,35 +212,34 @@ class PauseRecords:
         with self._lock:
             return bool(self._unsaved)
 
-    def flush(self, job: str | None = None) -> None:
-        """Store the unsaved records of ``job`` (of every job if ``None``); a failure keeps
+    def flush(self, jobs: Iterable[str] | None = None) -> None:
+        """Store the unsaved records of ``jobs`` (of every job if ``None``); a failure keeps
         them for the next call (logged as ``paused_fires_record_deferred``)."""
-        if job is None:
-            with self._lock:
-                jobs = list(self._unsaved)
-            for name in jobs:
-                self.flush(name)
-            return
-        spec = self._specs[job]
-        key = PAUSED_FIRES_PREFIX + job
         with self._lock:
-            fires = set(self._unsaved.get(job, ()))
-            if not fires:
+            names = sorted(self._unsaved if jobs is None else set(jobs) & set(self._unsaved))
+            if not names:
                 return
-            # Past the catch-up look-back, with the margin for clock steps.
-            horizon = self._clock.now() - timedelta(seconds=2 * spec.misfire_grace + self._margin)
             try:
-                current = self._backend.controls(self._cluster).get(key)
-                value = add_skipped(
-                    current, fires, lambda f: spec.trigger.get_next_fire_time(f, f), horizon
-                )
-                self._backend.set_control(self._cluster, key, value)
+                current = self._backend.controls(self._cluster)
+                for job in names:
+                    self._store(job, current.get(PAUSED_FIRES_PREFIX + job))
             except BackendError as exc:
                 # Retried by the maintenance loop and the next skip.
-                self._log.warning("paused_fires_record_deferred", job=job, error=str(exc))
-                return
-            left = self._unsaved[job] - fires
-            if left:
-                self._unsaved[job] = left
-            else:
-                del self._unsaved[job]
+                self._log.warning("paused_fires_record_deferred", jobs=len(names), error=str(exc))
+
+    def _store(self, job: str, current: str | None) -> None:
+        """Write ``job``'s record (``current`` as read) with its unsaved fires added (with
+        ``_lock`` held)."""
+        spec = self._specs[job]
+        fires = set(self._unsaved.get(job, ()))
+        # Past the catch-up look-back, with the margin for clock steps.
+        horizon = self._clock.now() - timedelta(seconds=2 * spec.misfire_grace + self._margin)
+        value = add_skipped(
+            current, fires, lambda f: spec.trigger.get_next_fire_time(f, f), horizon
+        )
+        self._backend.set_control(self._cluster, PAUSED_FIRES_PREFIX + job, value)
+        left = self._unsaved[job] - fires
+        if left:
+            self._unsaved[job] = left
+        else:
+            del self._unsaved[job]

@@ -2,15 +2,28 @@
 
 Every replica runs APScheduler with the same triggers; a fire reaches its job's
 :class:`~scheduler.firing.lanes.Lane` through :class:`LaneExecutor`, so a job never overlaps
-itself on a replica. The lane hands the fire to :meth:`Runner.run_fire`, and from there a fire
-flows one way: the claims layer (:class:`~scheduler.firing.claims.Claims`) claims it if this
-replica leads (one atomic backend step that also checks the lease), the runner starts it at
-its instant through the claims layer, runs the job with a :class:`JobContext`, and hands the
-outcome back to the claims layer to store.
+itself on a replica. From the lane a fire flows one way, in batches:
 
-A new leader catches up the fires nobody ran (:mod:`scheduler.firing.catchup` plans them);
-the maintenance loop stores outcomes the backend could not take and queues the fires that
-settling claims in doubt hands back. Leadership is seen through a narrow view
+1. **claim**: the lane hands its next fire to the claim gatherer
+   (:class:`~scheduler.firing.batching.Gatherer`, one thread), which collects the fires
+   arriving together (every job due at one instant) and has the claims layer
+   (:class:`~scheduler.firing.claims.Claims`) claim them in one backend call, if this
+   replica leads; ahead of the instant (``CLAIM_AHEAD``);
+2. **start**: the claimed batch waits in the timetable
+   (:class:`~scheduler.firing.batching.Timetable`, one thread) until its instant, and is
+   started there in one backend call (fenced by the lease);
+3. **run**: each started fire runs on a worker of the job pool, a bounded
+   ``ThreadPoolExecutor(max_workers)`` shared by every job (a process job's worker waits
+   for its child); its outcome is queued and the maintenance loop stores the queue in
+   batches; then the lane hands over its next fire.
+
+So however many jobs there are, the runner's threads are the pool's ``max_workers`` plus
+the fire loop, the claim and start threads, the maintenance loop and the hook thread.
+
+A new leader catches up the fires nobody ran (:mod:`scheduler.firing.catchup` plans them,
+from one ranged read of every job's history); the maintenance loop stores outcomes, settles
+claims in doubt, queues the fires settling hands back, and writes the burst summary
+(:class:`~scheduler.firing.tally.Tally`). Leadership is seen through a narrow view
 (:class:`~scheduler.leadership.view.Leadership`), never the elector itself.
 """
 
@@ -18,9 +31,10 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Collection, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,13 +43,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import BackendError, LeadershipLost
-from scheduler.firing import catchup
-from scheduler.firing.catchup import CLAIM_AHEAD
+from scheduler.errors import LeadershipLost
+from scheduler.firing.batching import Gatherer, Timetable
+from scheduler.firing.catchup import CLAIM_AHEAD, ORPHAN_SCAN
 from scheduler.firing.claims import Claims, Fire
 from scheduler.firing.isolation import run_in_child
 from scheduler.firing.lanes import Lane
 from scheduler.firing.runs import RunRecord
+from scheduler.firing.takeover import Takeover
+from scheduler.firing.tally import SkipReason
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.schedules import Ahead
 from scheduler.jobs.spec import JobSpec
@@ -47,13 +63,27 @@ from scheduler.leadership.view import Leadership
 from scheduler.ops.logs import get_logger
 from scheduler.ops.metrics import Metrics
 
-#: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader.
-ORPHAN_SCAN = 10
+__all__ = [
+    "CLAIM_AHEAD",
+    "DEFAULT_MAX_WORKERS",
+    "EXIT_ON_LOST",
+    "ORPHAN_SCAN",
+    "LaneExecutor",
+    "Runner",
+    "describe_error",
+]
 
 #: Exit status of a replica that exits because it lost leadership (``exit_on_lost``).
 EXIT_ON_LOST = 3
 #: Term-ending reasons that are the replica's own decision, not a loss to react to.
 VOLUNTARY = ("shutdown", "resigned")
+#: Worker threads of the job pool unless configured (``max_workers``): how many jobs run
+#: at once on this replica. APScheduler 3's default is 10; Quartz's 10 as well.
+DEFAULT_MAX_WORKERS = 32
+#: The message of a run started in the backend whose job was not called: the replica stopped
+#: firing, or its term ended while the run waited for a worker.
+NOT_CALLED_SHUTDOWN = "replica shut down before the job was called"
+NOT_CALLED_LOST = "leadership lost before the job was called"
 
 
 def _run_by_lane() -> None:
@@ -75,6 +105,15 @@ def describe_error(exc: BaseException) -> str:
     (``sys.exit()``). /status shows only the ``Type`` part by default (scheduler.ops.http)."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """A claimed fire waiting for its instant: its lane, its claim, the term it is of."""
+
+    lane: Lane
+    run: RunRecord
+    term: Term
 
 
 class LaneExecutor(BaseExecutor):  # type: ignore[misc]
@@ -109,6 +148,9 @@ class Runner:
         timings: the lease timings (how long a process job may take to abort; how long an
             unanswered claim may still land).
         metrics: where fires, runs and claims are counted (a private set by default).
+        max_workers: worker threads of the job pool: the most jobs running at once (a
+            process job holds a worker while its child runs). More fires due than workers
+            free wait for one (their lateness shows it); see the ``max_workers`` setting.
     """
 
     def __init__(
@@ -124,6 +166,7 @@ class Runner:
         replica_id: str,
         timings: LeaseTimings,
         metrics: Metrics | None = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
         self.specs = list(specs)
         self.exit_on_lost = exit_on_lost
@@ -135,19 +178,14 @@ class Runner:
         self.timings = timings
         self.metrics = metrics or Metrics()
         self.log = get_logger(replica=replica_id)
-        self.pool = ThreadPoolExecutor(
-            max_workers=max(4, len(self.specs) + 2), thread_name_prefix="baton-job"
-        )
+        self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="baton-job")
         self.accepting = True
-        self.lanes = {
-            spec.name: Lane(spec, self.pool, self.run_fire, lambda: self.accepting, self.log)
-            for spec in self.specs
-        }
         self._held = False  # no new fire while a resign is under way
         # Hooks (job on_lost, process-wide leadership hooks) run here, one at a time, so a
         # slow hook never delays the election.
         self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
-        # Wakes the maintenance loop: outcomes to store, claims to settle.
+        # Wakes the maintenance loop: outcomes the backend refused, claims to settle, a
+        # burst to summarise.
         self._maintenance_wake = threading.Event()
         self._stopped = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -165,6 +203,27 @@ class Runner:
             wake=self._maintenance_wake,
             history_limit=history_limit,
         )
+        self.tally = self.claims.tally
+        self._intake: Gatherer[tuple[Lane, datetime]] = Gatherer(
+            "baton-claims", self._claim_batch, self.log
+        )
+        self._starts: Timetable[_Claimed] = Timetable(
+            "baton-starts", self._start_batch, clock, self.log
+        )
+        self.lanes = {
+            spec.name: Lane(spec, self._dispatch, self._lane_skipped, lambda: self.accepting)
+            for spec in self.specs
+        }
+        self._takeover = Takeover(
+            self.specs,
+            leadership,
+            backend,
+            cluster,
+            self.claims,
+            lambda job, fires: self.lanes[job].submit(fires),
+            clock,
+            self.log,
+        )
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_executor(LaneExecutor(self), alias="baton")
         leadership.add_listener(self._on_leadership)
@@ -181,10 +240,14 @@ class Runner:
                 executor="baton",
                 # The lane checks lateness itself; APScheduler must hand over every fire.
                 misfire_grace_time=None,
-                coalesce=spec.catch_up != "all",
+                # The lane coalesces a backlog (and counts what it drops); APScheduler
+                # would drop run times silently.
+                coalesce=False,
                 max_instances=1_000_000,
                 replace_existing=True,
             )
+        self._intake.start()
+        self._starts.start()
         self._scheduler.start()
         self._maintenance = threading.Thread(
             target=self._maintenance_loop, name="baton-maintenance", daemon=True
@@ -192,7 +255,8 @@ class Runner:
         self._maintenance.start()
 
     def threads(self) -> dict[str, threading.Thread]:
-        """The runner's loop threads by role (``fire loop``, ``maintenance``), once started.
+        """The runner's loop threads by role (``fire loop``, ``claims``, ``starts``,
+        ``outcomes``, ``maintenance``), once started.
 
         Each must stay alive while the runner runs (:meth:`loop_problem` says when one has
         died); for diagnostics.
@@ -202,6 +266,13 @@ class Runner:
         loop = getattr(self._scheduler, "_thread", None)
         if isinstance(loop, threading.Thread):
             found["fire loop"] = loop
+        for role, thread in (
+            ("claims", self._intake.thread),
+            ("starts", self._starts.thread),
+            ("outcomes", self.claims.saver),
+        ):
+            if thread.ident is not None:
+                found[role] = thread
         if self._maintenance is not None:
             found["maintenance"] = self._maintenance
         return found
@@ -215,15 +286,19 @@ class Runner:
     def loop_problem(self) -> str | None:
         """Why this runner has stopped working (/healthz), or ``None``.
 
-        The fire loop or the maintenance loop is not running, or a job or hook pool lost a
-        thread or was shut down: fires would queue behind it for ever.
+        The fire loop, the claim or start thread or the maintenance loop is not running, or
+        a job or hook pool lost a thread or was shut down: fires would queue behind it for
+        ever.
         """
-        loop = self.threads().get("fire loop")
+        threads = self.threads()
+        loop = threads.get("fire loop")
         if not self._scheduler.running or loop is None or not loop.is_alive():
             return "scheduler loop is not running"
-        maintenance = self._maintenance
-        if maintenance is not None and not maintenance.is_alive() and not self._stopped.is_set():
-            return "maintenance loop is not running"
+        if not self._stopped.is_set():
+            for role in ("claims", "starts", "outcomes", "maintenance"):
+                thread = threads.get(role)
+                if thread is not None and not thread.is_alive():
+                    return f"{role} loop is not running"
         return _pool_problem(self.pool, "job pool") or _pool_problem(self.hook_pool, "hook pool")
 
     def hold_fires(self, held: bool) -> None:
@@ -231,11 +306,21 @@ class Runner:
         self._held = held
 
     def stop_firing(self) -> None:
-        """Start no new fire from now on; running jobs go on."""
+        """Start no new fire from now on; running jobs go on.
+
+        Fires queued in lanes, gathered for a claim, claimed and waiting for their instant,
+        or started and waiting for a worker are dropped, each counted
+        (:attr:`~scheduler.firing.tally.SkipReason.SHUTDOWN`; a started one is recorded
+        ``lost``, a claimed one given back): only jobs already running are waited for.
+        """
         self.accepting = False
+        dropped: list[str] = []
         for lane in self.lanes.values():
-            lane.drop_pending()
-        self._scheduler.shutdown(wait=False)
+            dropped += [lane.spec.name] * len(lane.drop_pending())
+        self.tally.skipped(SkipReason.SHUTDOWN, dropped)
+        self._starts.hurry()  # claimed fires waiting for their instant: abandoned now
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for running jobs; True if all have finished."""
@@ -247,42 +332,138 @@ class Runner:
 
     def close(self) -> None:
         """Record still-running jobs as lost, store unsaved outcomes (bounded), stop threads."""
+        self.accepting = False
         now = self.clock.now()
+        lost: list[RunRecord] = []
         for lane in self.lanes.values():
             run = lane.active
             if run is not None:
                 lane.active = None
-                message = "replica shut down before the run ended"
-                self.claims.finish([run.finished("lost", now, message)])
+                lost.append(run.finished("lost", now, "replica shut down before the run ended"))
+        if lost:
+            self.claims.finish(lost)
+        for lane, _ in self._intake.stop():
+            lane.done()
+        by_term: dict[Term, list[RunRecord]] = defaultdict(list)
+        for item in self._starts.stop():
+            by_term[item.term].append(item.run)
+            item.lane.done()
+        for term, runs in by_term.items():
+            self.claims.abandon(runs, term)
         self.claims.close()
         self._stopped.set()
         self._maintenance_wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.hook_pool.shutdown(wait=False)
 
-    # -- one fire ---------------------------------------------------------------------------
+    # -- fires, in batches ------------------------------------------------------------------
 
-    def run_fire(self, lane: Lane, fire: datetime) -> None:
-        """Claim ``fire`` if this replica leads, start it at its instant, run the job."""
-        term = self.leadership.current_term()
-        (claimed,) = self.claims.claim([Fire(lane.spec.name, fire)], term, held=self._held)
-        if claimed is None or term is None:
-            return
-        early = (fire - self.clock.now()).total_seconds()
-        if early > 0:
-            time.sleep(early)  # at most CLAIM_AHEAD: the claim was made ahead of the instant
-        if self.leadership.current_term() is not term:
-            # Lost (or stalled) between the claim and the instant: not run (at most once).
-            self.claims.abandon(claimed, term)
-            return
-        started = self.claims.start(claimed, term)
-        if started is not None:
-            log = self.log.bind(
-                job=lane.spec.name, scheduled_time=fire.isoformat(), token=term.token
+    def _dispatch(self, lane: Lane, fire: datetime) -> None:
+        """A lane's next fire: gathered with the others arriving now, to be claimed."""
+        self._intake.put((lane, fire))
+
+    def _lane_skipped(self, lane: Lane, fires: list[datetime], reason: SkipReason) -> None:
+        """A lane dropped ``fires`` (coalesced away, or the replica stops firing)."""
+        for fire in fires:
+            self.log.debug(
+                "fire_coalesced" if reason is SkipReason.COALESCED else "fire_dropped",
+                job=lane.spec.name,
+                scheduled_time=fire.isoformat(),
+                reason=reason.value,
             )
-            self._run(lane, started, term, log)
+        self.tally.skipped(reason, [lane.spec.name] * len(fires))
 
-    def _run(self, lane: Lane, run: RunRecord, term: Term, log: Any) -> None:
+    def _claim_batch(self, items: list[tuple[Lane, datetime]]) -> None:
+        """Claim the fires gathered together (one backend call per retention), and put the
+        claims on the timetable for their instants. Every lane whose fire is not claimed is
+        freed (:meth:`Lane.done`), whatever happens."""
+        free = items  # the lanes to free: all of them unless their claim is handed on
+        try:
+            if not self.accepting:
+                self.tally.skipped(SkipReason.SHUTDOWN, [lane.spec.name for lane, _ in items])
+                return
+            term = self.leadership.current_term()
+            fires = [Fire(lane.spec.name, at) for lane, at in items]
+            answers = self.claims.claim(fires, term, held=self._held)
+            if term is None:
+                return
+            by_instant: dict[datetime, list[_Claimed]] = defaultdict(list)
+            free = []
+            for (lane, at), run in zip(items, answers, strict=True):
+                if run is None:
+                    free.append((lane, at))
+                else:
+                    by_instant[run.scheduled_time].append(_Claimed(lane, run, term))
+            for instant, claimed in by_instant.items():
+                try:
+                    self._starts.add(instant, claimed)
+                except RuntimeError:  # the timetable is stopped (closing): given back
+                    self.claims.abandon([item.run for item in claimed], term)
+                    free += [(item.lane, instant) for item in claimed]
+        finally:
+            for lane, _ in free:
+                lane.done()
+
+    def _start_batch(self, due: list[_Claimed]) -> None:
+        """Start the claims whose instant has come (one backend call per term) and hand
+        each started fire to the job pool. Every lane whose fire does not run is freed."""
+        by_term: dict[Term, list[_Claimed]] = defaultdict(list)
+        for item in due:
+            by_term[item.term].append(item)
+        for term, group in by_term.items():
+            submitted = 0
+            try:
+                runs = [item.run for item in group]
+                if not self.accepting or self.leadership.current_term() is not term:
+                    # Lost (or stalled) between the claim and the instant, or stopping: not
+                    # run (at most once); given back once settled.
+                    self.claims.abandon(runs, term)
+                    continue
+                started = self.claims.start_many(runs, term)
+                for item, run in zip(group, started, strict=True):
+                    if run is None:
+                        item.lane.done()
+                    else:
+                        self._submit(item.lane, run, term)
+                    submitted += 1
+            finally:
+                for item in group[submitted:]:
+                    item.lane.done()
+
+    def _submit(self, lane: Lane, run: RunRecord, term: Term) -> None:
+        """Run the started ``run`` on a worker of the job pool (or record it lost if the
+        pool is gone)."""
+        try:
+            self.pool.submit(self._execute, lane, run, term)
+        except RuntimeError:  # the pool is shut down (closing): started, never called
+            self.claims.finish_later([run.finished("lost", self.clock.now(), NOT_CALLED_SHUTDOWN)])
+            self.tally.skipped(SkipReason.SHUTDOWN, [run.job])
+            lane.done()
+
+    def _execute(self, lane: Lane, run: RunRecord, term: Term) -> None:
+        """A pool worker: call the job of the started ``run``, then free its lane.
+
+        The fire is stored as started, so if it cannot be called any more (the replica
+        stops firing, or the term ended while it waited for a worker) it is recorded
+        ``lost``: a started fire is never given back.
+        """
+        try:
+            why = None
+            if not self.accepting:
+                why, reason = NOT_CALLED_SHUTDOWN, SkipReason.SHUTDOWN
+            elif term.lost.is_set():
+                why, reason = NOT_CALLED_LOST, SkipReason.ABANDONED
+            if why is None:
+                self._run(lane, run, term)
+            else:
+                self.claims.finish_later([run.finished("lost", self.clock.now(), why)])
+                self.tally.skipped(reason, [run.job])
+        except BaseException:  # a bug here must never keep the lane busy or end the worker
+            self.log.exception("fire_failed", job=lane.spec.name)
+        finally:
+            lane.done()
+
+    def _run(self, lane: Lane, run: RunRecord, term: Term) -> None:
         ctx = JobContext(
             job=run.job,
             scheduled_time=run.scheduled_time,
@@ -293,17 +474,29 @@ class Runner:
             _clock=self.clock,
             _suspect=self.leadership.stall_reason,
         )
-        metrics = self.metrics
-        lateness = (run.started - run.scheduled_time).total_seconds()
-        metrics.fire_lateness.labels(run.job).observe(max(lateness, 0.0))
-        log.info("job_started", lateness=round(lateness, 4), isolation=lane.spec.isolation)
+        log = self.log
+        lateness = (self.clock.now() - run.scheduled_time).total_seconds()
+        series = self.metrics.job_series(run.job)
+        series.lateness.observe(max(lateness, 0.0))
+        self.tally.started(run.job, lateness)
+        when = run.scheduled_time.isoformat()
+        log.debug(
+            "job_started",
+            job=run.job,
+            scheduled_time=when,
+            token=term.token,
+            lateness=round(lateness, 4),
+            isolation=lane.spec.isolation,
+        )
         lane.active, lane.active_ctx = run, ctx
         started = self.clock.monotonic()
         if lane.spec.isolation == "process":
             result = run_in_child(lane.spec.func, ctx, self._abort_grace())
             outcome, message = result.outcome, result.message
             if outcome == "error":
-                log.error("job_failed", error=message)
+                log.error(
+                    "job_failed", job=run.job, scheduled_time=when, token=term.token, error=message
+                )
         else:
             try:
                 lane.spec.func(ctx)
@@ -313,17 +506,27 @@ class Runner:
                 # Also sys.exit(), KeyboardInterrupt, GeneratorExit and other BaseExceptions:
                 # in a pool thread they end only this run, never the lane or the replica.
                 outcome, message = "error", describe_error(exc)
-                log.exception("job_failed", error=message)
+                log.exception(
+                    "job_failed", job=run.job, scheduled_time=when, token=term.token, error=message
+                )
             else:
                 outcome, message = "ok", ""
         duration = self.clock.monotonic() - started
         if lane.active is not run:
             return  # close() already recorded it as lost during shutdown
         lane.active, lane.active_ctx = None, None
-        metrics.job_runs.labels(run.job, outcome).inc()
-        metrics.job_duration.labels(run.job).observe(duration)
-        log.info("job_finished", outcome=outcome, duration=round(duration, 4))
-        self.claims.finish([run.finished(outcome, self.clock.now(), message)])
+        series.runs(outcome).inc()
+        series.duration.observe(duration)
+        self.tally.ended(outcome)
+        log.debug(
+            "job_finished",
+            job=run.job,
+            scheduled_time=when,
+            token=term.token,
+            outcome=outcome,
+            duration=round(duration, 4),
+        )
+        self.claims.finish_later([run.finished(outcome, self.clock.now(), message)])
 
     def _abort_grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL for a process job: a quarter of the time
@@ -337,7 +540,14 @@ class Runner:
         cluster, token = self.cluster, event.term.token
         if isinstance(event, TermStarted):
             if self.accepting:
-                self.pool.submit(self.catch_up, event.term)
+                # Its own short-lived thread: the job pool may be full of long jobs, and the
+                # catch-up must not wait for one of them to end (one per election).
+                threading.Thread(
+                    target=self._catch_up_safely,
+                    args=(event.term,),
+                    name="baton-catch-up",
+                    daemon=True,
+                ).start()
             acquired = hooks.LeadershipAcquiredEvent(cluster, self.replica_id, token)
             for hook in hooks.acquired_hooks():
                 self.hook_pool.submit(self._call_hook, hook, acquired)
@@ -370,55 +580,19 @@ class Runner:
     # -- catch-up and maintenance -----------------------------------------------------------
 
     def catch_up(self, term: Term) -> dict[str, list[datetime]]:
-        """Queue the fires ``term`` missed, per each job's ``catch_up`` policy.
-
-        What to run is planned by :func:`scheduler.firing.catchup.plan`; this reads what the
-        plan needs (history, claimed fires, the fires pauses skipped) and settles the
-        unfinished runs of older terms it finds (:meth:`Claims.adopt`). One job's failure is
-        logged (``catch_up_failed``) and never skips the others.
+        """Queue the fires ``term`` missed, per each job's ``catch_up`` policy, and settle
+        the runs older terms left unfinished (:class:`~scheduler.firing.takeover.Takeover`).
 
         Returns:
             The fires queued, by job (jobs with none left out).
         """
-        queued: dict[str, list[datetime]] = {}
-        if not self.leadership.controls.refresh():  # pauses set while this replica followed
-            # Without them, a fire another leader skipped as paused would look missed
-            # (scheduler.firing.pauses): catch up once they can be read (the maintenance loop).
-            self.claims.skipped(term)
-            return queued
-        now = self.clock.now()
-        for spec in self.specs:
-            if not term.valid():
-                return queued
-            try:
-                recent = self.backend.history(self.cluster, spec.name, ORPHAN_SCAN)
-                self.claims.adopt(recent, term, now)
-                window = catchup.claims_window(spec, recent, now)
-                claimed: Collection[int] = frozenset()
-                if window is not None:
-                    claimed = self.backend.claimed(self.cluster, spec.name, *window)
-                paused = self.claims.paused_fires(spec.name)
-                missed = catchup.plan(spec, recent, claimed, paused, now)
-            except BackendError as exc:
-                self.log.warning("catch_up_failed", job=spec.name, error=str(exc))
-                self.leadership.report(exc)
-                continue
-            except Exception as exc:  # one job's bug must not skip the catch-up of the rest
-                error = f"{type(exc).__name__}: {exc}"
-                self.log.error("catch_up_failed", job=spec.name, error=error)
-                continue
-            if not missed:
-                continue
-            self.log.info(
-                "catch_up",
-                job=spec.name,
-                missed=len(missed),
-                policy=spec.catch_up,
-                fires=[f.isoformat() for f in missed][-10:],
-            )
-            self.lanes[spec.name].submit(missed)
-            queued[spec.name] = missed
-        return queued
+        return self._takeover.run(term)
+
+    def _catch_up_safely(self, term: Term) -> None:
+        try:
+            self.catch_up(term)
+        except BaseException:  # a bug must not pass silently on a bare thread
+            self.log.exception("catch_up_failed", token=term.token)
 
     def settle_claims(self) -> Term | None:
         """Settle claims in doubt now (if the backend answers) and queue the fires settling
@@ -434,7 +608,7 @@ class Runner:
         return settled.catch_up
 
     def _maintenance_loop(self) -> None:
-        """Store deferred outcomes and settle claims in doubt, whenever the backend answers."""
+        """Store queued outcomes, settle claims in doubt when due, write burst summaries."""
         while not self._stopped.is_set():
             self._maintenance_wake.wait(self.claims.next_pass())
             self._maintenance_wake.clear()
@@ -443,3 +617,4 @@ class Runner:
                 term = self.settle_claims()
                 if term is not None:
                     self.catch_up(term)
+            self.tally.summarise()

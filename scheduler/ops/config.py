@@ -56,6 +56,9 @@ HOST_PATTERN = r"^[A-Za-z0-9.:%_-]{1,253}$"
 SHUTDOWN_GRACE_MAX = 3600.0
 #: The most runs kept per job (each is a record in the backend, read by ``baton history``).
 HISTORY_LIMIT_MAX = 10_000
+#: The most job pool workers (threads): beyond this, thread switching costs more than it
+#: runs (a job that waits on I/O that long belongs in a process job or a queue).
+MAX_WORKERS_MAX = 1024
 
 ModuleName = Annotated[str, Field(min_length=1, max_length=200, pattern=MODULE_PATTERN)]
 
@@ -125,6 +128,17 @@ class Settings(BaseModel):
     shutdown_grace: float = Field(default=30.0, ge=0, le=SHUTDOWN_GRACE_MAX, allow_inf_nan=False)
     #: json (containers), console (humans), auto (console on a TTY, else json).
     log_format: Literal["json", "console", "auto"] = "auto"
+    #: info (default): one ``fires_summary`` line per burst of fires, failures one line each;
+    #: debug: also a line per fire (``job_started``, ``job_finished``, ``fire_paused``, ...);
+    #: warning, error: problems only. See README "Logs".
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Worker threads of the job pool: how many jobs may run at once on this replica
+    #: (default 32, from 1 to 1024). Jobs are queued per job, not given a thread each; a
+    #: fire due while every worker is busy waits for one (its lateness shows it), and a
+    #: process job holds a worker while its child runs. More workers: more jobs that sleep
+    #: or wait on I/O run side by side, at the cost of memory and thread switching (each
+    #: thread has its own stack; CPU-bound Python jobs gain nothing from more than a few).
+    max_workers: int = Field(default=32, ge=1, le=MAX_WORKERS_MAX)
     #: Runs kept per job in the backend (older ones are trimmed; default 100, from 1 to
     #: 10,000).
     history_limit: int = Field(default=100, ge=1, le=HISTORY_LIMIT_MAX)

@@ -4,6 +4,14 @@ Every line carries ``replica``; leadership changes are single named events
 (``leadership_acquired``, ``leadership_lost``, ``lease_released``) and job lines carry
 ``job``, ``scheduled_time`` and ``token``.
 
+**Cost at scale.** At ``info`` (the default) a burst of fires is one ``fires_summary`` line
+(:mod:`scheduler.firing.tally`); the per-fire lines are at ``debug``, where a filtered call
+costs about 0.1 µs. Loggers are bound once per component and structlog caches them
+(``cache_logger_on_first_use``). A rendered JSON line costs about 8 µs with the standard
+library's ``json`` and 6 µs with orjson (measured: 20,000 lines to a file, 2 cores): at one
+line per burst that is nothing, so orjson is not a dependency; it would save ~40 ms per
+burst of 10,000 fires only at ``debug``.
+
 Libraries log through the standard library (kazoo, redis-py, APScheduler). Until
 :func:`configure` runs they print nothing (a read command prints its one line and no
 library chatter); once it runs, their records go through the same renderer as Baton's own
@@ -23,6 +31,15 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 LogFormat = Literal["json", "console", "auto"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+#: The ``log_level`` setting's names, as standard library levels.
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 #: The least level of each library's records that reaches the log once configured.
 LIBRARY_LEVELS = {
@@ -50,12 +67,16 @@ _silence_libraries()
 
 
 def configure(
-    replica_id: str, log_format: LogFormat = "auto", stream: TextIO | None = None
+    replica_id: str,
+    log_format: LogFormat = "auto",
+    stream: TextIO | None = None,
+    level: LogLevel = "info",
 ) -> structlog.stdlib.BoundLogger:
     """Configure structlog process-wide and return a logger bound to ``replica_id``.
 
     Records of the standard library's loggers (the libraries') are rendered the same way,
-    on the same stream.
+    on the same stream. Baton's own events below ``level`` are dropped (see
+    :func:`set_level`).
     """
     out = stream if stream is not None else sys.stderr
     use_json = log_format == "json" or (log_format == "auto" and not out.isatty())
@@ -74,9 +95,9 @@ def configure(
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
 
     def add_replica(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
@@ -106,6 +127,15 @@ def configure(
     root.setLevel(logging.WARNING)
     _silence_libraries()
     return get_logger(replica=replica_id)
+
+
+def set_level(level: LogLevel) -> None:
+    """Drop Baton's events below ``level`` (``log_level``), for loggers bound from now on.
+
+    Per-fire lines are at ``debug``; a burst summary at ``info``. Changes nothing else of
+    the configuration (renderer, stream).
+    """
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]))
 
 
 def get_logger(**bound: object) -> structlog.stdlib.BoundLogger:

@@ -137,6 +137,19 @@ def _iso(instant: float) -> str:
     return datetime.fromtimestamp(instant, UTC).isoformat()
 
 
+def _batch_fires(item: dict[str, Any]) -> set[tuple[str, float]]:
+    """The (job, instant) pairs a batch log line names: ``job`` or ``jobs`` (the first ones,
+    sorted) by ``scheduled_time`` or ``scheduled_times`` (a batch is usually one instant; with
+    several, every pair is taken, which can only excuse more)."""
+    jobs = [item["job"]] if item.get("job") else list(item.get("jobs") or [])
+    times = (
+        [item["scheduled_time"]]
+        if item.get("scheduled_time")
+        else list(item.get("scheduled_times") or [])
+    )
+    return {(str(job), _instant(str(at))) for job in jobs for at in times}
+
+
 def _scan_logs(
     paths: list[str],
 ) -> tuple[dict[str, int], dict[str, int], list[str], set[tuple[str, float]]]:
@@ -162,8 +175,8 @@ def _scan_logs(
                     events[name] += 1
                 if name == "leadership_lost":
                     reasons[str(item.get("reason"))] += 1
-                if name == "start_failed" and item.get("job") and item.get("scheduled_time"):
-                    unanswered.add((str(item["job"]), _instant(str(item["scheduled_time"]))))
+                if name == "start_failed":
+                    unanswered |= _batch_fires(item)
                 if "exception" in item and len(tracebacks) < EXAMPLES:
                     tracebacks.append(f"{Path(path).name}: {name}: {item['exception'][-300:]}")
             elif line.startswith("Traceback") and len(tracebacks) < EXAMPLES:

@@ -1,6 +1,7 @@
 """Run the chaos suite: 5 replicas, a seeded fault schedule, then the checker's verdict.
 
 ``python -m tests.chaos.run --backend redis --duration 600 --seed 7 --report CHAOS-redis.md``
+(``--many-jobs 2000`` adds the many-jobs workload: see :mod:`tests.chaos.workload`)
 
 The run starts the ledger server, the backend (and one proxy per replica), five replicas
 under libfaketime, waits for the first ticks, then injects faults one at a time until
@@ -160,6 +161,7 @@ def run(options: Options) -> dict[str, Any]:
         "fault_types": kinds,
         "skipped_fault_types": skipped,
         "command": options.command,
+        "many_jobs": options.extra.get("chaos_many_jobs", 0),
         "cluster": cluster,
     }
     try:
@@ -255,7 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--faults", default=",".join(FAULT_TYPES), help="comma-separated fault types to draw from"
     )
+    parser.add_argument(
+        "--many-jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also load N crowd jobs due together every 10 s (tests.chaos.workload; 0: none)",
+    )
     args = parser.parse_args(argv)
+    if args.many_jobs < 0:
+        parser.error("--many-jobs must be 0 or more")
     workdir = args.workdir or Path(
         tempfile.mkdtemp(prefix=f"baton-chaos-{args.backend}-{args.seed}-")
     )
@@ -270,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.faults != parser.get_default("faults"):
         # Another list of types is another schedule: the seed alone would not replay it.
         replay += ["--faults", args.faults]
+    if args.many_jobs:
+        replay += ["--many-jobs", str(args.many_jobs)]
     command = "python -m tests.chaos.run " + shlex.join(replay)
     options = Options(
         backend=args.backend,
@@ -279,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         cooldown=args.cooldown,
         faults=tuple(f for f in args.faults.split(",") if f),
         command=command,
+        # Read by tests.chaos.workload in every replica (BATON_CHAOS_MANY_JOBS).
+        extra={"chaos_many_jobs": args.many_jobs} if args.many_jobs else {},
     )
     unknown = [f for f in options.faults if f not in FAULT_TYPES]
     if unknown:

@@ -14,6 +14,14 @@ tick, fencing token, replica, run id) and the ledger stamps them with real time.
   child process is ended when the term ends or the lease's local deadline passes.
 
 A job that finds its write refused stops at once: the fence has told it that it was deposed.
+
+**Many jobs** (``BATON_CHAOS_MANY_JOBS=N``, ``python -m tests.chaos.run --many-jobs N``): N
+more jobs, the *crowd* (``crowd.j00000``, ...), all due together every
+:data:`CROWD_EVERY` (thread isolation, ``catch_up`` ``none``, ``latest`` and ``all`` in
+turn). They do nothing and write nothing: they load the leader (one burst of N fires every
+10 s: claims, starts, lanes, the pool, the catch-up's reads) while the three jobs above are
+checked, with every invariant of the checker unchanged. Their names sort after ``chaos.*``,
+so a batch log line that lists its first jobs (``start_failed``) still names those.
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ JOBS: dict[str, tuple[float, str, float]] = {
 LONG_WORK = 3.0
 #: Seconds between chaos.counter's read and its store.
 COUNTER_GAP = 0.4
+#: How many crowd jobs (the many-jobs workload; 0: none).
+CROWD = int(os.environ.get("BATON_CHAOS_MANY_JOBS", "0") or "0")
+#: The crowd's common interval: every crowd job falls due at the same instants.
+CROWD_EVERY = "10s"
+#: The crowd's catch_up policies, in turn.
+CROWD_POLICIES = ("none", "latest", "all")
 
 _client: LedgerClient | None = None
 
@@ -153,3 +167,20 @@ def note_lost(event: LeadershipLostEvent) -> None:
         local=time.time(),
         note=event.reason,
     )
+
+
+def _crowd_job(index: int) -> None:
+    """Define crowd job number ``index`` (one function object per job: @singleton_job
+    refuses to decorate a function twice)."""
+
+    def crowd(ctx: JobContext) -> None:
+        """Does nothing: the crowd loads the scheduler, not the ledger."""
+
+    policy = CROWD_POLICIES[index % len(CROWD_POLICIES)]
+    singleton_job(every=CROWD_EVERY, name=f"crowd.j{index:05d}", catch_up=policy, misfire_grace=10)(
+        crowd
+    )
+
+
+for _index in range(CROWD):
+    _crowd_job(_index)

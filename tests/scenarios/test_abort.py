@@ -15,12 +15,15 @@ from tests.harness.replicas import Cluster, wait_for
 from tests.harness.sink import FencedSink, Write
 from tests.unit.test_isolation import alive
 
+#: The per-fire lines (job_started, fire_paused, ...) this test reads are at debug level.
+PER_FIRE_LINES = {"BATON_LOG_LEVEL": "debug"}
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def cluster(redis_server: RedisServer, election: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_server.url, election, tmp_path / "cluster")
+    c = Cluster(redis_server.url, election, tmp_path / "cluster", env=PER_FIRE_LINES)
     try:
         yield c
     finally:

@@ -14,6 +14,9 @@ from tests.harness.redis_server import RedisServer
 from tests.harness.replicas import Cluster, wait_for
 from tests.harness.sink import FencedSink
 
+#: The per-fire lines (job_started, fire_paused, ...) this test reads are at debug level.
+PER_FIRE_LINES = {"BATON_LOG_LEVEL": "debug"}
+
 pytestmark = pytest.mark.slow
 
 
@@ -33,7 +36,7 @@ def test_leader_steps_down_during_outage_and_one_leads_after(
     """Redis stopped: the leader gives up by renew_deadline; restarted: one leader again."""
     ttl = 3.0
     renew_deadline = 2 * ttl / 3
-    cluster = Cluster(own_redis.url, election, tmp_path / "cluster")
+    cluster = Cluster(own_redis.url, election, tmp_path / "cluster", env=PER_FIRE_LINES)
     try:
         cluster.start(2, lease_ttl=ttl)
         first = cluster.wait_leader(timeout=15)

@@ -144,6 +144,12 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def _outcome(replica: Replica, fire: datetime) -> str | None:
+    """The stored state of ``fire``'s record on ``replica``'s backend (``None``: no record)."""
+    stored = replica.backend.lookup(replica.cluster, replica.lane.spec.name, fire)
+    return None if stored is None else stored.outcome
+
+
 def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link, election: str) -> None:
     """Catch-up runs t, the trigger proposes t again in the same term while the link is cut,
     the term ends, a new leader catches up: t ran exactly once, its record intact."""
@@ -165,6 +171,8 @@ def test_a_tick_proposed_twice_in_one_term_runs_once(link: Link, election: str) 
         r1.propose(anchor)  # history for the catch-up to anchor on
         r1.runner.catch_up(term)  # catch-up: finds t unclaimed and runs it
         _wait(lambda: (("r1", t) in ran) and r1.lane.idle.is_set(), 10, "the catch-up to run t")
+        # Outcomes are stored in batches just after the run: t's, before the link is cut.
+        _wait(lambda: _outcome(r1, t) == "ok", 10, "t's outcome to be stored")
 
         link.cut()
         r1.propose(t)  # the trigger, late by its clock, proposes t again in the same term
@@ -220,6 +228,9 @@ def test_a_start_left_unanswered_still_runs_once_in_the_same_term(
         r1.runner.settle_claims()  # the backend answers: the doubt is settled
         _wait(lambda: bool(ran) and r1.lane.idle.is_set(), 10, "t to run")
         assert ran == [t]
+
+        # Outcomes are stored in batches, just after the run.
+        _wait(lambda: _outcome(r1, t) not in (None, "running"), 10, "t's outcome to be stored")
         stored = r1.backend.lookup(r1.cluster, job.name, t)
         assert stored is not None and (stored.attempt, stored.outcome) == (claimed.attempt, "ok")
     finally:

@@ -13,6 +13,9 @@ import pytest
 from tests.harness.redis_server import RedisServer, free_port
 from tests.harness.replicas import Cluster, wait_for
 
+#: The per-fire lines (job_started, fire_paused, ...) this test reads are at debug level.
+PER_FIRE_LINES = {"BATON_LOG_LEVEL": "debug"}
+
 pytestmark = pytest.mark.slow
 
 METRICS = (
@@ -52,7 +55,7 @@ def test_endpoints_of_a_leader_and_readiness_through_an_outage(
 ) -> None:
     """/healthz, /readyz, /metrics and /status answer; readiness follows the backend."""
     port = free_port()
-    cluster = Cluster(own_redis.url, election, tmp_path / "cluster")
+    cluster = Cluster(own_redis.url, election, tmp_path / "cluster", env=PER_FIRE_LINES)
     try:
         cluster.start(1, lease_ttl=3, http_host="127.0.0.1", http_port=port)
         leader = cluster.wait_leader(timeout=15)
@@ -69,6 +72,11 @@ def test_endpoints_of_a_leader_and_readiness_through_an_outage(
         assert 'baton_job_runs_total{job="test.tick",outcome="ok"}' in text
         assert 'baton_claims_total{result="claimed"}' in text
 
+        def stored_ok() -> bool:  # outcomes are stored in batches, just after the run
+            last = json.loads(get(port, "/status")[1])["jobs"][0]["last_run"]
+            return last is not None and last["outcome"] == "ok"
+
+        wait_for(stored_ok, 10, "a run's outcome in /status")
         code, body = get(port, "/status")
         doc = json.loads(body)
         assert code == 200 and doc["replica_id"] == "r1" and doc["is_leader"] is True

@@ -17,12 +17,15 @@ import pytest
 from tests.harness.replicas import ROOT, Cluster, wait_for
 from tests.harness.sink import FencedSink
 
+#: The per-fire lines (job_started, fire_paused, ...) this test reads are at debug level.
+PER_FIRE_LINES = {"BATON_LOG_LEVEL": "debug"}
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def cluster(backend_url: str, election: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(backend_url, election, tmp_path / "cluster")
+    c = Cluster(backend_url, election, tmp_path / "cluster", env=PER_FIRE_LINES)
     try:
         yield c
     finally:

@@ -5,7 +5,7 @@ with a stand-in for leadership."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,23 +73,28 @@ def _noop(ctx: object) -> None:
 
 
 class Flaky:
-    """The embedded backend; ``finish`` fails while ``finish_down``, and a claim lands but
-    its answer is lost while ``claim_unanswered``."""
+    """The embedded backend; storing outcomes fails while ``finish_down``, and claims land
+    but their answer is lost while ``claim_unanswered``. Counts the fires sent to claim
+    (``claims_sent``) and the claim calls (``claim_calls``: a batch is one)."""
 
     def __init__(self, backend: SqliteBackend) -> None:
         self.backend = backend
         self.finish_down = False
         self.claim_unanswered = False
         self.claims_sent = 0
+        self.claim_calls = 0
 
-    def finish(self, name: str, run: RunRecord) -> None:
+    def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
         if self.finish_down:
             raise BackendUnavailable("sqlite://test", "no answer")
-        self.backend.finish(name, run)
+        self.backend.finish_many(name, runs)
 
-    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
-        self.claims_sent += 1
-        claimed = self.backend.claim(lease, run, retention)
+    def claim_many(
+        self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
+    ) -> list[RunRecord | None]:
+        self.claims_sent += len(runs)
+        self.claim_calls += 1
+        claimed = self.backend.claim_many(lease, runs, retention)
         if self.claim_unanswered:
             raise BackendUnavailable("sqlite://test", "answer lost")
         return claimed

@@ -207,3 +207,17 @@ def test_backend_value_is_never_echoed() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(overrides={"backend": "redis://:pw@h/0" + "x" * 5000}, environ={})
     assert "pw" not in str(info.value)
+
+
+def test_max_workers_and_log_level_default_parse_and_bounds() -> None:
+    """max_workers (the job pool) defaults to 32 and takes 1 to 1024, from BATON_MAX_WORKERS
+    too; log_level defaults to info and takes debug, info, warning or error."""
+    s = load_settings(environ={})
+    assert (s.max_workers, s.log_level) == (32, "info")
+    s = load_settings(environ={"BATON_MAX_WORKERS": "8", "BATON_LOG_LEVEL": "debug"})
+    assert (s.max_workers, s.log_level) == (8, "debug")
+    for bad in ("0", "1025", "2.5"):
+        with pytest.raises(ConfigError, match=r"'max_workers'.*whole number from 1 to 1024"):
+            load_settings(environ={"BATON_MAX_WORKERS": bad})
+    with pytest.raises(ConfigError, match=r"'log_level'.*'debug', 'info', 'warning' or 'error'"):
+        load_settings(overrides={"log_level": "verbose"}, environ={})

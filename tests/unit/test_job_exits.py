@@ -101,11 +101,18 @@ class Rig:
         self.runner.start()
 
     def fire(self, seconds_ago: float) -> datetime:
-        """Hand the lane a fire ``seconds_ago`` in the past and wait until it has drained."""
+        """Hand the lane a fire ``seconds_ago`` in the past and wait until it has drained
+        and its outcome is stored (outcomes are stored in batches, just after the run)."""
         fire = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=seconds_ago)
         lane = self.runner.lanes[self.spec.name]
         lane.submit([fire])
         assert lane.idle.wait(10), "the lane stayed busy after the job ended its thread"
+
+        def ended() -> bool:
+            stored = self.backend.lookup(CLUSTER, self.spec.name, fire)
+            return stored is not None and not stored.unfinished
+
+        wait_for(ended, 10, "the run's outcome to be stored")
         return fire
 
     def close(self) -> None:
@@ -220,4 +227,4 @@ def test_liveness_reports_a_job_pool_shut_down_while_firing(
     assert rig.runner.loop_problem() == "job pool is shut down"
     lane = rig.runner.lanes[rig.spec.name]
     lane.submit([datetime.now(UTC)])
-    assert lane.idle.is_set()
+    assert lane.idle.wait(10)  # claimed and started in batches first: not at once

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,7 +19,7 @@ from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.errors import LeaseLost
 from scheduler.firing.lanes import Lane
-from scheduler.firing.recovery import Handover, Recovery
+from scheduler.firing.recovery import BACKOFF_CAP, Handover, Recovery
 from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import build_spec
 from scheduler.leadership.lease import Holder
@@ -245,6 +244,7 @@ def test_new_leader_runs_an_orphan_once_its_claimant_gives_it_back(rig: Rig) -> 
     with pytest.raises(LeaseLost):  # the claimant can no longer start it
         rig.backend.start(old.lease, orphan.started_now(START))
     assert rig.backend.unclaim(CLUSTER, orphan)  # the claimant: "never started"
+    rig.clock.advance(BACKOFF_CAP)  # the next look at a watched claim backs off
     rig.settle()
     assert rig.submitted == [("all", FIRE, False)]
     assert not rig.recovery.pending()
@@ -297,8 +297,8 @@ def test_lane_never_coalesces_away_a_claim_already_made() -> None:
     """A "latest" lane keeps only its newest waiting fire, except fires handed over with
     keep=True (claims confirmed late): those run whatever comes after them."""
     spec = build_spec(_noop, every="1s", name="latest", catch_up="latest", misfire_grace=10.0)
-    idle_pool = SimpleNamespace(submit=lambda fn: None)  # nothing drains
-    lane = Lane(spec, idle_pool, lambda lane, fire: None, lambda: True, get_logger())  # type: ignore[arg-type]
+    # The first fire is handed over and never done: the lane stays busy, the rest wait.
+    lane = Lane(spec, lambda lane, fire: None, lambda lane, fires, reason: None, lambda: True)
     at = [FIRE + timedelta(seconds=s) for s in range(4)]
 
     lane.submit([at[0]])
