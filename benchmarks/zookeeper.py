@@ -26,7 +26,7 @@ from benchmarks.report import NO_TARGET, NOT_MEASURED, Section, Table, verdict
 from benchmarks.stats import ms, percentile
 from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
-from scheduler.firing.runs import Retention, RunRecord
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder
 
 #: Session timeout of both contenders, seconds (Baton: lease_ttl, the shortest it allows).

@@ -15,8 +15,8 @@ A backend keeps, per election name (the ``cluster``):
 and answers a **preflight** (:class:`Preflight`). :class:`Backend` bundles the roles.
 
 A run record carries the identity of the claim **attempt** that wrote it
-(:attr:`~scheduler.firing.runs.RunRecord.attempt`) and its state (``claimed`` → ``running`` → an
-outcome; see :mod:`scheduler.firing.runs`). The ledger's rules, each kept atomically:
+(:attr:`~scheduler.backends.runs.RunRecord.attempt`) and its state (``claimed`` → ``running`` → an
+outcome; see :mod:`scheduler.backends.runs`). The ledger's rules, each kept atomically:
 
 * **identity**: :meth:`~RunLedger.start`, :meth:`~RunLedger.finish` and
   :meth:`~RunLedger.unclaim` act only on the record written by their own attempt; the
@@ -54,8 +54,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol, TypeAlias, runtime_checkable
 
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.errors import ClaimLost
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from scheduler.leadership.members import Member
 
@@ -320,7 +320,7 @@ class RunLedger(Protocol):
         """The fires of ``job`` that have a record, in ``[since, until]`` (both included).
 
         Returns:
-            Their fire keys (see :func:`scheduler.firing.runs.fire_key`).
+            Their fire keys (see :func:`scheduler.backends.runs.fire_key`).
         """
         ...
 

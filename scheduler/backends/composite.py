@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from scheduler.backends.base import Controls, LeaseStore, Presence, RunLedger, StartAnswer
-from scheduler.firing.runs import Retention, RunRecord
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from scheduler.leadership.members import Member
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from scheduler.firing.runs import OUTCOMES, UNFINISHED, Outcome, Retention
+from scheduler.backends.runs import OUTCOMES, UNFINISHED, Outcome, Retention
 from scheduler.leadership.lease import Holder, Lease, local_deadline
 
 #: The outcomes trimming may delete: those of a fire that has ended.
@@ -55,7 +55,7 @@ class TrimWindow:
     Attributes:
         count: how many of the job's oldest records fired before ``cutoff`` are candidates
             (0: trim nothing).
-        cutoff: a fire key (see :func:`~scheduler.firing.runs.fire_key`); only records fired
+        cutoff: a fire key (see :func:`~scheduler.backends.runs.fire_key`); only records fired
             strictly before it are candidates.
     """
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from scheduler.firing.runs import fire_key
+from scheduler.backends.runs import fire_key
 
 __all__ = ["ATTEMPT_MEMORY", "Attempts"]
 

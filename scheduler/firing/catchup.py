@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Collection, Container, Sequence
 from datetime import datetime, timedelta
 
-from scheduler.firing.runs import RunRecord, fire_key
+from scheduler.backends.runs import RunRecord, fire_key
 from scheduler.jobs.schedules import fires_between
 from scheduler.jobs.spec import JobSpec
 
@@ -88,7 +88,7 @@ def plan(
     Args:
         spec: the job (``trigger``, ``misfire_grace``, ``catch_up``).
         history: its newest run records, newest fire first (any state).
-        claimed: the fire keys (:func:`~scheduler.firing.runs.fire_key`) claimed within
+        claimed: the fire keys (:func:`~scheduler.backends.runs.fire_key`) claimed within
             :func:`claims_window`; keys outside it are ignored. Only ``all`` reads them.
         paused: the fires some leader skipped because the job was paused.
         now: the wall-clock time of the catch-up.
@@ -142,7 +142,7 @@ def claimed_in(
     then the claimed fires must be read by themselves.
 
     Records are never trimmed inside the look-back window (see
-    :class:`~scheduler.firing.runs.Retention`), so a read that reaches past the window's
+    :class:`~scheduler.backends.runs.Retention`), so a read that reaches past the window's
     start has every claim of the window.
     """
     first, last = fire_key(window[0]), fire_key(window[1])

@@ -13,6 +13,7 @@ with the same ``misfire_grace`` share one), started with one
 :meth:`~scheduler.backends.base.RunLedger.start_many`, and outcomes are queued and stored with
 :meth:`~scheduler.backends.base.RunLedger.finish_many` by the maintenance loop. Every rule
 below still holds per fire: a batch is only a way to carry many fires in one round trip.
+The calls themselves and the sorting of their answers are :mod:`scheduler.firing.sending`.
 A batch that fails is logged once (``claim_failed``, ``start_failed``, ``claim_refused``,
 ``fire_abandoned``: with the count, the instant and the jobs), never once per fire.
 
@@ -20,7 +21,7 @@ A batch that fails is logged once (``claim_failed``, ``start_failed``, ``claim_r
 (job, instant); whatever proposes the fire again in that term — APScheduler's trigger, the
 catch-up after an election or an outage, a lane's backlog, :mod:`scheduler.firing.recovery` — is
 dropped (``fire_already_attempted``). The only repeat is a *resend* of the same attempt
-(same :attr:`~scheduler.firing.runs.RunRecord.attempt`) by recovery after the first send went
+(same :attr:`~scheduler.backends.runs.RunRecord.attempt`) by recovery after the first send went
 unanswered, which every backend answers idempotently. :class:`Attempts` is that ledger.
 
 **One clock proposes fires.** The trigger and the catch-up both name instants on this
@@ -64,27 +65,21 @@ once settled, was withdrawn by token — deleting the record of the run that had
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.runs import RunRecord
 from scheduler.clock import Clock
-from scheduler.errors import BackendError, ClaimLost, FireNotDue, LeaseLost
 from scheduler.firing.attempts import ATTEMPT_MEMORY, Attempts
+from scheduler.firing.doubts import NEVER_STARTED, ORPHAN_MESSAGE, Fire, Settled
 from scheduler.firing.outcomes import FLUSH_RETRY, Outcomes
 from scheduler.firing.pauses import PausedFires, PauseRecords, skipped_runs
-from scheduler.firing.recovery import (
-    NEVER_STARTED,
-    ORPHAN_MESSAGE,
-    Fire,
-    Recovery,
-    Settled,
-)
-from scheduler.firing.runs import Retention, RunRecord
+from scheduler.firing.recovery import Recovery
+from scheduler.firing.sending import LISTED, Send, Sender, describe_batch
 from scheduler.firing.tally import SkipReason, Tally
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.term import Term
@@ -93,35 +88,6 @@ from scheduler.leadership.view import Leadership
 from scheduler.ops.metrics import Metrics
 
 __all__ = ["ATTEMPT_MEMORY", "Attempts", "Claims", "Fire", "Settled"]
-
-#: Job names a batch failure line lists (sorted; ``fires`` always has the full count).
-LISTED = 100
-
-
-def describe_batch(runs: Sequence[RunRecord]) -> dict[str, Any]:
-    """The fields that name a batch in one log line: ``fires`` (the count), ``job`` and
-    ``scheduled_time`` for a single fire as before, else ``jobs`` (sorted, the first
-    :data:`LISTED`) and ``scheduled_time`` (or ``scheduled_times``, when they differ)."""
-    fields: dict[str, Any] = {"fires": len(runs)}
-    jobs = sorted({run.job for run in runs})
-    if len(jobs) == 1:
-        fields["job"] = jobs[0]
-    else:
-        fields["jobs"] = jobs[:LISTED]
-    instants = sorted({run.scheduled_time for run in runs})
-    if len(instants) == 1:
-        fields["scheduled_time"] = instants[0].isoformat()
-    else:
-        fields["scheduled_times"] = [t.isoformat() for t in instants[:LISTED]]
-    return fields
-
-
-@dataclass(frozen=True, slots=True)
-class _Send:
-    """One fire of a claim batch: where its answer goes, and the attempt sent."""
-
-    index: int
-    run: RunRecord
 
 
 class Claims:
@@ -164,12 +130,10 @@ class Claims:
     ) -> None:
         self._specs = {spec.name: spec for spec in specs}
         self._leadership = leadership
-        self._backend = backend
         self._replica_id = replica_id
         self._metrics = metrics
         self._clock = clock
         self._log = log
-        self._history_limit = history_limit
         self._tally = tally or Tally(metrics, log)
         # One attempt per fire per term; kept well past any grace.
         longest_grace = max((spec.misfire_grace for spec in specs), default=0.0)
@@ -185,6 +149,9 @@ class Claims:
             log,
             wake,
             self._tally,
+        )
+        self._sender = Sender(
+            backend, leadership, self._recovery, self._tally, metrics, log, history_limit
         )
         self._outcomes = Outcomes(backend, cluster, leadership, log, wake)
         self._pauses = PauseRecords(self._specs, backend, cluster, clock, log, ATTEMPT_MEMORY)
@@ -227,7 +194,7 @@ class Claims:
         """
         answers: list[RunRecord | None] = [None] * len(fires)
         skipped: defaultdict[SkipReason, list[str]] = defaultdict(list)
-        sends: defaultdict[float, list[_Send]] = defaultdict(list)  # by misfire_grace
+        sends: defaultdict[float, list[Send]] = defaultdict(list)  # by misfire_grace
         paused: list[tuple[str, datetime]] = []
         lost: list[RunRecord] = []
         unconfirmed = False
@@ -280,7 +247,7 @@ class Claims:
                 self._metrics.claims.labels("already_attempted").inc()
                 skipped[SkipReason.ALREADY_ATTEMPTED].append(fire.job)
                 continue
-            sends[spec.misfire_grace].append(_Send(index, run))
+            sends[spec.misfire_grace].append(Send(index, run))
         if lost:
             self.finish(lost)
         if paused:
@@ -290,7 +257,7 @@ class Claims:
             self._recovery.skipped(term)
         if term is not None:  # only a leader has anything to send
             for grace, group in sends.items():
-                self._send_batch(term, group, grace, answers, skipped)
+                self._sender.claim_batch(term, group, grace, answers, skipped)
         for why, jobs in skipped.items():
             self._tally.skipped(why, jobs)
         return answers
@@ -329,7 +296,7 @@ class Claims:
             else:
                 send.append(index)
         if send:
-            self._send_starts(term, [claimed[i] for i in send], send, answers, now)
+            self._sender.start_batch(term, [claimed[i] for i in send], send, answers, now)
         for index, started in enumerate(answers):
             if started is not None and not self._attempts.start(started.attempt):
                 answers[index] = None
@@ -497,148 +464,3 @@ class Claims:
                 self._recovery.doubt(resend)  # recorded lost if it landed after all
             return SkipReason.MISSED
         return None
-
-    def _send_batch(
-        self,
-        term: Term,
-        group: list[_Send],
-        grace: float,
-        answers: list[RunRecord | None],
-        skipped: defaultdict[SkipReason, list[str]],
-    ) -> None:
-        """Claim the fires of ``group`` (one ``misfire_grace``) in one call; their answers go
-        to ``answers``, the fires not claimed to ``skipped``."""
-        runs = [send.run for send in group]
-        jobs = [run.job for run in runs]
-        retention = Retention(limit=self._history_limit, protect=grace * 2)
-        claims = self._metrics.claims
-        self._metrics.claim_batch.observe(len(runs))
-        try:
-            stored = self._send(term, runs, retention, grace)
-        except LeaseLost as exc:
-            # Checked before anything of the batch was stored (the contract).
-            claims.labels("lease_lost").inc(len(runs))
-            self._log.warning(
-                "claim_refused", reason=exc.reason, token=term.token, **describe_batch(runs)
-            )
-            self._leadership.report(exc, term)
-            skipped[SkipReason.LEASE_LOST] += jobs
-            return
-        except BackendError as exc:
-            # No answer: the claims may have landed all the same. Not run now; settled once
-            # the backend answers (run late, or given back).
-            claims.labels("error").inc(len(runs))
-            self._log.warning(
-                "claim_failed", error=str(exc), token=term.token, **describe_batch(runs)
-            )
-            # Unconfirmed until a call succeeds; refused for good: leadership ends.
-            self._leadership.report(exc, term, in_doubt=True)
-            self._recovery.doubt_many(runs)
-            self._recovery.skipped(term)
-            self._tally.in_doubt(len(runs))
-            return
-        if stored is None:
-            # Not due by the backend's clock within the grace: missed. A batch carried in
-            # several chunks may have stored some of it: settled as doubts.
-            if len(runs) > 1:
-                self._recovery.doubt_many(runs)
-            skipped[SkipReason.MISSED] += jobs
-            return
-        confirmed: list[RunRecord] = []
-        duplicates = 0
-        for send, record in zip(group, stored, strict=True):
-            if record is None:
-                duplicates += 1
-                self._log.debug(
-                    "fire_already_claimed",
-                    job=send.run.job,
-                    scheduled_time=send.run.scheduled_time.isoformat(),
-                    token=term.token,
-                )
-                skipped[SkipReason.CLAIMED_ELSEWHERE].append(send.run.job)
-            elif record.outcome != "claimed":
-                # A resend answered with this attempt's record already started or ended: its
-                # earlier send and start landed unanswered. Settled as a doubt (never run
-                # twice).
-                self._recovery.doubt(send.run)
-            else:
-                confirmed.append(record)
-                answers[send.index] = record
-        if duplicates:
-            claims.labels("duplicate").inc(duplicates)
-        if confirmed:
-            claims.labels("claimed").inc(len(confirmed))
-            self._recovery.claimed_many(confirmed)
-            self._tally.claimed(len(confirmed))
-
-    def _send(
-        self, term: Term, runs: list[RunRecord], retention: Retention, grace: float
-    ) -> list[RunRecord | None] | None:
-        """Claim ``runs``; if the backend's clock says one is not due yet (this replica's
-        clock runs ahead), wait by the backend's clock and send the batch again (the same
-        attempts: idempotent), within ``grace``. ``None``: given up."""
-        waited = 0.0
-        while True:
-            try:
-                return self._backend.claim_many(term.lease, runs, retention)
-            except FireNotDue as exc:
-                if waited + exc.wait > grace or self._leadership.current_term() is not term:
-                    self._log.warning(
-                        "fire_not_due_given_up", waited=round(waited, 3), **describe_batch(runs)
-                    )
-                    return None
-                self._log.warning(
-                    "fire_not_due", wait=round(exc.wait, 3), detail="clock ahead", fires=len(runs)
-                )
-                time.sleep(exc.wait)
-                waited += exc.wait
-
-    def _send_starts(
-        self,
-        term: Term,
-        runs: list[RunRecord],
-        indexes: list[int],
-        answers: list[RunRecord | None],
-        now: datetime,
-    ) -> None:
-        """Start ``runs`` (claims of ``term``) in one call; each answer goes to
-        ``answers[indexes[i]]``."""
-        try:
-            results = self._backend.start_many(term.lease, [run.started_now(now) for run in runs])
-        except LeaseLost as exc:
-            self._log.warning(
-                "fire_abandoned",
-                reason=f"lease lost before the start: {exc.reason}",
-                token=term.token,
-                **describe_batch(runs),
-            )
-            self._leadership.report(exc, term)
-            self._recovery.doubt_many(runs)  # still claimed: given back once settled
-            self._tally.skipped(SkipReason.ABANDONED, [run.job for run in runs])
-            return
-        except BackendError as exc:
-            # The starts may have landed. Not run now; settled once the backend answers (run
-            # in this term, or recorded lost: a started fire is never given back).
-            self._log.warning(
-                "start_failed", error=str(exc), token=term.token, **describe_batch(runs)
-            )
-            # Unconfirmed until a call succeeds; refused for good: leadership ends.
-            self._leadership.report(exc, term, in_doubt=True)
-            self._recovery.doubt_many(runs)
-            self._recovery.skipped(term)
-            self._tally.in_doubt(len(runs))
-            return
-        refused: list[str] = []
-        for index, run, answer in zip(indexes, runs, results, strict=True):
-            if isinstance(answer, ClaimLost):
-                self._log.error(
-                    "claim_lost",
-                    job=run.job,
-                    scheduled_time=run.scheduled_time.isoformat(),
-                    token=term.token,
-                    reason=answer.reason,
-                )
-                refused.append(run.job)
-            else:
-                answers[index] = answer
-        self._tally.skipped(SkipReason.NOT_STARTED, refused)

@@ -107,7 +107,7 @@ def _child_main(
     except LeadershipLost as exc:
         outcome = ("lost", str(exc))
     except BaseException as exc:  # report everything; the parent decides what it means
-        # As scheduler.firing.runner.describe_error: ``Type: text``, or ``Type`` (``sys.exit()``).
+        # As scheduler.firing.execution.describe_error: ``Type: text``, or ``Type`` (sys.exit()).
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         outcome = ("error", text)
     else:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from scheduler.firing.runs import RunRecord
+from scheduler.backends.runs import RunRecord
 from scheduler.firing.tally import SkipReason
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.spec import JobSpec

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.runs import RunRecord
 from scheduler.errors import BackendError
-from scheduler.firing.runs import RunRecord
 from scheduler.leadership.view import Leadership
 
 #: Seconds between attempts to store outcomes the backend could not take at the time.

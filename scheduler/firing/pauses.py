@@ -43,9 +43,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.runs import fire_key, from_fire_key
 from scheduler.clock import Clock
 from scheduler.errors import BackendError
-from scheduler.firing.runs import fire_key, from_fire_key
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.controls import PAUSED_FIRES_PREFIX
 
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 # ``paused-fires:<job>`` (PAUSED_FIRES_PREFIX, named with the other controls): a JSON list of
-# ``[first, last]`` fire keys (ms since the epoch, :func:`scheduler.firing.runs.fire_key`),
+# ``[first, last]`` fire keys (ms since the epoch, :func:`scheduler.backends.runs.fire_key`),
 # oldest first. Each pair is a run of consecutive fires of the job's trigger that a leader
 # skipped because the job was paused.
 #: Runs kept per job. A catch-up looks back only ``misfire_grace``: more runs than this

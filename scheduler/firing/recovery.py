@@ -7,7 +7,7 @@ A claim is one backend write. When its answer never arrives (a slow or broken li
 call times out) it may still have landed, and then the fire is claimed but nobody runs it —
 at most once, but lost. The same holds for a claim made just before leadership was lost
 (the job was never started), and for a ``start`` that went unanswered. Each such *doubt* is
-one claim attempt (:attr:`~scheduler.firing.runs.RunRecord.attempt`) this replica never started,
+one claim attempt (:attr:`~scheduler.backends.runs.RunRecord.attempt`) this replica never started,
 and :class:`Recovery` settles it once the backend answers, by what the fire's record says:
 
 * this attempt's record, under the term this replica still leads: the lane runs it (late,
@@ -47,119 +47,46 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.runs import RunRecord, fire_key
 from scheduler.clock import Clock
 from scheduler.errors import BackendError
-from scheduler.firing.runs import RunRecord, fire_key
-from scheduler.firing.tally import SAMPLE, SkipReason, Tally
+from scheduler.firing.doubts import (
+    BACKOFF_CAP,
+    NEVER_STARTED,
+    ORPHAN_MESSAGE,
+    SETTLE_INTERVAL,
+    Doubt,
+    Fire,
+    Handover,
+    Key,
+    Settled,
+    SettlePass,
+    Suspect,
+    backoff,
+)
+from scheduler.firing.tally import SkipReason, Tally
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.term import Term
 from scheduler.leadership.view import Leadership
 from scheduler.ops.metrics import Metrics
 
-#: Seconds before an unsettled fire is looked up again the first time; each further look
-#: waits twice as long, up to :data:`BACKOFF_CAP`. A look costs one read per fire.
-SETTLE_INTERVAL = 0.25
-#: The longest wait between two looks at one unsettled fire (seconds). A claim that landed
-#: unanswered is run at most this much later than it could be; a fire nobody can settle
-#: costs one read per fire this often until misfire_grace gives it up.
-BACKOFF_CAP = 4.0
-
-
-def backoff(tries: int) -> float:
-    """Seconds before the next look at a fire looked at (or handed over) ``tries`` times."""
-    return min(BACKOFF_CAP, SETTLE_INTERVAL * float(2 ** min(tries, 16)))
-
-
-#: The message a new leader writes on a run it found ``running`` under an older token.
-ORPHAN_MESSAGE = "its replica stopped before the run ended"
-#: The message on a claim nobody started before misfire_grace ran out.
-NEVER_STARTED = "claimed but never started"
-
-Key = tuple[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Fire:
-    """One fire of one job, as the claims layer claims it and a lane queues it.
-
-    Attributes:
-        job: the job name.
-        at: the fire instant.
-        keep: a claim already made (handed over by settling): the lane runs it even where
-            the job coalesces a backlog to its newest fire.
-    """
-
-    job: str
-    at: datetime
-    keep: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """What one settling pass leaves to the runner.
-
-    Attributes:
-        fires: to queue on their lanes (adopted or resent claims with ``keep``; fires given
-            back, or to claim afresh in a newer term, without).
-        catch_up: the current term, if it skipped fires while the backend did not answer
-            and should now catch up; else ``None``.
-    """
-
-    fires: list[Fire] = field(default_factory=list)
-    catch_up: Term | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Doubt:
-    run: RunRecord  # the claim attempt as sent (state claimed), ours, never started by us
-    since: float  # monotonic time the doubt arose
-    tries: int = 0  # looks (and resends) so far
-    due: float = 0.0  # monotonic time of the next look
-
-
-@dataclass(frozen=True, slots=True)
-class Handover:
-    """A claim attempt of this replica's current term that recovery gives to its lane.
-
-    Attributes:
-        run: the attempt: as sent (``resend``) or as found stored (adopted).
-        resend: ``True``: no record was found, send the same claim again; ``False``: the
-            record of this attempt was found (``claimed``, or ``running`` after a start
-            whose answer was lost), run it without claiming again.
-    """
-
-    run: RunRecord
-    resend: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Suspect:
-    run: RunRecord  # the orphaned record, under its claimant's token
-    leader_token: int  # the term that watches it
-    tries: int = 0  # looks so far
-    due: float = 0.0  # monotonic time of the next look
-
-
-class _Pass:
-    """The counts of one settling pass, logged as one ``claims_settled`` line."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.jobs: set[str] = set()
-
-    def note(self, what: str, job: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-        if len(self.jobs) < SAMPLE:
-            self.jobs.add(job)
-
-    def log(self, log: Any) -> None:
-        if self.counts:
-            log.info("claims_settled", **dict(sorted(self.counts.items())), jobs=sorted(self.jobs))
+# The values are defined in scheduler.firing.doubts and importable from here as before.
+__all__ = [
+    "BACKOFF_CAP",
+    "NEVER_STARTED",
+    "ORPHAN_MESSAGE",
+    "SETTLE_INTERVAL",
+    "Fire",
+    "Handover",
+    "Recovery",
+    "Settled",
+    "backoff",
+]
 
 
 class Recovery:
@@ -201,9 +128,9 @@ class Recovery:
         self._landing_bound = landing_bound
         self._log = log
         self._lock = threading.Lock()
-        self._doubts: dict[str, _Doubt] = {}  # by attempt: ours, never started; fate unknown
+        self._doubts: dict[str, Doubt] = {}  # by attempt: ours, never started; fate unknown
         self._handed: dict[Key, Handover] = {}  # ours, of the term we lead: for the lane
-        self._suspects: dict[Key, _Suspect] = {}  # others', maybe given back
+        self._suspects: dict[Key, Suspect] = {}  # others', maybe given back
         self._recheck: Term | None = None  # a term that skipped fires: catch up
         self._recheck_due = 0.0  # monotonic time the catch-up is due (after a failed pass)
         self._tally = tally or Tally(metrics, log)
@@ -227,12 +154,10 @@ class Recovery:
             for run in runs:
                 known = self._doubts.get(run.attempt)
                 if known is None:
-                    self._doubts[run.attempt] = _Doubt(run, now, 0, now)
+                    self._doubts[run.attempt] = Doubt(run, now, 0, now)
                 else:
                     tries = known.tries + 1
-                    self._doubts[run.attempt] = _Doubt(
-                        run, known.since, tries, now + backoff(tries)
-                    )
+                    self._doubts[run.attempt] = Doubt(run, known.since, tries, now + backoff(tries))
         if runs:
             self.wake.set()
 
@@ -257,7 +182,7 @@ class Recovery:
             if handover is None or (term is not None and handover.run.token == term.token):
                 return handover
             now = self._clock.monotonic()
-            self._doubts[handover.run.attempt] = _Doubt(handover.run, now, 0, now)
+            self._doubts[handover.run.attempt] = Doubt(handover.run, now, 0, now)
         self.wake.set()
         return None
 
@@ -274,7 +199,7 @@ class Recovery:
             return False
         now = self._clock.monotonic()
         with self._lock:
-            self._suspects[(orphan.job, orphan.key)] = _Suspect(orphan, term.token, 0, now)
+            self._suspects[(orphan.job, orphan.key)] = Suspect(orphan, term.token, 0, now)
         self.wake.set()
         return True
 
@@ -318,7 +243,7 @@ class Recovery:
             doubts = [d for d in self._doubts.values() if d.due <= now]
             suspects = [s for s in self._suspects.values() if s.due <= now]
         fires: list[Fire] = []
-        done = _Pass()
+        done = SettlePass()
         try:
             for doubt in doubts:
                 try:
@@ -343,8 +268,8 @@ class Recovery:
         self,
         run: RunRecord,
         exc: BackendError,
-        doubts: list[_Doubt],
-        suspects: list[_Suspect],
+        doubts: list[Doubt],
+        suspects: list[Suspect],
     ) -> None:
         """A pass ended on a backend error: one line, and everything it was to look at
         backs off (the next pass does not hammer a backend that just failed)."""
@@ -389,7 +314,7 @@ class Recovery:
         if withdrawn:
             self._log.info("claims_settled", withdrawn=withdrawn, reason="replica shut down")
 
-    def _settle_doubt(self, doubt: _Doubt, fires: list[Fire], done: _Pass) -> None:
+    def _settle_doubt(self, doubt: Doubt, fires: list[Fire], done: SettlePass) -> None:
         run = doubt.run
         spec = self._specs[run.job]
         stored = self._backend.lookup(self._cluster, run.job, run.scheduled_time)
@@ -459,7 +384,7 @@ class Recovery:
             fires.append(Fire(run.job, run.scheduled_time))  # a newer term of ours: afresh
             done.note("claimed_afresh", run.job)
 
-    def _later(self, doubt: _Doubt) -> None:
+    def _later(self, doubt: Doubt) -> None:
         """Look at ``doubt`` again after its next backoff (unless it changed meanwhile)."""
         tries = doubt.tries + 1
         due = self._clock.monotonic() + backoff(tries)
@@ -475,7 +400,7 @@ class Recovery:
             self._handed[(run.job, run.key)] = handover
         return Fire(run.job, run.scheduled_time, keep=True)
 
-    def _settle_suspect(self, suspect: _Suspect, fires: list[Fire], done: _Pass) -> None:
+    def _settle_suspect(self, suspect: Suspect, fires: list[Fire], done: SettlePass) -> None:
         run = suspect.run
         key = (run.job, run.key)
         spec = self._specs[run.job]
@@ -532,7 +457,7 @@ class Recovery:
         )
         return True
 
-    def _forget_doubt(self, doubt: _Doubt) -> bool:
+    def _forget_doubt(self, doubt: Doubt) -> bool:
         """Drop ``doubt``; ``False`` if it was already gone or replaced."""
         with self._lock:
             if self._doubts.get(doubt.run.attempt) is doubt:
@@ -540,7 +465,7 @@ class Recovery:
                 return True
             return False
 
-    def _forget_suspect(self, key: Key, suspect: _Suspect) -> None:
+    def _forget_suspect(self, key: Key, suspect: Suspect) -> None:
         with self._lock:
             if self._suspects.get(key) is suspect:
                 del self._suspects[key]

@@ -20,6 +20,10 @@ itself on a replica. From the lane a fire flows one way, in batches:
 So however many jobs there are, the runner's threads are the pool's ``max_workers`` plus
 the fire loop, the claim and start threads, the maintenance loop and the hook thread.
 
+Steps 1 and 2 are :class:`~scheduler.firing.dispatch.Dispatch`, step 3
+:class:`~scheduler.firing.execution.Execution`; this module is the APScheduler glue, the
+assembly, shutdown and the reactions to leadership changes.
+
 A new leader catches up the fires nobody ran (:mod:`scheduler.firing.catchup` plans them,
 from one ranged read of every job's history); the maintenance loop stores outcomes, settles
 claims in doubt, queues the fires settling hands back, and writes the burst summary
@@ -31,10 +35,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,17 +44,15 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.runs import RunRecord
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import LeadershipLost
-from scheduler.firing.batching import Gatherer, Timetable
 from scheduler.firing.catchup import CLAIM_AHEAD, ORPHAN_SCAN
-from scheduler.firing.claims import Claims, Fire
-from scheduler.firing.isolation import run_in_child
+from scheduler.firing.claims import Claims
+from scheduler.firing.dispatch import Dispatch
+from scheduler.firing.execution import Execution, abort_grace, describe_error, pool_problem
 from scheduler.firing.lanes import Lane
-from scheduler.firing.runs import RunRecord
 from scheduler.firing.takeover import Takeover
 from scheduler.firing.tally import SkipReason
-from scheduler.jobs.context import JobContext
 from scheduler.jobs.schedules import Ahead
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership import hooks
@@ -80,40 +80,10 @@ VOLUNTARY = ("shutdown", "resigned")
 #: Worker threads of the job pool unless configured (``max_workers``): how many jobs run
 #: at once on this replica. APScheduler 3's default is 10; Quartz's 10 as well.
 DEFAULT_MAX_WORKERS = 32
-#: The message of a run started in the backend whose job was not called: the replica stopped
-#: firing, or its term ended while the run waited for a worker.
-NOT_CALLED_SHUTDOWN = "replica shut down before the job was called"
-NOT_CALLED_LOST = "leadership lost before the job was called"
 
 
 def _run_by_lane() -> None:
     """Stands in for the job function in APScheduler's bookkeeping; lanes call the job."""
-
-
-def _pool_problem(pool: ThreadPoolExecutor, name: str) -> str | None:
-    """Why ``pool`` can no longer run work, or ``None``."""
-    # ThreadPoolExecutor keeps its threads private and never replaces one that died: work
-    # queued behind a dead worker waits for ever (a lane stays busy, its job never runs).
-    if getattr(pool, "_shutdown", False):
-        return f"{name} is shut down"
-    dead = sum(not thread.is_alive() for thread in getattr(pool, "_threads", ()))
-    return f"{name}: {dead} worker thread(s) died" if dead else None
-
-
-def describe_error(exc: BaseException) -> str:
-    """How history records a failed run: ``Type: text``, or ``Type`` when the text is empty
-    (``sys.exit()``). /status shows only the ``Type`` part by default (scheduler.ops.http)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-@dataclass(frozen=True, slots=True)
-class _Claimed:
-    """A claimed fire waiting for its instant: its lane, its claim, the term it is of."""
-
-    lane: Lane
-    run: RunRecord
-    term: Term
 
 
 class LaneExecutor(BaseExecutor):  # type: ignore[misc]
@@ -180,7 +150,6 @@ class Runner:
         self.log = get_logger(replica=replica_id)
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="baton-job")
         self.accepting = True
-        self._held = False  # no new fire while a resign is under way
         # Hooks (job on_lost, process-wide leadership hooks) run here, one at a time, so a
         # slow hook never delays the election.
         self.hook_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-hooks")
@@ -204,14 +173,26 @@ class Runner:
             history_limit=history_limit,
         )
         self.tally = self.claims.tally
-        self._intake: Gatherer[tuple[Lane, datetime]] = Gatherer(
-            "baton-claims", self._claim_batch, self.log
+        #: Runs started fires on the job pool (scheduler.firing.execution).
+        self._execution = Execution(
+            self.pool,
+            self.claims,
+            leadership,
+            lambda: self.accepting,
+            replica_id=replica_id,
+            timings=timings,
+            metrics=self.metrics,
+            clock=clock,
+            log=self.log,
         )
-        self._starts: Timetable[_Claimed] = Timetable(
-            "baton-starts", self._start_batch, clock, self.log
+        #: Claims and starts the lanes' fires in batches (scheduler.firing.dispatch).
+        self._dispatch = Dispatch(
+            self.claims, leadership, self._execution, lambda: self.accepting, clock, self.log
         )
         self.lanes = {
-            spec.name: Lane(spec, self._dispatch, self._lane_skipped, lambda: self.accepting)
+            spec.name: Lane(
+                spec, self._dispatch.put, self._dispatch.skipped, lambda: self.accepting
+            )
             for spec in self.specs
         }
         self._takeover = Takeover(
@@ -246,8 +227,7 @@ class Runner:
                 max_instances=1_000_000,
                 replace_existing=True,
             )
-        self._intake.start()
-        self._starts.start()
+        self._dispatch.start()
         self._scheduler.start()
         self._maintenance = threading.Thread(
             target=self._maintenance_loop, name="baton-maintenance", daemon=True
@@ -266,13 +246,9 @@ class Runner:
         loop = getattr(self._scheduler, "_thread", None)
         if isinstance(loop, threading.Thread):
             found["fire loop"] = loop
-        for role, thread in (
-            ("claims", self._intake.thread),
-            ("starts", self._starts.thread),
-            ("outcomes", self.claims.saver),
-        ):
-            if thread.ident is not None:
-                found[role] = thread
+        found.update(self._dispatch.threads())
+        if self.claims.saver.ident is not None:
+            found["outcomes"] = self.claims.saver
         if self._maintenance is not None:
             found["maintenance"] = self._maintenance
         return found
@@ -299,11 +275,11 @@ class Runner:
                 thread = threads.get(role)
                 if thread is not None and not thread.is_alive():
                     return f"{role} loop is not running"
-        return _pool_problem(self.pool, "job pool") or _pool_problem(self.hook_pool, "hook pool")
+        return pool_problem(self.pool, "job pool") or pool_problem(self.hook_pool, "hook pool")
 
     def hold_fires(self, held: bool) -> None:
         """Start no new fire while ``held`` (a graceful resign in progress)."""
-        self._held = held
+        self._dispatch.held = held
 
     def stop_firing(self) -> None:
         """Start no new fire from now on; running jobs go on.
@@ -318,7 +294,7 @@ class Runner:
         for lane in self.lanes.values():
             dropped += [lane.spec.name] * len(lane.drop_pending())
         self.tally.skipped(SkipReason.SHUTDOWN, dropped)
-        self._starts.hurry()  # claimed fires waiting for their instant: abandoned now
+        self._dispatch.hurry()  # claimed fires waiting for their instant: abandoned now
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
@@ -342,197 +318,12 @@ class Runner:
                 lost.append(run.finished("lost", now, "replica shut down before the run ended"))
         if lost:
             self.claims.finish(lost)
-        for lane, _ in self._intake.stop():
-            lane.done()
-        by_term: dict[Term, list[RunRecord]] = defaultdict(list)
-        for item in self._starts.stop():
-            by_term[item.term].append(item.run)
-            item.lane.done()
-        for term, runs in by_term.items():
-            self.claims.abandon(runs, term)
+        self._dispatch.stop()
         self.claims.close()
         self._stopped.set()
         self._maintenance_wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.hook_pool.shutdown(wait=False)
-
-    # -- fires, in batches ------------------------------------------------------------------
-
-    def _dispatch(self, lane: Lane, fire: datetime) -> None:
-        """A lane's next fire: gathered with the others arriving now, to be claimed."""
-        self._intake.put((lane, fire))
-
-    def _lane_skipped(self, lane: Lane, fires: list[datetime], reason: SkipReason) -> None:
-        """A lane dropped ``fires`` (coalesced away, or the replica stops firing)."""
-        for fire in fires:
-            self.log.debug(
-                "fire_coalesced" if reason is SkipReason.COALESCED else "fire_dropped",
-                job=lane.spec.name,
-                scheduled_time=fire.isoformat(),
-                reason=reason.value,
-            )
-        self.tally.skipped(reason, [lane.spec.name] * len(fires))
-
-    def _claim_batch(self, items: list[tuple[Lane, datetime]]) -> None:
-        """Claim the fires gathered together (one backend call per retention), and put the
-        claims on the timetable for their instants. Every lane whose fire is not claimed is
-        freed (:meth:`Lane.done`), whatever happens."""
-        free = items  # the lanes to free: all of them unless their claim is handed on
-        try:
-            if not self.accepting:
-                self.tally.skipped(SkipReason.SHUTDOWN, [lane.spec.name for lane, _ in items])
-                return
-            term = self.leadership.current_term()
-            fires = [Fire(lane.spec.name, at) for lane, at in items]
-            answers = self.claims.claim(fires, term, held=self._held)
-            if term is None:
-                return
-            by_instant: dict[datetime, list[_Claimed]] = defaultdict(list)
-            free = []
-            for (lane, at), run in zip(items, answers, strict=True):
-                if run is None:
-                    free.append((lane, at))
-                else:
-                    by_instant[run.scheduled_time].append(_Claimed(lane, run, term))
-            for instant, claimed in by_instant.items():
-                try:
-                    self._starts.add(instant, claimed)
-                except RuntimeError:  # the timetable is stopped (closing): given back
-                    self.claims.abandon([item.run for item in claimed], term)
-                    free += [(item.lane, instant) for item in claimed]
-        finally:
-            for lane, _ in free:
-                lane.done()
-
-    def _start_batch(self, due: list[_Claimed]) -> None:
-        """Start the claims whose instant has come (one backend call per term) and hand
-        each started fire to the job pool. Every lane whose fire does not run is freed."""
-        by_term: dict[Term, list[_Claimed]] = defaultdict(list)
-        for item in due:
-            by_term[item.term].append(item)
-        for term, group in by_term.items():
-            submitted = 0
-            try:
-                runs = [item.run for item in group]
-                if not self.accepting or self.leadership.current_term() is not term:
-                    # Lost (or stalled) between the claim and the instant, or stopping: not
-                    # run (at most once); given back once settled.
-                    self.claims.abandon(runs, term)
-                    continue
-                started = self.claims.start_many(runs, term)
-                for item, run in zip(group, started, strict=True):
-                    if run is None:
-                        item.lane.done()
-                    else:
-                        self._submit(item.lane, run, term)
-                    submitted += 1
-            finally:
-                for item in group[submitted:]:
-                    item.lane.done()
-
-    def _submit(self, lane: Lane, run: RunRecord, term: Term) -> None:
-        """Run the started ``run`` on a worker of the job pool (or record it lost if the
-        pool is gone)."""
-        try:
-            self.pool.submit(self._execute, lane, run, term)
-        except RuntimeError:  # the pool is shut down (closing): started, never called
-            self.claims.finish_later([run.finished("lost", self.clock.now(), NOT_CALLED_SHUTDOWN)])
-            self.tally.skipped(SkipReason.SHUTDOWN, [run.job])
-            lane.done()
-
-    def _execute(self, lane: Lane, run: RunRecord, term: Term) -> None:
-        """A pool worker: call the job of the started ``run``, then free its lane.
-
-        The fire is stored as started, so if it cannot be called any more (the replica
-        stops firing, or the term ended while it waited for a worker) it is recorded
-        ``lost``: a started fire is never given back.
-        """
-        try:
-            why = None
-            if not self.accepting:
-                why, reason = NOT_CALLED_SHUTDOWN, SkipReason.SHUTDOWN
-            elif term.lost.is_set():
-                why, reason = NOT_CALLED_LOST, SkipReason.ABANDONED
-            if why is None:
-                self._run(lane, run, term)
-            else:
-                self.claims.finish_later([run.finished("lost", self.clock.now(), why)])
-                self.tally.skipped(reason, [run.job])
-        except BaseException:  # a bug here must never keep the lane busy or end the worker
-            self.log.exception("fire_failed", job=lane.spec.name)
-        finally:
-            lane.done()
-
-    def _run(self, lane: Lane, run: RunRecord, term: Term) -> None:
-        ctx = JobContext(
-            job=run.job,
-            scheduled_time=run.scheduled_time,
-            fencing_token=run.token,
-            replica_id=self.replica_id,
-            lost=term.lost,
-            _deadline=term.lease_deadline,
-            _clock=self.clock,
-            _suspect=self.leadership.stall_reason,
-        )
-        log = self.log
-        lateness = (self.clock.now() - run.scheduled_time).total_seconds()
-        series = self.metrics.job_series(run.job)
-        series.lateness.observe(max(lateness, 0.0))
-        self.tally.started(run.job, lateness)
-        when = run.scheduled_time.isoformat()
-        log.debug(
-            "job_started",
-            job=run.job,
-            scheduled_time=when,
-            token=term.token,
-            lateness=round(lateness, 4),
-            isolation=lane.spec.isolation,
-        )
-        lane.active, lane.active_ctx = run, ctx
-        started = self.clock.monotonic()
-        if lane.spec.isolation == "process":
-            result = run_in_child(lane.spec.func, ctx, self._abort_grace())
-            outcome, message = result.outcome, result.message
-            if outcome == "error":
-                log.error(
-                    "job_failed", job=run.job, scheduled_time=when, token=term.token, error=message
-                )
-        else:
-            try:
-                lane.spec.func(ctx)
-            except LeadershipLost as exc:
-                outcome, message = "lost", str(exc)
-            except BaseException as exc:
-                # Also sys.exit(), KeyboardInterrupt, GeneratorExit and other BaseExceptions:
-                # in a pool thread they end only this run, never the lane or the replica.
-                outcome, message = "error", describe_error(exc)
-                log.exception(
-                    "job_failed", job=run.job, scheduled_time=when, token=term.token, error=message
-                )
-            else:
-                outcome, message = "ok", ""
-        duration = self.clock.monotonic() - started
-        if lane.active is not run:
-            return  # close() already recorded it as lost during shutdown
-        lane.active, lane.active_ctx = None, None
-        series.runs(outcome).inc()
-        series.duration.observe(duration)
-        self.tally.ended(outcome)
-        log.debug(
-            "job_finished",
-            job=run.job,
-            scheduled_time=when,
-            token=term.token,
-            outcome=outcome,
-            duration=round(duration, 4),
-        )
-        self.claims.finish_later([run.finished(outcome, self.clock.now(), message)])
-
-    def _abort_grace(self) -> float:
-        """Seconds between SIGTERM and SIGKILL for a process job: a quarter of the time
-        between giving up leadership and the lease's expiry, at most 1 s."""
-        t = self.timings
-        return max(0.05, min(1.0, (t.lease_ttl - t.renew_deadline) / 4))
 
     # -- leadership changes -----------------------------------------------------------------
 
@@ -573,7 +364,7 @@ class Runner:
         self.stop_firing()
         # Process jobs are being aborted (SIGTERM, then SIGKILL after the grace): let that
         # finish so their outcome is recorded and no child outlives us.
-        self.wait_idle(self._abort_grace() * 2 + 0.5)
+        self.wait_idle(abort_grace(self.timings) * 2 + 0.5)
         self.close()
         os._exit(EXIT_ON_LOST)
 

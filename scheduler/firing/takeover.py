@@ -15,12 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.runs import RunRecord
 from scheduler.clock import Clock
 from scheduler.errors import BackendError
 from scheduler.firing import catchup
 from scheduler.firing.catchup import ORPHAN_SCAN
 from scheduler.firing.claims import Claims
-from scheduler.firing.runs import RunRecord
 from scheduler.firing.tally import SAMPLE
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.term import Term

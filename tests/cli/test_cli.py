@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import from_url
-from scheduler.firing.runs import Retention, RunRecord
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder
 from tests.harness.cli import baton
 from tests.harness.redis_server import RedisServer, free_port

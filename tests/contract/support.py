@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from scheduler.backends import Backend
-from scheduler.firing.runs import Outcome, Retention, RunRecord
+from scheduler.backends.runs import Outcome, Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease
 
 MakeBackend = Callable[..., Backend]

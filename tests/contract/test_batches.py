@@ -19,8 +19,8 @@ import pytest
 
 from scheduler.backends import Backend
 from scheduler.backends.base import BatchDefaults, StartAnswer
+from scheduler.backends.runs import Retention, RunRecord, fire_key, new_attempt_id
 from scheduler.errors import ClaimLost, LeaseLost
-from scheduler.firing.runs import Retention, RunRecord, fire_key, new_attempt_id
 from scheduler.leadership.lease import Lease
 from tests.contract.support import (
     SHORT_TTL,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from scheduler.firing.runs import Retention
+from scheduler.backends.runs import Retention
 from tests.contract.support import MakeBackend, at, holder, run_for
 
 

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduler.backends.base import LeaseNotifier, watch_lease
+from scheduler.backends.runs import Retention
 from scheduler.backends.states import LossReason
 from scheduler.errors import LeaseLost
-from scheduler.firing.runs import Retention
 from scheduler.leadership.lease import local_deadline
 from tests.contract.support import (
     LONG_TTL,

@@ -22,8 +22,8 @@ from scheduler.backends.rules import (
     trimmable,
     ttl_ms,
 )
+from scheduler.backends.runs import OUTCOMES, UNFINISHED, Retention
 from scheduler.backends.states import ClaimRefusal, ConnectionState, LossReason
-from scheduler.firing.runs import OUTCOMES, UNFINISHED, Retention
 from scheduler.leadership.lease import Holder, local_deadline
 
 # --- trimming -------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduler.backends.rules import select_trim
+from scheduler.backends.runs import UNFINISHED, Retention, RunRecord, fire_key, new_attempt_id
 from scheduler.errors import ClaimLost, LeaseLost
-from scheduler.firing.runs import UNFINISHED, Retention, RunRecord, fire_key, new_attempt_id
 from tests.contract.support import (
     SHORT_TTL,
     ExpireLease,

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.backends.redis import RedisBackend
 from scheduler.backends.redis.backend import LEASE_CONNECTIONS
+from scheduler.backends.runs import Retention
 from scheduler.clock import SYSTEM_CLOCK
-from scheduler.firing.runs import Retention
 from scheduler.leadership.lease import Lease
 from tests.contract.support import BASE, MakeBackend, acquire, finished, holder, run_for
 from tests.harness.redis_server import RedisServer

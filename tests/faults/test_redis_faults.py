@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import LeaseBackend, from_url
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.errors import (
     BackendAuthError,
     BackendUnavailable,
@@ -24,7 +25,6 @@ from scheduler.errors import (
     FireNotDue,
     LeaseLost,
 )
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease
 from tests.harness.redis_server import HOST, RedisServer, free_port, make_tls_files
 

@@ -23,10 +23,10 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.states import LossReason
 from scheduler.backends.zookeeper import ZooKeeperBackend, ZooKeeperSettings
 from scheduler.errors import BackendAuthError, BackendUnavailable, LeaseLost
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 from tests.harness.redis_server import make_tls_files
 from tests.harness.replicas import Cluster, wait_for

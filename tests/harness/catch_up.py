@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.firing.runner import Runner
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.elector import Elector
 from scheduler.leadership.lease import Holder

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scheduler.backends import from_url
-from scheduler.firing.runs import RunRecord
+from scheduler.backends.runs import RunRecord
 from scheduler.leadership.lease import LeaseRecord
 
 ROOT = Path(__file__).resolve().parents[2]

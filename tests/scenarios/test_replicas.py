@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.firing.runs import RunRecord
+from scheduler.backends.runs import RunRecord
 from tests.harness.replicas import Cluster, wait_for
 from tests.harness.sink import FencedSink, Write
 

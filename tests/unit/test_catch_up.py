@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.backends.runs import fire_key
 from scheduler.firing.pauses import (
     MAX_RUNS,
     PAUSED_FIRES_PREFIX,
@@ -18,7 +19,6 @@ from scheduler.firing.pauses import (
     skipped_runs,
     was_skipped,
 )
-from scheduler.firing.runs import fire_key
 from scheduler.jobs.spec import JobSpec, build_spec
 from tests.harness.catch_up import queued_by_catch_up
 

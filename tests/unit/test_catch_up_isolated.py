@@ -12,10 +12,10 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.firing.runner import Runner
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import build_spec
 from scheduler.leadership.elector import Elector
 from scheduler.leadership.lease import Holder

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from scheduler.backends.runs import RunRecord, fire_key
 from scheduler.firing import catchup
 from scheduler.firing.catchup import CLAIM_AHEAD
 from scheduler.firing.pauses import PausedFires
-from scheduler.firing.runs import RunRecord, fire_key
 from scheduler.jobs.spec import JobSpec, build_spec
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)

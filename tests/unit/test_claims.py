@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.errors import BackendUnavailable
 from scheduler.firing.claims import Attempts, Claims, Fire
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import build_spec
 from scheduler.leadership.lease import Holder, Lease
 from scheduler.leadership.term import Term

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.errors import BackendUnavailable
 from scheduler.firing.claims import Claims, Fire
 from scheduler.firing.runner import Runner
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.context import JobContext
 from scheduler.jobs.spec import JobSpec, build_spec
 from scheduler.leadership.lease import Lease

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.firing.runs import RunRecord
+from scheduler.backends.runs import RunRecord
 from scheduler.ops import http
 from scheduler.ops.config import load_settings
 from scheduler.ops.http import (

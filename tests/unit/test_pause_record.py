@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from scheduler.backends.runs import Retention, RunRecord, fire_key
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.errors import BackendUnavailable
 from scheduler.firing.claims import Fire
 from scheduler.firing.pauses import PAUSED_FIRES_PREFIX, skipped_runs
 from scheduler.firing.runner import Runner
-from scheduler.firing.runs import Retention, RunRecord, fire_key
 from scheduler.jobs.spec import build_spec
 from scheduler.leadership.controls import PAUSE_PREFIX
 from scheduler.leadership.elector import Elector

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.errors import LeaseLost
 from scheduler.firing.lanes import Lane
 from scheduler.firing.recovery import BACKOFF_CAP, Handover, Recovery
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.jobs.spec import build_spec
 from scheduler.leadership.lease import Holder
 from scheduler.leadership.term import Term

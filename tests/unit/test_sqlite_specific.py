@@ -27,6 +27,7 @@ import pytest
 
 from scheduler.backends import from_url, redact
 from scheduler.backends.base import LeaseNotifier, watch_lease
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.sqlite import SCHEMA_VERSION, SqliteBackend, path_from_url
 from scheduler.backends.sqlite.database import Database
 from scheduler.backends.states import LossReason
@@ -40,7 +41,6 @@ from scheduler.errors import (
     ConfigError,
     LeaseLost,
 )
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Holder, Lease
 
 WAIT = 15.0  # seconds any cross-process condition may take before the test fails
@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import SYSTEM_CLOCK
 from scheduler.leadership.lease import Holder, Lease
-from scheduler.firing.runs import Retention, RunRecord
+from scheduler.backends.runs import Retention, RunRecord
 
 def say(**fields):
     print(json.dumps(fields), flush=True)

@@ -9,6 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduler.backends.rules import TRIM_SCAN, select_trim
+from scheduler.backends.runs import (
+    OUTCOMES,
+    UNFINISHED,
+    Outcome,
+    Retention,
+    RunRecord,
+    from_fire_key,
+)
 from scheduler.backends.zookeeper.plans import (
     MULTI_BYTES,
     MULTI_RUNS,
@@ -20,7 +28,6 @@ from scheduler.backends.zookeeper.plans import (
     plan_claims,
     trim_reads,
 )
-from scheduler.firing.runs import OUTCOMES, UNFINISHED, Outcome, Retention, RunRecord, from_fire_key
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -25,10 +25,10 @@ from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.keys import channel, epoch_key, lease_keys
 from scheduler.backends.redis.scripts import CLAIM_ALLOWANCE_MS, RELEASED, Scripts
 from scheduler.backends.rules import granted, ttl_ms
+from scheduler.backends.runs import from_fire_key
 from scheduler.backends.states import LossReason
 from scheduler.clock import Clock
 from scheduler.errors import LeaseLost
-from scheduler.firing.runs import from_fire_key
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 
 

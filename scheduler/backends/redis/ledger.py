@@ -32,9 +32,9 @@ from scheduler.backends.redis.keys import epoch_key, lease_keys, run_keys
 from scheduler.backends.redis.lease import TokenFloors, lease_lost
 from scheduler.backends.redis.scripts import CLAIM_ALLOWANCE_MS, HISTORY_LUA, Scripts
 from scheduler.backends.rules import TRIM_SCAN, chunks
+from scheduler.backends.runs import Retention, RunRecord, fire_key
 from scheduler.backends.states import ClaimRefusal
 from scheduler.errors import ClaimLost, FireNotDue
-from scheduler.firing.runs import Retention, RunRecord, fire_key
 from scheduler.leadership.lease import Lease
 
 #: The most runs one batch script call carries. A claim is four commands in the script

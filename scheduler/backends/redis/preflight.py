@@ -17,7 +17,7 @@ from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.keys import channel, controls_key, lease_keys, prefix
 from scheduler.backends.redis.scripts import CLAIM_ALLOWANCE_MS, Scripts
 from scheduler.backends.rules import TRIM_SCAN
-from scheduler.firing.runs import RunRecord
+from scheduler.backends.runs import RunRecord
 
 #: The fire instant of the preflight's probe runs: long past, so never "not due", and
 #: never inside a claim epoch (see ACQUIRE_LUA).

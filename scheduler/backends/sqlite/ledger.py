@@ -25,12 +25,12 @@ from datetime import datetime
 
 from scheduler.backends.base import StartAnswer
 from scheduler.backends.rules import FINISHED, chunks, trim_window
+from scheduler.backends.runs import Retention, RunRecord, fire_key
 from scheduler.backends.sqlite.database import Database
 from scheduler.backends.sqlite.lease import LeaseTable
 from scheduler.backends.states import ClaimRefusal
 from scheduler.clock import Clock
 from scheduler.errors import BackendUnavailable, ClaimLost
-from scheduler.firing.runs import Retention, RunRecord, fire_key
 from scheduler.leadership.lease import Lease
 
 _FINISHED_SQL = ", ".join(f"'{outcome}'" for outcome in FINISHED)

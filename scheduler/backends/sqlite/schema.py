@@ -12,7 +12,7 @@ Version 2 added ``members`` and ``controls``, version 3 ``runs.attempt``; older 
 upgraded in place when first opened (rows written before attempts existed get ``''``, which
 no attempt matches).
 
-``runs.record`` is the :meth:`~scheduler.firing.runs.RunRecord.to_json` of the record; the
+``runs.record`` is the :meth:`~scheduler.backends.runs.RunRecord.to_json` of the record; the
 other columns index it and are written with it in the same statement (``outcome`` at claim,
 start and finish), so that claim, start, finish and unclaim compare the claim's attempt and
 state in their ``WHERE`` clauses, inside their one transaction.

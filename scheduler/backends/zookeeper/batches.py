@@ -39,6 +39,7 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
 from scheduler.backends.base import StartAnswer
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.zookeeper.ledger import ZooKeeperLedger, failed_ops, fire_keys
 from scheduler.backends.zookeeper.plans import (
     MISSING,
@@ -52,7 +53,6 @@ from scheduler.backends.zookeeper.plans import (
     trim_reads,
 )
 from scheduler.errors import ClaimLost
-from scheduler.firing.runs import Retention, RunRecord
 from scheduler.leadership.lease import Lease
 
 # What a failed operation of a planned multi means: something moved since it was read.

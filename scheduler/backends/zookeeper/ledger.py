@@ -33,6 +33,7 @@ from kazoo.exceptions import (
 )
 
 from scheduler.backends.rules import trim_window, trimmable
+from scheduler.backends.runs import Retention, RunRecord, fire_key
 from scheduler.backends.states import ClaimRefusal
 from scheduler.backends.zookeeper.latch import DELETED, EXPIRED, MODIFIED, LatchNode
 from scheduler.backends.zookeeper.lease import LatchLeases
@@ -40,7 +41,6 @@ from scheduler.backends.zookeeper.paths import Layout, key_name
 from scheduler.backends.zookeeper.plans import outcome_of, refusal
 from scheduler.backends.zookeeper.session import Session
 from scheduler.errors import BackendUnavailable, ClaimLost
-from scheduler.firing.runs import Retention, RunRecord, fire_key
 from scheduler.leadership.lease import Lease
 
 

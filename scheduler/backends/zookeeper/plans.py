@@ -32,9 +32,9 @@ from typing import Literal
 
 from scheduler.backends.base import StartAnswer
 from scheduler.backends.rules import TRIM_SCAN, chunks, select_trim
+from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.states import ClaimRefusal
 from scheduler.errors import ClaimLost
-from scheduler.firing.runs import Retention, RunRecord
 
 #: The most bytes one multi of a batch carries (requests are refused above
 #: ``jute.maxbuffer``, 1 MiB by default; see the module docstring).

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from scheduler.firing.runs import RunRecord
+from scheduler.backends.runs import RunRecord
 
 
 def run_row(run: RunRecord) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from scheduler.firing.runs import RunRecord
+from scheduler.backends.runs import RunRecord
 from scheduler.ops.http.protocol import Request, Response
 
 #: Endpoints answered by the selector thread: in-memory state only, never a backend call.
@@ -24,7 +24,7 @@ _NOT_FOUND = "not found: try /healthz, /readyz, /metrics or /status"
 def error_summary(message: str) -> str:
     """The part of a run's error message /status shows by default: the exception type.
 
-    History records ``Type: text`` (scheduler.firing.runner.describe_error); the text is dropped.
+    History records ``Type: text`` (scheduler.firing.execution.describe_error); the text is dropped.
     A message without ``:`` is Baton's own (``job process exited with status 1``) or a bare
     type name, shown whole; anything else is hidden.
     """
