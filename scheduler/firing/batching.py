@@ -41,7 +41,50 @@ LONGEST = 0.025
 MOST = 2000
 
 
-class Gatherer(Generic[T]):
+class HandlerThread(Generic[T]):
+    """One thread that takes the next list of items and hands it to ``handle``, in order.
+
+    The part :class:`Gatherer` and :class:`Timetable` share; each says in :meth:`_take`
+    when its next list is ready (``None``: stopped).
+
+    Args:
+        name: the thread's name.
+        handle: called with each list on this thread; it owns every item it is given
+            (whatever it raises, no item is handed out again).
+        log: the runner's logger (``batch_failed`` if ``handle`` raises).
+    """
+
+    def __init__(self, name: str, handle: Callable[[list[T]], None], log: Any) -> None:
+        self._handle = handle
+        self._log = log
+        self._cond = threading.Condition()
+        self._stopped = False
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start the thread (if not yet: the first item handed in starts it too)."""
+        with self._cond:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self.thread.ident is None:
+            self.thread.start()
+
+    def _take(self) -> list[T] | None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while True:
+            items = self._take()
+            if items is None:
+                return
+            try:
+                self._handle(items)
+            except BaseException:  # the handler settles its items; the thread goes on
+                self._log.exception("batch_failed", thread=self.thread.name, items=len(items))
+
+
+class Gatherer(HandlerThread[T]):
     """Collects items from any thread into batches for one handler thread.
 
     Args:
@@ -64,22 +107,12 @@ class Gatherer(Generic[T]):
         longest: float = LONGEST,
         most: int = MOST,
     ) -> None:
-        self._handle = handle
-        self._log = log
+        super().__init__(name, handle, log)
         self._quiet = quiet
         self._longest = longest
         self._most = most
-        self._cond = threading.Condition()
         self._items: list[T] = []
         self._last_put = 0.0
-        self._stopped = False
-        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
-
-    def start(self) -> None:
-        """Start the thread (if not yet: the first :meth:`put` starts it too)."""
-        with self._cond:
-            if self.thread.ident is None:
-                self.thread.start()
 
     def put(self, item: T) -> None:
         """Queue ``item`` for the next batch.
@@ -90,8 +123,7 @@ class Gatherer(Generic[T]):
         with self._cond:
             if self._stopped:
                 raise RuntimeError("gatherer stopped")
-            if self.thread.ident is None:
-                self.thread.start()
+            self._start_locked()
             self._items.append(item)
             self._last_put = time.monotonic()
             if len(self._items) == 1 or len(self._items) >= self._most:
@@ -105,7 +137,7 @@ class Gatherer(Generic[T]):
             self._cond.notify()
         return left
 
-    def _next_batch(self) -> list[T] | None:
+    def _take(self) -> list[T] | None:
         with self._cond:
             while not self._items and not self._stopped:
                 self._cond.wait()
@@ -121,18 +153,8 @@ class Gatherer(Generic[T]):
             batch, self._items = self._items[: self._most], self._items[self._most :]
             return batch
 
-    def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            try:
-                self._handle(batch)
-            except BaseException:  # the handler settles its items; the thread goes on
-                self._log.exception("batch_failed", thread=self.thread.name, items=len(batch))
 
-
-class Timetable(Generic[T]):
+class Timetable(HandlerThread[T]):
     """Holds batches until their instant, then hands every batch due to one handler call.
 
     Args:
@@ -146,21 +168,11 @@ class Timetable(Generic[T]):
     def __init__(
         self, name: str, handle: Callable[[list[T]], None], clock: Clock, log: Any
     ) -> None:
-        self._handle = handle
+        super().__init__(name, handle, log)
         self._clock = clock
-        self._log = log
-        self._cond = threading.Condition()
         self._heap: list[tuple[datetime, int, list[T]]] = []
         self._order = itertools.count()
         self._now_all = False  # hand everything over at once (the replica stops firing)
-        self._stopped = False
-        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
-
-    def start(self) -> None:
-        """Start the thread (if not yet: the first :meth:`add` starts it too)."""
-        with self._cond:
-            if self.thread.ident is None:
-                self.thread.start()
 
     def add(self, at: datetime, items: list[T]) -> None:
         """Hand ``items`` over at ``at`` (at once if it has passed).
@@ -173,8 +185,7 @@ class Timetable(Generic[T]):
         with self._cond:
             if self._stopped:
                 raise RuntimeError("timetable stopped")
-            if self.thread.ident is None:
-                self.thread.start()
+            self._start_locked()
             heapq.heappush(self._heap, (at, next(self._order), items))
             if self._heap[0][2] is items:
                 self._cond.notify()
@@ -194,7 +205,7 @@ class Timetable(Generic[T]):
             self._cond.notify()
         return left
 
-    def _due(self) -> list[T] | None:
+    def _take(self) -> list[T] | None:
         with self._cond:
             while True:
                 if self._stopped:
@@ -211,13 +222,3 @@ class Timetable(Generic[T]):
             while self._heap and (self._now_all or self._heap[0][0] <= now):
                 due.extend(heapq.heappop(self._heap)[2])
             return due
-
-    def _loop(self) -> None:
-        while True:
-            due = self._due()
-            if due is None:
-                return
-            try:
-                self._handle(due)
-            except BaseException:  # the handler settles its items; the thread goes on
-                self._log.exception("batch_failed", thread=self.thread.name, items=len(due))
