@@ -65,7 +65,7 @@ BASE_PATH = (
 )
 #: The host's CA bundle, copied into the base so that pip in the builder stage reaches PyPI.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-#: The Baton image the tests build; a fixed tag, so podman's layer cache makes rebuilds quick.
+#: The Baton image the tests build (a fixed tag: each build replaces the last).
 IMAGE_TAG = "localhost/baton:deploy-test"
 BASE_REPOSITORY = "localhost/baton-test-python"
 #: Where each replica's private mount namespace puts the image's read-only root.
@@ -232,8 +232,9 @@ def inspect(ref: str) -> dict[str, Any]:
 def build_image(base: str, tag: str = IMAGE_TAG, *, no_cache: bool = False) -> ImageConfig:
     """Build the repository's Dockerfile as a user would, only PYTHON_IMAGE replaced.
 
-    ``no_cache`` rebuilds every layer (the benchmark's cold build time); the tests use
-    podman's layer cache, which rebuilds what the current tree changed.
+    ``no_cache`` rebuilds every layer: the tests do (podman's layer cache does not key the
+    install step on the wheels it bind-mounts, so a cached rebuild can keep an older Baton);
+    the benchmark times both a cold and a warm build.
 
     Raises:
         AssertionError: the build failed (with the end of its output).

@@ -66,7 +66,9 @@ def built() -> Iterator[Built]:
     started = time.monotonic()
     base = ensure_base_image()
     base_seconds = time.monotonic() - started
-    image = build_image(base)
+    # No layer cache: podman does not key the install step on the wheels it bind-mounts
+    # (a cached rebuild kept the previous Baton), and a fresh machine builds cold anyway.
+    image = build_image(base, no_cache=True)
     print(
         f"\n[deploy] base {base} ready in {base_seconds:.1f} s; image built in "
         f"{image.build_seconds:.1f} s; {image.size / 1e6:.1f} MB, Baton's layers "
