@@ -57,13 +57,14 @@ def claim_finished(
     return done
 
 
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass; its last answer."""
+def wait_until(condition: Callable[[], object], timeout: float, poll: float = 0.01) -> bool:
+    """Poll ``condition`` every ``poll`` seconds until it holds or ``timeout`` seconds pass;
+    whether it held (the contract suite and the backend fault tests share it)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.01)
+        time.sleep(poll)
     return True
 
 

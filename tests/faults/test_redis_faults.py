@@ -26,6 +26,7 @@ from scheduler.errors import (
     LeaseLost,
 )
 from scheduler.leadership.lease import Holder, Lease
+from tests.contract.support import wait_until
 from tests.harness.redis_server import HOST, RedisServer, free_port, make_tls_files
 
 OP_TIMEOUT = 0.5
@@ -81,15 +82,6 @@ def acquire(backend: LeaseBackend, name: str, replica: str = "r1") -> Lease:
     lease = backend.try_acquire(name, Holder.new(replica, host="test"), 30.0)
     assert lease is not None
     return lease
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # --- data loss -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from scheduler.backends.states import LossReason
 from scheduler.backends.zookeeper import ZooKeeperBackend, ZooKeeperSettings
 from scheduler.errors import BackendAuthError, BackendUnavailable, LeaseLost
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
+from tests.contract.support import wait_until
 from tests.harness.redis_server import make_tls_files
 from tests.harness.replicas import Cluster, wait_for
 from tests.harness.sink import FencedSink, Write
@@ -93,15 +94,6 @@ def run_for(lease: Lease, second: int = 0) -> RunRecord:
         token=lease.token,
         started=datetime.now(UTC),
     )
-
-
-def wait_until(condition: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def latch(client: KazooClient, root: str, election: str) -> list[tuple[str, int]]:
