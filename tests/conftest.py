@@ -152,3 +152,27 @@ def election(request: pytest.FixtureRequest) -> str:
     # Within the documented cluster charset: 1-128 of [A-Za-z0-9._-], not starting . or -.
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[-60:].lstrip(".-") or "t"
     return f"{base}-{uuid.uuid4().hex[:12]}"
+
+
+#: Lines of each replica's log shown under a failed test that ran a Cluster.
+LOG_TAIL = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the tail of every replica's log to a failed test: CI keeps only its output."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    from tests.harness.replicas import Cluster
+
+    for value in getattr(item, "funcargs", {}).values():
+        if not isinstance(value, Cluster):
+            continue
+        for replica in value:
+            try:
+                lines = replica.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+            except OSError as exc:
+                lines = [f"(unreadable: {exc})"]
+            report.sections.append((f"replica {replica.name} log (tail)", "\n".join(lines)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler import __version__
 from scheduler.backends.base import LeaseBackend
@@ -25,6 +25,15 @@ from scheduler.ops.metrics import Metrics
 #: Seconds between reads of the presence records while checking that no live replica uses
 #: this replica's id (see Replica.check_replica_id).
 DUPLICATE_POLL = 0.2
+
+
+class StopFlag(Protocol):
+    """What :meth:`Replica.run` waits on: a :class:`threading.Event`, or the CLI's
+    signal-aware flag (``scheduler/ops/cli/signals.py``)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class Replica:
@@ -183,7 +192,7 @@ class Replica:
         except BackendError as exc:
             self.log.warning("backend_unavailable", error=str(exc), detail="will keep retrying")
 
-    def check_replica_id(self, stop: threading.Event) -> None:
+    def check_replica_id(self, stop: StopFlag) -> None:
         """Refuse to start while another live replica of the cluster has our replica id.
 
         Two replicas with one id would share a presence record and look like one replica in
@@ -232,7 +241,7 @@ class Replica:
                 return  # never refreshed: left by a replica that is gone
             stop.wait(DUPLICATE_POLL)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: StopFlag) -> None:
         """Elect and fire until ``stop`` is set, then shut down gracefully.
 
         Raises:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 import click
 
@@ -14,6 +12,7 @@ from scheduler.errors import UserError
 from scheduler.jobs.spec import load_jobs
 from scheduler.ops.cli.loading import command_settings
 from scheduler.ops.cli.params import config_options
+from scheduler.ops.cli.signals import SignalStop
 from scheduler.ops.logs import configure
 
 
@@ -57,16 +56,17 @@ def run_command(
     replica = Replica(settings, specs)
     replica.preflight()  # refused for good (credentials, ACL, read-only, schema): exit 2
 
-    stop = threading.Event()
     signals = {"count": 0}
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int) -> None:
         signals["count"] += 1
         if signals["count"] > 1:
             os._exit(130)  # second signal: the operator insists, skip the grace period
         log.info("signal_received", signal=signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    replica.run(stop)
+    stop = SignalStop(on_signal, (signal.SIGTERM, signal.SIGINT))
+    try:
+        replica.run(stop)
+    finally:
+        stop.close()
