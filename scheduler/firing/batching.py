@@ -1,8 +1,9 @@
 """Two small threads that turn fires handed over one by one into batches.
 
-APScheduler hands the runner one fire at a time (every job is its own APScheduler job), so
-at an instant where 10,000 jobs fall due the fires arrive as 10,000 calls over a few hundred
-milliseconds. Claiming each on its own costs a round trip per fire (issue 13). Instead:
+The fire loop hands an instant's fires over together, but each reaches the claims through its
+job's lane, one call per fire (a lane holds a fire back while its previous one is in
+flight), and settling and catch-up hand fires in at any time. Claiming each on its own costs
+a round trip per fire (issue 13). Instead:
 
 * :class:`Gatherer` collects what arrives within a short window (until nothing new came
   for :data:`QUIET` seconds, at most :data:`LONGEST` after the first, at most
@@ -30,8 +31,8 @@ from scheduler.clock import Clock
 
 T = TypeVar("T")
 
-#: Seconds without a new item after which a batch is handed over (APScheduler hands the
-#: fires of one instant over back to back, well under a millisecond apart).
+#: Seconds without a new item after which a batch is handed over (the lanes hand the fires
+#: of one instant over back to back, microseconds apart).
 QUIET = 0.002
 #: Seconds after a batch's first item at which it is handed over anyway: a long stream of
 #: fires is claimed in slices, not held until it ends (claims are made ahead of the instant

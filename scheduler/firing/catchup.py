@@ -37,15 +37,16 @@ from scheduler.backends.runs import RunRecord, fire_key
 from scheduler.jobs.schedules import fires_between
 from scheduler.jobs.spec import JobSpec
 
-#: How long before a fire instant the leader claims it, so the claim's round trip to the
-#: backend is not part of the job's lateness (the runner's trigger fires this early; the job
-#: still starts at the instant). 100 ms: APScheduler hands the fires of one instant over one
-#: by one, about 40 µs each, so with 1,000 jobs the last comes 40 ms after the first; the
-#: lead lets the whole burst be claimed (in a few batches) before the instant and started
-#: there in one call. Well within the Redis claim allowance (1 s). A catch-up plans fires up
-#: to this far past now: the trigger handed those to the replica before it led, and it
-#: dropped them.
+#: The least time before a fire instant the fire loop hands it over to be claimed, so the
+#: claim's round trip to the backend is not part of the job's lateness (the job still starts
+#: at the instant). A burst gets more: the time its claims are expected to take (see
+#: :mod:`scheduler.firing.fireloop`).
 CLAIM_AHEAD = timedelta(milliseconds=100)
+#: The most time before a fire instant the fire loop hands it over: 500 ms, half the Redis
+#: claim allowance (1 s; the other half is room for clock offsets between replica and
+#: server). A longer lead claims bigger bursts before their instant, but a claim made early
+#: is one more fire to give back if leadership changes before the instant.
+MOST_AHEAD = timedelta(milliseconds=500)
 #: Newest runs per job a new leader inspects for runs left ``running`` by a dead leader (with
 #: lanes, a job has at most one run going per replica, and it is among its newest records).
 ORPHAN_SCAN = 10
@@ -54,15 +55,18 @@ ORPHAN_SCAN = 10
 MOST_READ = 500
 
 
-def due(spec: JobSpec, now: datetime) -> list[datetime]:
-    """The fires of ``spec`` a catch-up at ``now`` looks at: within ``misfire_grace`` before
-    ``now``, up to :data:`CLAIM_AHEAD` after it; oldest first."""
+def due(spec: JobSpec, now: datetime, until: datetime | None = None) -> list[datetime]:
+    """The fires of ``spec`` a catch-up at ``now`` looks at, oldest first: within
+    ``misfire_grace`` before ``now``, and before ``until``: the job's first fire the fire
+    loop has not handed over yet (it hands that one over itself; default ``now`` plus
+    :data:`CLAIM_AHEAD`). The fires after ``now`` are those handed over, and dropped, before
+    this replica led."""
     start = now - timedelta(seconds=spec.misfire_grace)
-    return fires_between(spec.trigger, start, now + CLAIM_AHEAD)
+    return fires_between(spec.trigger, start, now + CLAIM_AHEAD if until is None else until)
 
 
 def claims_window(
-    spec: JobSpec, history: Sequence[RunRecord], now: datetime
+    spec: JobSpec, history: Sequence[RunRecord], now: datetime, until: datetime | None = None
 ) -> tuple[datetime, datetime] | None:
     """The fire instants whose claims :func:`plan` needs (``[first, last]``), or ``None`` if
     it needs none (``catch_up`` ``none`` or ``latest``, no history, nothing due).
@@ -72,7 +76,7 @@ def claims_window(
     """
     if spec.catch_up != "all" or not history:
         return None
-    fires = due(spec, now)
+    fires = due(spec, now, until)
     return (fires[0], fires[-1]) if fires else None
 
 
@@ -82,6 +86,7 @@ def plan(
     claimed: Collection[int],
     paused: Container[datetime],
     now: datetime,
+    until: datetime | None = None,
 ) -> list[datetime]:
     """The fires of ``spec`` a catch-up at ``now`` runs, oldest first.
 
@@ -92,6 +97,7 @@ def plan(
             :func:`claims_window`; keys outside it are ignored. Only ``all`` reads them.
         paused: the fires some leader skipped because the job was paused.
         now: the wall-clock time of the catch-up.
+        until: the job's first fire the fire loop has not handed over (see :func:`due`).
 
     Returns:
         The fires nobody handled that the job's ``catch_up`` policy runs; ``[]`` for a job
@@ -103,7 +109,7 @@ def plan(
     if spec.catch_up == "none" or not history:
         return []
     newest_claim = history[0].scheduled_time
-    fires = due(spec, now)
+    fires = due(spec, now, until)
     skipped = {fire_key(f) for f in fires if f in paused}
     if spec.catch_up == "latest":
         handled = max([newest_claim, *(f for f in fires if fire_key(f) in skipped)])
@@ -130,7 +136,7 @@ def read_limit(specs: Sequence[JobSpec], now: datetime) -> int:
     need = ORPHAN_SCAN
     for spec in specs:
         if spec.catch_up == "all" and need < MOST_READ:
-            need = max(need, len(due(spec, now)) + ORPHAN_SCAN)
+            need = max(need, len(due(spec, now, now + MOST_AHEAD)) + ORPHAN_SCAN)
     return min(need, MOST_READ)
 
 

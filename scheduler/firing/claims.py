@@ -18,18 +18,18 @@ A batch that fails is logged once (``claim_failed``, ``start_failed``, ``claim_r
 ``fire_abandoned``: with the count, the instant and the jobs), never once per fire.
 
 **The rule.** In one leadership term a replica makes at most one claim *attempt* per fire
-(job, instant); whatever proposes the fire again in that term — APScheduler's trigger, the
+(job, instant); whatever proposes the fire again in that term — the fire loop, the
 catch-up after an election or an outage, a lane's backlog, :mod:`scheduler.firing.recovery` — is
 dropped (``fire_already_attempted``). The only repeat is a *resend* of the same attempt
 (same :attr:`~scheduler.backends.runs.RunRecord.attempt`) by recovery after the first send went
 unanswered, which every backend answers idempotently. :class:`Attempts` is that ledger.
 
 **One clock proposes fires.** The trigger and the catch-up both name instants on this
-replica's wall clock (:meth:`Clock.now`, APScheduler reads the same system clock): the
+replica's wall clock (:meth:`Clock.now`, which the fire loop reads too): the
 backend's clock is not read per proposal, because SQLite has none, ZooKeeper exposes none,
 and a read per fire would add a round trip to every tick. The two paths still see that clock
-at different moments — APScheduler computes its wait before a clock step and wakes after
-it, the catch-up plans from the stepped clock — so a stepped clock can make both propose the
+at different moments — the fire loop computes its wait before a clock step and wakes
+after it, the catch-up plans from the stepped clock — so a stepped clock can make both propose the
 same instant. The ledger makes that harmless: the second proposal is dropped locally, and
 were it ever sent, it is a different attempt that neither claims nor gives back the first's
 record. (Chaos finding F11: a replica whose clock was 5 s behind ran tick t from its

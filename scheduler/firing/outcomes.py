@@ -3,8 +3,9 @@
 A run's end (``ok``/``error``/``lost``) is written once, by the replica that knows it. The
 runner queues it (:meth:`Outcomes.queue`) and a small saver thread stores everything queued
 with one :meth:`~scheduler.backends.base.RunLedger.finish_many` per :data:`CHUNK` records
-(:meth:`Outcomes.flush`), :data:`GATHER` seconds after the first one arrives: the outcomes
-of a burst take a few round trips, not one each. When the backend does not answer, the
+(:meth:`Outcomes.flush`), once none has arrived for :data:`GATHER` seconds (at most
+:data:`LONGEST_GATHER` after the first): the outcomes of a burst take a few round trips, not
+one each, and are stored after its runs have started. When the backend does not answer, the
 records stay queued, in order, and are stored at a later flush (every :data:`FLUSH_RETRY`
 seconds, when more arrive, or when the maintenance loop flushes because the backend answers
 again). Saving one twice is harmless (``finish`` overwrites the record of its own attempt
@@ -25,9 +26,14 @@ from scheduler.leadership.view import Leadership
 
 #: Seconds between attempts to store outcomes the backend could not take at the time.
 FLUSH_RETRY = 1.0
-#: Seconds the saver lets outcomes gather before it stores them: the runs of a burst end
-#: within milliseconds of each other, and one batch is cheaper than several.
+#: Seconds the saver lets outcomes gather before it stores them, and again as long as more
+#: keep arriving: the runs of a burst end together, and one batch is cheaper than several.
 GATHER = 0.025
+#: The most seconds the saver lets outcomes gather: with 10,000 jobs due at once the runs end
+#: over about a second, and storing them while later fires still wait to start would compete
+#: with those starts (issue 13). The longer, the more outcomes a killed leader leaves for the
+#: next one to settle (it records them ``lost``).
+LONGEST_GATHER = 1.0
 #: The most outcomes stored in one call.
 CHUNK = 1000
 
@@ -92,11 +98,25 @@ class Outcomes:
             self._ready.clear()
             if self._closed:
                 return
-            time.sleep(GATHER)  # the runs of a burst end together: store them together
+            self._gather()
             try:
                 self.flush()
             except Exception:  # a bug must not end the saver: the records stay queued
                 self._log.exception("history_write_failed")
+
+    def _gather(self) -> None:
+        """Wait :data:`GATHER` seconds, and again while outcomes keep arriving, at most
+        :data:`LONGEST_GATHER` in all (the runs of a burst end together: stored together)."""
+        deadline = time.monotonic() + LONGEST_GATHER
+        with self._lock:
+            seen = len(self._unsaved)
+        while not self._closed:
+            time.sleep(max(0.0, min(GATHER, deadline - time.monotonic())))
+            with self._lock:
+                count = len(self._unsaved)
+            if count == seen or time.monotonic() >= deadline:
+                return
+            seen = count
 
     def save(self, runs: Iterable[RunRecord]) -> None:
         """Store ``runs`` now, after whatever is queued; what the backend does not take stays

@@ -1,17 +1,18 @@
-"""APScheduler glue, lanes and execution: fires in, jobs run, outcomes out.
+"""The assembly: fire loop, lanes and execution: fires in, jobs run, outcomes out.
 
-Every replica runs APScheduler with the same triggers; a fire reaches its job's
-:class:`~scheduler.firing.lanes.Lane` through :class:`LaneExecutor`, so a job never overlaps
-itself on a replica. From the lane a fire flows one way, in batches:
+Every replica runs the fire loop (:class:`~scheduler.firing.fireloop.FireLoop`) over the same
+triggers; it hands each instant's fires to their jobs' :class:`~scheduler.firing.lanes.Lane`
+together, ahead of the instant by the time their claims take, and a lane keeps a job from
+overlapping itself on a replica. From the lane a fire flows one way, in batches:
 
 1. **claim**: the lane hands its next fire to the claim gatherer
    (:class:`~scheduler.firing.batching.Gatherer`, one thread), which collects the fires
    arriving together (every job due at one instant) and has the claims layer
    (:class:`~scheduler.firing.claims.Claims`) claim them in one backend call, if this
-   replica leads; ahead of the instant (``CLAIM_AHEAD``);
+   replica leads, before the instant;
 2. **start**: the claimed batch waits in the timetable
    (:class:`~scheduler.firing.batching.Timetable`, one thread) until its instant, and is
-   started there in one backend call (fenced by the lease);
+   started there in calls of ``START_SLICE`` fires (fenced by the lease);
 3. **run**: each started fire runs on a worker of the job pool, a bounded
    ``ThreadPoolExecutor(max_workers)`` shared by every job (a process job's worker waits
    for its child); its outcome is queued and the maintenance loop stores the queue in
@@ -21,8 +22,8 @@ So however many jobs there are, the runner's threads are the pool's ``max_worker
 the fire loop, the claim and start threads, the maintenance loop and the hook thread.
 
 Steps 1 and 2 are :class:`~scheduler.firing.dispatch.Dispatch`, step 3
-:class:`~scheduler.firing.execution.Execution`; this module is the APScheduler glue, the
-assembly, shutdown and the reactions to leadership changes.
+:class:`~scheduler.firing.execution.Execution`; this module is the assembly, shutdown and
+the reactions to leadership changes.
 
 A new leader catches up the fires nobody ran (:mod:`scheduler.firing.catchup` plans them,
 from one ranged read of every job's history); the maintenance loop stores outcomes, settles
@@ -37,11 +38,8 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-from apscheduler.executors.base import BaseExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.backends.base import LeaseBackend
 from scheduler.backends.runs import RunRecord
@@ -50,10 +48,10 @@ from scheduler.firing.catchup import CLAIM_AHEAD, ORPHAN_SCAN
 from scheduler.firing.claims import Claims
 from scheduler.firing.dispatch import Dispatch
 from scheduler.firing.execution import Execution, abort_grace, describe_error, pool_problem
+from scheduler.firing.fireloop import FireLoop, Pace
 from scheduler.firing.lanes import Lane
 from scheduler.firing.takeover import Takeover
 from scheduler.firing.tally import SkipReason
-from scheduler.jobs.schedules import Ahead
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership import hooks
 from scheduler.leadership.events import TermEvent, TermStarted
@@ -68,7 +66,6 @@ __all__ = [
     "DEFAULT_MAX_WORKERS",
     "EXIT_ON_LOST",
     "ORPHAN_SCAN",
-    "LaneExecutor",
     "Runner",
     "describe_error",
 ]
@@ -80,26 +77,6 @@ VOLUNTARY = ("shutdown", "resigned")
 #: Worker threads of the job pool unless configured (``max_workers``): how many jobs run
 #: at once on this replica. APScheduler 3's default is 10; Quartz's 10 as well.
 DEFAULT_MAX_WORKERS = 32
-
-
-def _run_by_lane() -> None:
-    """Stands in for the job function in APScheduler's bookkeeping; lanes call the job."""
-
-
-class LaneExecutor(BaseExecutor):  # type: ignore[misc]
-    """APScheduler executor that hands each fire to its job's lane instead of running it."""
-
-    def __init__(self, runner: Runner) -> None:
-        super().__init__()
-        self._runner = runner
-
-    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
-        try:
-            # APScheduler fires CLAIM_AHEAD early (see Runner.start): add it back.
-            self._runner.lanes[job.id].submit([t + CLAIM_AHEAD for t in run_times])
-        finally:
-            # The lane owns overlap control; APScheduler's instance count goes straight back.
-            self._run_job_success(job.id, [])
 
 
 class Runner:
@@ -185,9 +162,17 @@ class Runner:
             clock=clock,
             log=self.log,
         )
+        #: How far ahead of its instant a burst is handed over (claims time it).
+        self.pace = Pace()
         #: Claims and starts the lanes' fires in batches (scheduler.firing.dispatch).
         self._dispatch = Dispatch(
-            self.claims, leadership, self._execution, lambda: self.accepting, clock, self.log
+            self.claims,
+            leadership,
+            self._execution,
+            lambda: self.accepting,
+            clock,
+            self.log,
+            pace=self.pace,
         )
         self.lanes = {
             spec.name: Lane(
@@ -204,31 +189,23 @@ class Runner:
             lambda job, fires: self.lanes[job].submit(fires),
             clock,
             self.log,
+            unhanded=lambda job: self._loop.unhanded(job),
         )
-        self._scheduler = BackgroundScheduler(timezone=UTC)
-        self._scheduler.add_executor(LaneExecutor(self), alias="baton")
+        #: Hands every job's fires to its lane ahead of their instants (every replica).
+        self._loop = FireLoop(
+            {spec.name: spec.trigger for spec in self.specs},
+            self._hand_over,
+            clock,
+            self.pace,
+            self.log,
+        )
         leadership.add_listener(self._on_leadership)
         leadership.on_backend_ok(self._maintenance_wake.set)
 
     def start(self) -> None:
         """Start the fire loop (on every replica, leader or not)."""
-        for spec in self.specs:
-            self._scheduler.add_job(
-                _run_by_lane,
-                trigger=Ahead(spec.trigger, CLAIM_AHEAD),
-                id=spec.name,
-                name=spec.name,
-                executor="baton",
-                # The lane checks lateness itself; APScheduler must hand over every fire.
-                misfire_grace_time=None,
-                # The lane coalesces a backlog (and counts what it drops); APScheduler
-                # would drop run times silently.
-                coalesce=False,
-                max_instances=1_000_000,
-                replace_existing=True,
-            )
         self._dispatch.start()
-        self._scheduler.start()
+        self._loop.start()
         self._maintenance = threading.Thread(
             target=self._maintenance_loop, name="baton-maintenance", daemon=True
         )
@@ -242,10 +219,8 @@ class Runner:
         died); for diagnostics.
         """
         found: dict[str, threading.Thread] = {}
-        # APScheduler 3 keeps its loop thread private.
-        loop = getattr(self._scheduler, "_thread", None)
-        if isinstance(loop, threading.Thread):
-            found["fire loop"] = loop
+        if self._loop.thread.ident is not None:
+            found["fire loop"] = self._loop.thread
         found.update(self._dispatch.threads())
         if self.claims.saver.ident is not None:
             found["outcomes"] = self.claims.saver
@@ -255,8 +230,7 @@ class Runner:
 
     def wake(self) -> None:
         """Make the fire loop and the maintenance loop look again now (harmless any time)."""
-        if self._scheduler.running:
-            self._scheduler.wakeup()
+        self._loop.wake()
         self._maintenance_wake.set()
 
     def loop_problem(self) -> str | None:
@@ -268,7 +242,7 @@ class Runner:
         """
         threads = self.threads()
         loop = threads.get("fire loop")
-        if not self._scheduler.running or loop is None or not loop.is_alive():
+        if loop is None or not loop.is_alive() or not self._loop.running:
             return "scheduler loop is not running"
         if not self._stopped.is_set():
             for role in ("claims", "starts", "outcomes", "maintenance"):
@@ -295,8 +269,7 @@ class Runner:
             dropped += [lane.spec.name] * len(lane.drop_pending())
         self.tally.skipped(SkipReason.SHUTDOWN, dropped)
         self._dispatch.hurry()  # claimed fires waiting for their instant: abandoned now
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        self._loop.stop()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for running jobs; True if all have finished."""
@@ -324,6 +297,12 @@ class Runner:
         self._maintenance_wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.hook_pool.shutdown(wait=False)
+
+    def _hand_over(self, fires: list[tuple[str, datetime]]) -> None:
+        """The fire loop's fires: each to its job's lane."""
+        lanes = self.lanes
+        for job, instant in fires:
+            lanes[job].submit((instant,))
 
     # -- leadership changes -----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from scheduler.backends.runs import RunRecord
 from scheduler.clock import Clock
 from scheduler.errors import BackendError
 from scheduler.firing import catchup
-from scheduler.firing.catchup import ORPHAN_SCAN
+from scheduler.firing.catchup import MOST_AHEAD, ORPHAN_SCAN
 from scheduler.firing.claims import Claims
 from scheduler.firing.tally import SAMPLE
 from scheduler.jobs.spec import JobSpec
@@ -39,6 +39,9 @@ class Takeover:
         submit: queues fires on a job's lane (``submit(job, fires)``).
         clock: the wall clock the look-back counts from.
         log: the runner's logger.
+        unhanded: each job's first fire the fire loop has not handed over yet
+            (:meth:`~scheduler.firing.fireloop.FireLoop.unhanded`): the catch-up plans the
+            fires before it (default: up to ``CLAIM_AHEAD`` past now).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Takeover:
         submit: Callable[[str, list[datetime]], None],
         clock: Clock,
         log: Any,
+        unhanded: Callable[[str], datetime | None] | None = None,
     ) -> None:
         self._specs = list(specs)
         self._leadership = leadership
@@ -60,6 +64,7 @@ class Takeover:
         self._submit = submit
         self._clock = clock
         self._log = log
+        self._unhanded = unhanded
 
     def run(self, term: Term) -> dict[str, list[datetime]]:
         """Queue the fires ``term`` missed, per each job's ``catch_up`` policy.
@@ -141,12 +146,20 @@ class Takeover:
             histories.update(self._backend.history_many(self._cluster, names, limit))
         return histories, limit
 
+    def _until(self, job: str, now: datetime) -> datetime | None:
+        """Where ``job``'s catch-up stops: its first fire the fire loop has not handed over
+        (all handed over: the loop's longest lead past now)."""
+        if self._unhanded is None:
+            return None
+        return self._unhanded(job) or now + MOST_AHEAD
+
     def _plan(
         self, spec: JobSpec, recent: list[RunRecord], limit: int, now: datetime
     ) -> list[datetime]:
         """The missed fires of ``spec`` to queue (``[]`` after a failure, logged)."""
         try:
-            window = catchup.claims_window(spec, recent, now)
+            until = self._until(spec.name, now)
+            window = catchup.claims_window(spec, recent, now, until)
             claimed: Collection[int] = frozenset()
             if window is not None:
                 found = catchup.claimed_in(recent, window, limit)
@@ -154,7 +167,7 @@ class Takeover:
                     found = frozenset(self._backend.claimed(self._cluster, spec.name, *window))
                 claimed = found
             paused = self._claims.paused_fires(spec.name)
-            return catchup.plan(spec, recent, claimed, paused, now)
+            return catchup.plan(spec, recent, claimed, paused, now, until)
         except BackendError as exc:
             self._log.warning("catch_up_failed", job=spec.name, error=str(exc))
             self._leadership.report(exc)

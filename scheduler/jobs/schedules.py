@@ -235,27 +235,6 @@ def _weekday(text: str, field: str) -> int:
     raise ValueError(f"day of week {field!r}: {text!r} is not 0-7 or sun-sat")
 
 
-class Ahead(BaseTrigger):  # type: ignore[misc]
-    """``trigger`` shifted ``lead`` earlier, so the runner can claim a fire before it is due.
-
-    The fire instants stay those of ``trigger``; the runner adds ``lead`` back.
-    """
-
-    def __init__(self, trigger: BaseTrigger, lead: timedelta) -> None:
-        self.trigger = trigger
-        self.lead = lead
-
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
-        previous = previous_fire_time + self.lead if previous_fire_time is not None else None
-        fire = self.trigger.get_next_fire_time(previous, now + self.lead)
-        return fire - self.lead if fire is not None else None
-
-    def __str__(self) -> str:
-        return f"{self.trigger} (claimed {self.lead.total_seconds() * 1000:g} ms ahead)"
-
-
 def describe_interval(interval: timedelta) -> str:
     """A compact form of ``interval``: ``1h30m``, ``45s``, ``250ms``."""
     micros = _micros(_EPOCH + interval)

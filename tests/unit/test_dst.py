@@ -11,15 +11,14 @@ are written as local wall time with the UTC offset in force, so each is one UTC 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.firing.runner import CLAIM_AHEAD
-from scheduler.jobs.schedules import Ahead, WallCron, fires_between
+from scheduler.jobs.schedules import WallCron, fires_between
 from scheduler.jobs.spec import build_spec
 from tests.harness.catch_up import queued_by_catch_up
 
@@ -149,14 +148,14 @@ def night(zone: str, day: str) -> tuple[datetime, datetime]:
 
 
 def stepped(trigger: WallCron, start: datetime, end: datetime) -> list[datetime]:
-    """Fires in ``[start, end)`` as APScheduler's loop asks for them: through ``Ahead``, the
-    next one computed from the previous fire when the scheduler wakes a little late."""
-    ahead = Ahead(trigger, CLAIM_AHEAD)
+    """Fires in ``[start, end)`` as the fire loop asks for them
+    (:mod:`scheduler.firing.fireloop`): the first from ``start``, each next one from the
+    previous instant."""
     fires: list[datetime] = []
-    run = ahead.get_next_fire_time(None, start - CLAIM_AHEAD)
-    while run is not None and run + CLAIM_AHEAD < end:
-        fires.append((run + CLAIM_AHEAD).astimezone(UTC))
-        run = ahead.get_next_fire_time(run, run + timedelta(milliseconds=40))
+    run = trigger.get_next_fire_time(None, start)
+    while run is not None and run < end:
+        fires.append(run.astimezone(UTC))
+        run = trigger.get_next_fire_time(run, run)
     return fires
 
 
