@@ -21,7 +21,6 @@ dropped) before it led.
 from __future__ import annotations
 
 import heapq
-import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from apscheduler.triggers.base import BaseTrigger
 
 from scheduler.clock import Clock
+from scheduler.firing.batching import HandlerThread
 from scheduler.firing.catchup import CLAIM_AHEAD, MOST_AHEAD
 
 __all__ = ["MAX_WAIT", "FireLoop", "Pace"]
@@ -67,7 +67,7 @@ class Pace:
         return min(ahead, MOST_AHEAD)
 
 
-class FireLoop:
+class FireLoop(HandlerThread[tuple[str, datetime]]):
     """One thread that hands each job's fires to ``handover`` ahead of their instants.
 
     Args:
@@ -76,7 +76,8 @@ class FireLoop:
             one or more instants at once, in instant order; it must not block for long.
         clock: the wall clock instants are read on.
         pace: how far ahead a burst is handed over.
-        log: the runner's logger (``fire_loop_failed`` if ``handover`` raises).
+        log: the runner's logger (``batch_failed`` if ``handover`` raises; the loop goes
+            on).
     """
 
     def __init__(
@@ -87,20 +88,17 @@ class FireLoop:
         pace: Pace,
         log: Any,
     ) -> None:
+        super().__init__("baton-fires", self._hand_over, log)
         self._triggers = dict(triggers)
         self._handover = handover
         self._clock = clock
         self._pace = pace
-        self._log = log
-        self._cond = threading.Condition()
-        self._stopped = False
         #: The jobs due at each instant not handed over yet.
         self._due: dict[datetime, list[str]] = {}
         #: The instants of ``_due``, a heap; an instant handed over stays until it surfaces.
         self._instants: list[datetime] = []
         #: Each job's next instant not handed over (absent: its trigger has no more fires).
         self._next: dict[str, datetime] = {}
-        self.thread = threading.Thread(target=self._loop, name="baton-fires", daemon=True)
 
     @property
     def running(self) -> bool:
@@ -112,7 +110,7 @@ class FireLoop:
         with self._cond:
             for job, trigger in self._triggers.items():
                 self._schedule(job, trigger.get_next_fire_time(None, now))
-        self.thread.start()
+            self._start_locked()
 
     def stop(self) -> None:
         """Hand nothing over any more (a hand-over in progress finishes)."""
@@ -184,16 +182,12 @@ class FireLoop:
                 wake_at = at if wake_at is None else min(wake_at, at)
         return ready, wake_at
 
-    def _loop(self) -> None:
-        while True:
-            fires = self._take()
-            if fires is None:
-                return
-            try:
-                self._handover(fires)
-            except BaseException:  # a bug must not end the loop: every later fire would
-                self._log.exception("fire_loop_failed", fires=len(fires))
-            # The next instants, computed after the hand-over: off the burst's critical path.
+    def _hand_over(self, fires: list[tuple[str, datetime]]) -> None:
+        """Hand ``fires`` over, then compute their jobs' next instants: off the burst's
+        critical path (also when the hand-over raised)."""
+        try:
+            self._handover(fires)
+        finally:
             with self._cond:
                 for job, instant in fires:
                     if self._next.get(job) == instant:
