@@ -137,7 +137,7 @@ class Claims:
         self._tally = tally or Tally(metrics, log)
         # One attempt per fire per term; kept well past any grace.
         longest_grace = max((spec.misfire_grace for spec in specs), default=0.0)
-        self._attempts = Attempts(clock.monotonic, keep=2 * longest_grace + ATTEMPT_MEMORY)
+        self._attempts = Attempts(keep=2 * longest_grace + ATTEMPT_MEMORY)
         self._recovery = Recovery(
             self._specs,
             leadership,
@@ -203,7 +203,9 @@ class Claims:
             spec = self._specs[fire.job]
             # An attempt settling handed over: sent again, or run as found.
             handover = self._recovery.take_handover(fire.job, fire.at, term)
-            if handover is not None and self._attempts.started(handover.run.attempt):
+            if handover is not None and self._attempts.started(
+                handover.run.job, handover.run.scheduled_time
+            ):
                 handover = None  # raced its own first run (the lane ran it meanwhile)
             if term is None or held:
                 if handover is not None:
@@ -282,7 +284,7 @@ class Claims:
         now = self._clock.now()
         send: list[int] = []
         for index, run in enumerate(claimed):
-            if self._attempts.started(run.attempt):
+            if self._attempts.started(run.job, run.scheduled_time):
                 self._log.error(
                     "fire_already_started",
                     job=run.job,
@@ -298,7 +300,9 @@ class Claims:
         if send:
             self._sender.start_batch(term, [claimed[i] for i in send], send, answers, now)
         for index, started in enumerate(answers):
-            if started is not None and not self._attempts.start(started.attempt):
+            if started is not None and not self._attempts.start(
+                started.job, started.scheduled_time
+            ):
                 answers[index] = None
         return answers
 

@@ -29,7 +29,7 @@ FIRE = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_one_attempt_per_fire_per_term() -> None:
     """A fire proposed twice in one term gets one attempt; a new term gets its own."""
-    attempts = Attempts(FakeClock().monotonic, keep=60)
+    attempts = Attempts(keep=60)
     assert attempts.first(7, "job", FIRE)
     assert not attempts.first(7, "job", FIRE)
     assert not attempts.first(7, "job", FIRE + timedelta(microseconds=300))  # same ms key
@@ -39,26 +39,35 @@ def test_one_attempt_per_fire_per_term() -> None:
     assert not attempts.first(8, "job", FIRE)
 
 
-def test_entries_are_forgotten_only_after_keep_seconds() -> None:
-    """Entries age on the monotonic clock; a wall-clock step cannot make one forgotten."""
-    clock = FakeClock()
-    attempts = Attempts(clock.monotonic, keep=60)
+def test_entries_are_forgotten_only_keep_seconds_of_fire_time_later() -> None:
+    """An attempt is forgotten once its job has one ``keep`` seconds newer; no clock is read,
+    so a wall-clock step cannot make one forgotten."""
+    attempts = Attempts(keep=60)
     assert attempts.first(1, "job", FIRE)
-    clock.advance(59)
+    assert attempts.first(1, "job", FIRE + timedelta(seconds=59))
+    assert not attempts.first(1, "job", FIRE)  # still within 60 s of the newest
+    assert attempts.first(1, "other", FIRE + timedelta(seconds=500))  # another job: no effect
     assert not attempts.first(1, "job", FIRE)
-    clock.advance(120)
-    attempts.first(1, "job", FIRE + timedelta(seconds=500))  # prunes
-    assert attempts.first(1, "job", FIRE)
+    assert attempts.first(1, "job", FIRE + timedelta(seconds=61))  # forgets FIRE
+    assert attempts.first(1, "job", FIRE)  # too old to be kept: not remembered either
+    assert len(attempts) == 3  # job: +59 s, +61 s; other: +500 s
+    # Proposals out of order are recognised wherever they fall.
+    for offset in (30, 10, 50, 20):
+        assert attempts.first(1, "job", FIRE + timedelta(seconds=offset))
+    for offset in (10, 20, 30, 50, 59, 61):
+        assert not attempts.first(1, "job", FIRE + timedelta(seconds=offset))
 
 
-def test_an_attempt_is_started_once() -> None:
-    """The last guard: the job of one attempt is never started twice by this replica."""
-    attempts = Attempts(FakeClock().monotonic, keep=60)
-    assert not attempts.started("a1")
-    assert attempts.start("a1")
-    assert attempts.started("a1")
-    assert not attempts.start("a1")
-    assert attempts.start("a2")
+def test_a_fire_is_started_once() -> None:
+    """The last guard: this replica never starts the job of one fire twice, whatever
+    attempt it comes under."""
+    attempts = Attempts(keep=60)
+    assert not attempts.started("job", FIRE)
+    assert attempts.start("job", FIRE)
+    assert attempts.started("job", FIRE)
+    assert not attempts.start("job", FIRE)
+    assert attempts.start("job", FIRE + timedelta(seconds=1))
+    assert attempts.start("other", FIRE)
 
 
 # -- a fire's fate ------------------------------------------------------------------------------
