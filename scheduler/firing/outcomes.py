@@ -118,6 +118,12 @@ class Outcomes:
                 return
             seen = count
 
+    def retry(self) -> None:
+        """Store now what a failed store left (the backend may answer again); outcomes on
+        their way normally are the saver's alone."""
+        if self._failed:
+            self.flush()
+
     def save(self, runs: Iterable[RunRecord]) -> None:
         """Store ``runs`` now, after whatever is queued; what the backend does not take stays
         queued for a later :meth:`flush`."""
