@@ -523,6 +523,25 @@ def shut_down(procs: list[subprocess.Popen[bytes]]) -> float | None:
     return exited
 
 
+def replicas(case: Case, url: str, cluster: str, workdir: Path, fires_dir: Path) -> BatonGroup:
+    """Two Baton replicas (not started) running ``case.jobs`` jobs every :data:`PERIOD`,
+    each appending its runs to a file in ``fires_dir``."""
+    return BatonGroup(
+        f"Baton ({case.label})",
+        url,
+        cluster,
+        workdir / "baton",
+        ["r1", "r2"],
+        {},
+        env={
+            "BATON_JOBS": "benchmarks.scale_jobs",
+            "BATON_SCALE_JOBS": str(case.jobs),
+            "BATON_SCALE_EVERY": f"{PERIOD:g}s",
+            "BATON_SCALE_OUT": str(fires_dir),
+        },
+    )
+
+
 def run_case(case: Case, bursts: int, workdir: Path) -> Outcome:
     """Measure ``bursts`` bursts (after one warm-up) of ``case``."""
     outcome = Outcome(case)
@@ -537,20 +556,7 @@ def run_case(case: Case, bursts: int, workdir: Path) -> Outcome:
             ["--jobs", str(case.jobs), *grid, "--out", str(bare_out)],
             bare_log,
         )
-        group = BatonGroup(
-            f"Baton ({case.label})",
-            url,
-            f"bench-scale-{case.jobs}",
-            workdir / "baton",
-            ["r1", "r2"],
-            {},
-            env={
-                "BATON_JOBS": "benchmarks.scale_jobs",
-                "BATON_SCALE_JOBS": str(case.jobs),
-                "BATON_SCALE_EVERY": f"{PERIOD:g}s",
-                "BATON_SCALE_OUT": str(fires_dir),
-            },
-        )
+        group = replicas(case, url, f"bench-scale-{case.jobs}", workdir, fires_dir)
         procs = [bare]
         try:
             group.start()

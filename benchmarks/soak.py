@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from benchmarks.contenders import BatonGroup
 from benchmarks.procs import wait_for
 from benchmarks.report import Table
 from benchmarks.scale import (
@@ -49,6 +48,7 @@ from benchmarks.scale import (
     mib,
     read_fires,
     replica_started,
+    replicas,
     run_case,
     sleep_until,
 )
@@ -113,20 +113,7 @@ def handovers(case: Case, times: int, workdir: Path) -> tuple[list[Handover], in
     fires_dir.mkdir(parents=True)
     results: list[Handover] = []
     with backend(case.backend, workdir) as (url, _probe):
-        group = BatonGroup(
-            f"Baton ({case.label})",
-            url,
-            f"soak-handover-{case.jobs}",
-            workdir / "baton",
-            ["r1", "r2"],
-            {},
-            env={
-                "BATON_JOBS": "benchmarks.scale_jobs",
-                "BATON_SCALE_JOBS": str(case.jobs),
-                "BATON_SCALE_EVERY": f"{PERIOD:g}s",
-                "BATON_SCALE_OUT": str(fires_dir),
-            },
-        )
+        group = replicas(case, url, f"soak-handover-{case.jobs}", workdir, fires_dir)
         try:
             group.start()
             for _ in range(times):
