@@ -49,7 +49,7 @@ from scheduler.firing.claims import Claims
 from scheduler.firing.dispatch import Dispatch
 from scheduler.firing.execution import Execution, abort_grace, describe_error, pool_problem
 from scheduler.firing.fireloop import FireLoop, Pace
-from scheduler.firing.lanes import Lane
+from scheduler.firing.lanes import Idleness, Lane
 from scheduler.firing.takeover import Takeover
 from scheduler.firing.tally import SkipReason
 from scheduler.jobs.spec import JobSpec
@@ -174,11 +174,14 @@ class Runner:
             self.log,
             pace=self.pace,
         )
+        # One of each callable and one Idleness for every lane (10,000 lanes: 10,000 each).
+        put, skipped, idleness = self._dispatch.put, self._dispatch.skipped, Idleness()
+
+        def accepting() -> bool:
+            return self.accepting
+
         self.lanes = {
-            spec.name: Lane(
-                spec, self._dispatch.put, self._dispatch.skipped, lambda: self.accepting
-            )
-            for spec in self.specs
+            spec.name: Lane(spec, put, skipped, accepting, idleness) for spec in self.specs
         }
         self._takeover = Takeover(
             self.specs,
