@@ -523,9 +523,11 @@ def shut_down(procs: list[subprocess.Popen[bytes]]) -> float | None:
     return exited
 
 
-def replicas(case: Case, url: str, cluster: str, workdir: Path, fires_dir: Path) -> BatonGroup:
-    """Two Baton replicas (not started) running ``case.jobs`` jobs every :data:`PERIOD`,
-    each appending its runs to a file in ``fires_dir``."""
+def replicas(
+    case: Case, url: str, cluster: str, workdir: Path, fires_dir: Path, catch_up: str = "none"
+) -> BatonGroup:
+    """Two Baton replicas (not started) running ``case.jobs`` jobs every :data:`PERIOD`
+    (with ``catch_up``), each appending its runs to a file in ``fires_dir``."""
     return BatonGroup(
         f"Baton ({case.label})",
         url,
@@ -537,6 +539,7 @@ def replicas(case: Case, url: str, cluster: str, workdir: Path, fires_dir: Path)
             "BATON_JOBS": "benchmarks.scale_jobs",
             "BATON_SCALE_JOBS": str(case.jobs),
             "BATON_SCALE_EVERY": f"{PERIOD:g}s",
+            "BATON_SCALE_CATCH_UP": catch_up,
             "BATON_SCALE_OUT": str(fires_dir),
         },
     )

@@ -5,6 +5,8 @@ Configured by environment, read when the replica loads its jobs:
 BATON_SCALE_JOBS   how many jobs, named ``scale.j00000``, ``scale.j00001``, ... (default 1)
 BATON_SCALE_EVERY  their common interval (default ``10s``); instants are multiples of it since
                    the epoch, so every job falls due at the same instant
+BATON_SCALE_CATCH_UP  their ``catch_up`` (default ``none``: a fire not run at its tick is
+                   not run later, as with bare APScheduler)
 BATON_SCALE_OUT    a directory: each process appends ``job,scheduled,started`` lines (Unix
                    seconds) to ``<replica id>.csv`` in it (unset: the jobs do nothing)
 
@@ -24,6 +26,7 @@ from scheduler import JobContext, singleton_job
 
 JOBS = int(os.environ.get("BATON_SCALE_JOBS", "1"))
 EVERY = os.environ.get("BATON_SCALE_EVERY", "10s")
+CATCH_UP = os.environ.get("BATON_SCALE_CATCH_UP", "none")
 
 _lock = threading.Lock()
 
@@ -58,7 +61,7 @@ def _define(index: int) -> None:
     def fire(ctx: JobContext) -> None:
         _record(ctx, time.time())
 
-    singleton_job(every=EVERY, name=job_name(index), catch_up="none")(fire)
+    singleton_job(every=EVERY, name=job_name(index), catch_up=CATCH_UP)(fire)
 
 
 for _index in range(JOBS):

@@ -14,7 +14,8 @@ in every tick, for 10 minutes. Not part of ``make bench`` (it takes the minutes 
 ``--handovers K`` instead runs two replicas and, K times, sends SIGTERM to the leader
 300 ms after an instant (its burst half done), restarts it as a follower once it has
 exited, and checks that the interrupted burst and the next one (the new leader's first)
-ran every fire, once: issue 13's "SIGTERM at N = 10,000 releases the lease within
+ran every fire, once (the jobs catch up ``latest``, so the new leader runs what the old
+one gave back): issue 13's "SIGTERM at N = 10,000 releases the lease within
 ``shutdown_grace`` every time, and a new leader's first tick runs every fire".
 """
 
@@ -113,7 +114,11 @@ def handovers(case: Case, times: int, workdir: Path) -> tuple[list[Handover], in
     fires_dir.mkdir(parents=True)
     results: list[Handover] = []
     with backend(case.backend, workdir) as (url, _probe):
-        group = replicas(case, url, f"soak-handover-{case.jobs}", workdir, fires_dir)
+        # catch_up="latest": the fires of the interrupted tick the old leader did not run
+        # are the new leader's to run (with "none" they would be skipped by policy).
+        group = replicas(
+            case, url, f"soak-handover-{case.jobs}", workdir, fires_dir, catch_up="latest"
+        )
         try:
             group.start()
             for _ in range(times):
@@ -138,6 +143,8 @@ def handovers(case: Case, times: int, workdir: Path) -> tuple[list[Handover], in
                 except Exception:
                     group.cluster.replicas[leader].proc.kill()
                     exited = None
+                log = group.cluster.replicas[leader].log_path
+                log.rename(log.with_name(f"{leader}.before-handover-{len(results) + 1}.log"))
                 group.restart(leader)
                 first = instant + PERIOD
                 wanted = {key(instant), key(first)}
@@ -197,11 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--handovers", type=int, default=0, metavar="K")
     parser.add_argument("--write", metavar="FILE", help="write the markdown report to FILE")
+    parser.add_argument("--workdir", metavar="DIR", help="keep logs and fire files here")
     args = parser.parse_args(argv)
     case = Case(args.backend, args.jobs)
     if args.handovers:
         with tempfile.TemporaryDirectory(prefix="baton-soak-") as tmp:
-            results, duplicates = handovers(case, args.handovers, Path(tmp))
+            results, duplicates = handovers(case, args.handovers, Path(args.workdir or tmp))
         text = handover_report(case, results, duplicates)
         if args.write:
             Path(args.write).write_text(text, encoding="utf-8")
@@ -210,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok and duplicates == 0 else 1
     bursts = max(1, round(args.minutes * 60 / PERIOD))
     with tempfile.TemporaryDirectory(prefix="baton-soak-") as tmp:
-        outcome = run_case(case, bursts, Path(tmp) / "case")
+        outcome = run_case(case, bursts, Path(args.workdir or tmp) / "case")
     if outcome.baton is None or outcome.bare is None:
         print(f"not measured: {outcome.error}", file=sys.stderr)
         return 1

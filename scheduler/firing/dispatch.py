@@ -31,11 +31,18 @@ from scheduler.firing.tally import SkipReason
 from scheduler.leadership.term import Term
 from scheduler.leadership.view import Leadership
 
-__all__ = ["START_SLICE", "Claimed", "Dispatch"]
+__all__ = ["START_BACKLOG", "START_SLICE", "STOP_WAIT", "Claimed", "Dispatch"]
 
 #: Claims started in one call at their instant: the first slice's jobs run while the next
 #: slice is started, instead of every job of a burst of 10,000 waiting for all its starts.
 START_SLICE = 500
+#: A slice is started once fewer than this many started fires wait for a worker: a fire is
+#: started (in the backend) only shortly before a worker can call its job, so a replica
+#: told to stop mid-burst has few started fires it must record ``lost``; the rest are
+#: still claims, given back for the next leader to run.
+START_BACKLOG = START_SLICE // 2
+#: Seconds :meth:`Dispatch.stop` waits for a batch in progress (the start of one slice).
+STOP_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +120,11 @@ class Dispatch:
         firing: they are abandoned)."""
         self._starts.hurry()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
         """Stop both threads: fires gathered for a claim free their lanes; claims waiting
-        for their instant are given back (once settled) and free theirs."""
+        for their instant are given back (once settled) and free theirs. Waits up to
+        ``timeout`` seconds for a batch in progress, so that what it abandons is given back
+        with the rest (the caller withdraws every claim in doubt next)."""
         for lane, _ in self._intake.stop():
             lane.done()
         by_term: dict[Term, list[RunRecord]] = defaultdict(list)
@@ -124,6 +133,11 @@ class Dispatch:
             item.lane.done()
         for term, runs in by_term.items():
             self._claims.abandon(runs, term)
+        self._execution.wake()  # a start slice waiting for the pool stops waiting
+        deadline = time.monotonic() + timeout
+        for thread in self.threads().values():
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _claim_batch(self, items: list[tuple[Lane, datetime]]) -> None:
         """Claim the fires gathered together (one backend call per retention), and put the
@@ -177,6 +191,10 @@ class Dispatch:
         submitted = 0
         try:
             runs = [item.run for item in group]
+            self._execution.wait_backlog(
+                START_BACKLOG,
+                lambda: not self._accepting() or self._leadership.current_term() is not term,
+            )
             if not self._accepting() or self._leadership.current_term() is not term:
                 # Lost (or stalled) between the claim and the instant, or stopping: not run
                 # (at most once); given back once settled.

@@ -11,6 +11,7 @@ recorded ``lost``: a started fire is never given back.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,6 +42,8 @@ __all__ = [
 #: firing, or its term ended while the run waited for a worker.
 NOT_CALLED_SHUTDOWN = "replica shut down before the job was called"
 NOT_CALLED_LOST = "leadership lost before the job was called"
+#: Seconds between looks at whether a start slice waiting for the pool should give up.
+RECHECK = 0.5
 
 
 def describe_error(exc: BaseException) -> str:
@@ -104,13 +107,42 @@ class Execution:
         self._metrics = metrics
         self._clock = clock
         self._log = log
+        # Started fires waiting for a worker, and the condition a start slice waits on.
+        self._backlog = 0
+        self._taken = threading.Condition()
+
+    def _took(self) -> None:
+        """A worker took a started fire (or the pool refused it)."""
+        with self._taken:
+            self._backlog -= 1
+            self._taken.notify_all()
+
+    def backlog(self) -> int:
+        """Started fires handed to the pool that no worker has taken yet."""
+        return self._backlog
+
+    def wait_backlog(self, most: int, give_up: Callable[[], bool]) -> None:
+        """Wait until fewer than ``most`` started fires wait for a worker, or ``give_up()``
+        (checked whenever a worker takes one, on :meth:`wake`, and every
+        :data:`RECHECK` seconds: a term can end while every worker runs a long job)."""
+        with self._taken:
+            while self._backlog >= most and not give_up():
+                self._taken.wait(RECHECK)
+
+    def wake(self) -> None:
+        """Make :meth:`wait_backlog` look at its ``give_up`` again."""
+        with self._taken:
+            self._taken.notify_all()
 
     def submit(self, lane: Lane, run: RunRecord, term: Term) -> None:
         """Run the started ``run`` on a worker of the job pool (or record it lost if the
         pool is gone)."""
+        with self._taken:
+            self._backlog += 1
         try:
             self.pool.submit(self._execute, lane, run, term)
         except RuntimeError:  # the pool is shut down (closing): started, never called
+            self._took()
             self._claims.finish_later(
                 [run.finished("lost", self._clock.now(), NOT_CALLED_SHUTDOWN)]
             )
@@ -124,6 +156,7 @@ class Execution:
         stops firing, or the term ended while it waited for a worker) it is recorded
         ``lost``: a started fire is never given back.
         """
+        self._took()
         try:
             why = None
             if not self._accepting():
