@@ -13,9 +13,9 @@ in every tick, for 10 minutes. Not part of ``make bench`` (it takes the minutes 
 
 ``--handovers K`` instead runs two replicas and, K times, sends SIGTERM to the leader
 300 ms after an instant (its burst half done), restarts it as a follower once it has
-exited, and checks that the interrupted burst and the next one (the new leader's first)
-ran every fire, once (the jobs catch up ``latest``, so the new leader runs what the old
-one gave back): issue 13's "SIGTERM at N = 10,000 releases the lease within
+exited, and checks that the new leader's first burst ran every fire, with no duplicate,
+and counts what ran of the interrupted one (the jobs catch up ``latest``, so the new
+leader runs what the old one gave back): issue 13's "SIGTERM at N = 10,000 releases the lease within
 ``shutdown_grace`` every time, and a new leader's first tick runs every fire".
 """
 
@@ -178,7 +178,8 @@ def handover_report(case: Case, results: list[Handover], duplicates: int) -> str
         table.add(
             index, exited, f"{h.led:.2f} s", f"{h.interrupted:,}/{case.jobs:,}", f"{h.first:,}"
         )
-    every = all(h.interrupted == case.jobs and h.first == case.jobs for h in results)
+    first = all(h.first == case.jobs for h in results)
+    interrupted = [h.interrupted for h in results]
     return "\n".join(
         [
             f"# Handovers: {case.label}, SIGTERM {INTO_BURST * 1000:.0f} ms into a burst, "
@@ -188,8 +189,13 @@ def handover_report(case: Case, results: list[Handover], duplicates: int) -> str
             f"{case.jobs} --handovers {len(results)}` on "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
             "",
-            f"- Every fire of the interrupted tick and of the next one ran: "
-            f"**{'yes' if every else 'NO'}**; duplicates: {duplicates}",
+            f"- The new leader's first tick ran every fire: **{'yes' if first else 'NO'}** "
+            f"({sum(h.first == case.jobs for h in results)} of {len(results)}); duplicates: "
+            f"{duplicates}",
+            f"- The interrupted tick: {min(interrupted):,} to {max(interrupted):,} of "
+            f"{case.jobs:,} fires ran (the old leader's and, given back, the new one's); the "
+            f"others had been started in the backend but not yet called and are recorded "
+            f"`lost`: a started fire is never run again (at most once).",
             "",
             table.render(),
             "",
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write:
             Path(args.write).write_text(text, encoding="utf-8")
         sys.stdout.write(text)
-        ok = all(h.interrupted == case.jobs and h.first == case.jobs for h in results)
+        ok = all(h.first == case.jobs and h.exited is not None for h in results)
         return 0 if ok and duplicates == 0 else 1
     bursts = max(1, round(args.minutes * 60 / PERIOD))
     with tempfile.TemporaryDirectory(prefix="baton-soak-") as tmp:
