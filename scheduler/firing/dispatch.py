@@ -191,11 +191,12 @@ class Dispatch:
         submitted = 0
         try:
             runs = [item.run for item in group]
-            self._execution.wait_backlog(
-                START_BACKLOG,
-                lambda: not self._accepting() or self._leadership.current_term() is not term,
-            )
-            if not self._accepting() or self._leadership.current_term() is not term:
+
+            def over() -> bool:
+                return not self._accepting() or self._leadership.current_term() is not term
+
+            self._execution.wait_backlog(START_BACKLOG, over)
+            if over():
                 # Lost (or stalled) between the claim and the instant, or stopping: not run
                 # (at most once); given back once settled.
                 self._claims.abandon(runs, term)

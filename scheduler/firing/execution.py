@@ -117,10 +117,6 @@ class Execution:
             self._backlog -= 1
             self._taken.notify_all()
 
-    def backlog(self) -> int:
-        """Started fires handed to the pool that no worker has taken yet."""
-        return self._backlog
-
     def wait_backlog(self, most: int, give_up: Callable[[], bool]) -> None:
         """Wait until fewer than ``most`` started fires wait for a worker, or ``give_up()``
         (checked whenever a worker takes one, on :meth:`wake`, and every
