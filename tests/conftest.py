@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import LeaseBackend, from_url
+from tests.harness.postgresql_server import PostgresServer
 from tests.harness.redis_server import RedisServer
 from tests.harness.zookeeper_server import ZooKeeperServer
 
 #: Every backend the contract suite runs against, in one place.
-BACKEND_KINDS = ("sqlite", "redis", "zookeeper")
+BACKEND_KINDS = ("sqlite", "redis", "zookeeper", "postgresql")
 
 #: Seconds a backend call may take in tests: long enough for a loaded CI box, short enough
 #: that a hung call fails the test quickly.
@@ -48,6 +49,16 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
         server.cleanup()
 
 
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL cluster for the whole session; tests keep apart by name."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
 def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/baton.db"
 
@@ -62,7 +73,13 @@ def _zookeeper_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.url()
 
 
+def _postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    server: PostgresServer = request.getfixturevalue("postgresql_server")
+    return server.url()
+
+
 _URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "postgresql": _postgresql_url,
     "sqlite": _sqlite_url,
     "redis": _redis_url,
     "zookeeper": _zookeeper_url,
@@ -70,7 +87,8 @@ _URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
 
 
 def _wait_expired(request: pytest.FixtureRequest, backend: LeaseBackend, name: str) -> None:
-    # Redis and SQLite expire a lease when its TTL runs out; the tests take short TTLs.
+    # Redis, SQLite and PostgreSQL expire a lease when its TTL runs out; the tests take
+    # short TTLs.
     assert _wait_until(lambda: backend.read(name) is None), "lease never expired"
 
 
@@ -90,6 +108,7 @@ def _expire_zookeeper_session(
 
 
 _EXPIRERS: dict[str, Callable[[pytest.FixtureRequest, LeaseBackend, str], None]] = {
+    "postgresql": _wait_expired,
     "sqlite": _wait_expired,
     "redis": _wait_expired,
     "zookeeper": _expire_zookeeper_session,

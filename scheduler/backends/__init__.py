@@ -1,4 +1,5 @@
-"""Backends by URL scheme: ``sqlite://``, ``redis://``/``rediss://``, ``zookeeper://``.
+"""Backends by URL scheme: ``sqlite://``, ``redis://``/``rediss://``, ``zookeeper://``,
+``postgresql://``/``postgres://``.
 
 The contract every backend keeps is :mod:`scheduler.backends.base` (one protocol per role:
 lease store, run ledger, presence, controls, preflight); the rules they share are
@@ -22,7 +23,7 @@ from scheduler.errors import ConfigError, excerpt
 if TYPE_CHECKING:
     from scheduler.backends.zookeeper import ZooKeeperOptions
 
-SCHEMES = ("sqlite", "redis", "rediss", "zookeeper")
+SCHEMES = ("sqlite", "redis", "rediss", "zookeeper", "postgresql", "postgres")
 
 
 def _unsupported(url: str) -> ConfigError:
@@ -56,6 +57,10 @@ def check_url(url: str | BackendURL) -> str:
         from scheduler.backends import zookeeper
 
         return zookeeper.parse_url(text).shown
+    if scheme in ("postgresql", "postgres"):
+        from scheduler.backends import postgresql
+
+        return postgresql.parse_url(text).shown
     raise _unsupported(text)
 
 
@@ -71,16 +76,18 @@ def from_url(
 
     Args:
         url: ``sqlite:///path``, ``redis://[[user]:password@]host[:port][/db]``,
-            ``rediss://...`` or ``zookeeper://[user:password@]host:port[,host:port...]/chroot``
+            ``rediss://...``, ``zookeeper://[user:password@]host:port[,host:port...]/chroot``
+            or ``postgresql://[user[:password]@]host[:port][,...]/dbname[?options]``
             (README, "Backends", for every form and option).
         op_timeout: seconds any single backend call may take before it fails with
             :class:`~scheduler.errors.BackendUnavailable`.
         clock: the clock deadlines are computed from.
         zookeeper: session and TLS options of a ``zookeeper://`` backend (ignored for the
             others); defaults to :class:`~scheduler.backends.zookeeper.ZooKeeperOptions`.
-        create: whether a missing embedded (SQLite) database may be created. Only a replica
-            creates one; read and operator commands pass ``False`` and get a
-            :class:`~scheduler.errors.ConfigError` for a missing file instead.
+        create: whether a missing embedded (SQLite) database, or a missing PostgreSQL schema,
+            may be created. Only a replica creates one; read and operator commands pass
+            ``False`` and get a :class:`~scheduler.errors.ConfigError` for a missing file (a
+            :class:`~scheduler.errors.BackendSchemaError` for a missing schema) instead.
 
     Raises:
         ConfigError: the URL scheme is unknown or the URL is malformed (key ``backend``).
@@ -101,6 +108,19 @@ def from_url(
         return ZooKeeperBackend.from_url(
             text, op_timeout=op_timeout, clock=clock, options=zookeeper
         )
+    if scheme in ("postgresql", "postgres"):
+        from scheduler.backends.postgresql import parse_url
+
+        target = parse_url(text)
+        try:
+            from scheduler.backends.postgresql.backend import PostgresBackend
+        except ImportError as exc:
+            raise ConfigError(
+                "backend",
+                f"{target.shown}: the PostgreSQL backend needs psycopg 3 "
+                f"(pip install 'baton[postgresql]'): {excerpt(str(exc), 80)}",
+            ) from None
+        return PostgresBackend(target, op_timeout=op_timeout, clock=clock, create=create)
     raise _unsupported(text)
 
 

@@ -63,6 +63,18 @@ PLAIN_OPTIONS = frozenset(
         "timeout",
         "retry_on_timeout",
         "retry_on_error",
+        # postgresql://
+        "user",
+        "dbname",
+        "schema",
+        "create_schema",
+        "pgbouncer",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "application_name",
+        "target_session_attrs",
     }
 )
 
