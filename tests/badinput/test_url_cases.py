@@ -248,6 +248,46 @@ CASES = [
         exit=1,
         timeout=60,
     ),
+    # -- PostgreSQL ---------------------------------------------------------------------------
+    redis_case("pg-no-database-secret", "postgresql://u:{secret}@127.0.0.1", "database is missing"),
+    redis_case("pg-unknown-option", "postgresql://127.0.0.1/db?frob=1", "options: user"),
+    redis_case("pg-connect-timeout", "postgresql://127.0.0.1/db?connect_timeout=60", "op_timeout"),
+    redis_case("pg-options-option", "postgresql://127.0.0.1/db?options=-c%20x%3D1", "op_timeout"),
+    redis_case("pg-sslmode-require", "postgresql://127.0.0.1/db?sslmode=require", "verify-full"),
+    redis_case("pg-sslmode-prefer-secret", "postgres://u:{secret}@h/db?sslmode=prefer", "verify"),
+    redis_case("pg-tls-file-no-tls", "postgresql://h/db?sslrootcert=/etc/hosts", "verify-full"),
+    redis_case(
+        "pg-tls-file-missing", "postgresql://h/db?sslmode=verify-full&sslrootcert=/nx", "no file"
+    ),
+    redis_case(
+        "pg-cert-without-key",
+        "postgresql://h/db?sslmode=verify-full&sslcert=/etc/hosts",
+        "together",
+    ),
+    redis_case("pg-schema-upper", "postgresql://127.0.0.1/db?schema=Cron", "schema must be"),
+    redis_case("pg-schema-pg", "postgresql://127.0.0.1/db?schema=pg_cron", "schema must be"),
+    redis_case(
+        "pg-schema-injection", "postgresql://h/db?schema=x%3Bdrop%20table%20y", "schema must be"
+    ),
+    redis_case("pg-create-schema-maybe", "postgresql://h/db?create_schema=maybe", "true or false"),
+    redis_case("pg-password-twice-secret", "postgresql://u:{secret}@h/db?password=x", "twice"),
+    redis_case("pg-password-no-user-secret", "postgresql://:{secret}@h/db", "needs a user"),
+    redis_case("pg-empty-password", "postgresql://u:@h/db", "empty"),
+    redis_case("pg-standby-only", "postgresql://h/db?target_session_attrs=standby", "read-write"),
+    redis_case("pg-bad-port", "postgresql://127.0.0.1:0/db", "port"),
+    redis_case("pg-ipv6-unbracketed", "postgresql://::1:5432/db", "brackets"),
+    Case(
+        "pg-unreachable-secret",
+        ("leader", "--backend", "postgresql://baton:{secret}@127.0.0.1:{dead_port}/b"),
+        exit=1,
+        says="postgresql://baton:***@",
+    ),
+    Case(
+        "pg-schema-command-not-pg",
+        ("schema", "--backend", "redis://127.0.0.1:{dead_port}/0", "--print-sql"),
+        exit=2,
+        says="postgresql://",
+    ),
 ]
 
 

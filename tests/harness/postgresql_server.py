@@ -42,6 +42,7 @@ import psycopg
 from psycopg import sql
 
 from tests.harness.process_server import HOST, ProcessServer
+from tests.harness.redis_server import TlsFiles
 
 #: The OS user the server runs as when the tests run as root (initdb refuses root).
 OS_USER = "postgres"
@@ -172,6 +173,8 @@ class PostgresServer(ProcessServer):
             cloned with ``pg_basebackup -R`` on first start (use :meth:`make_standby`).
         settings: extra ``postgresql.conf`` settings, e.g. ``{"max_connections": "50"}``,
             passed as ``-c name=value`` flags on every start.
+        tls: a certificate and key for the server (TCP connections then offer TLS; pass
+            ``settings={"ssl": "on"}``), copied into the data directory at initdb.
     """
 
     name = "PostgreSQL"
@@ -184,6 +187,7 @@ class PostgresServer(ProcessServer):
         *,
         primary: PostgresServer | None = None,
         settings: Mapping[str, str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.bindir = postgres_bindir()
         self._as_user = as_server_user()
@@ -198,6 +202,7 @@ class PostgresServer(ProcessServer):
         self.password = APP_PASSWORD
         self.database = APP_DATABASE
         self._provisioned = primary is not None  # a standby has its primary's roles
+        self.tls = tls
 
     # -- paths and addresses -------------------------------------------------------------
 
@@ -219,19 +224,21 @@ class PostgresServer(ProcessServer):
         user: str | None = None,
         password: str | None = None,
         db: str | None = None,
+        host: str = HOST,
         **params: str | int,
     ) -> str:
         """``postgresql://user:password@127.0.0.1:port/db[?params]``; the app role by default.
 
         Args:
             user, password, db: default to ``baton`` / ``secret`` / ``baton``.
+            host: the host name to connect to (``localhost`` for a TLS name check).
             params: query parameters, e.g. ``application_name="replica-1"``.
         """
         user = user or self.user
         password = self.password if password is None else password
         auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
         query = f"?{urlencode(params)}" if params else ""
-        return f"postgresql://{auth}@{HOST}:{self.port}/{quote(db or self.database)}{query}"
+        return f"postgresql://{auth}@{host}:{self.port}/{quote(db or self.database)}{query}"
 
     @property
     def dsn(self) -> str:
@@ -441,6 +448,34 @@ class PostgresServer(ProcessServer):
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         self._process = None
 
+    def processes(self) -> list[int]:
+        """The postmaster and every process it forked (each backend is a session leader of
+        its own, so the postmaster's process group does not reach them)."""
+        postmaster = self.pid
+        found = [postmaster]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                status = (entry / "status").read_text()
+                parent = re.search(r"^PPid:\s+(\d+)", status, re.MULTILINE)
+                if parent and int(parent.group(1)) == postmaster:
+                    found.append(int(entry.name))
+        return found
+
+    def pause(self) -> None:
+        """SIGSTOP the whole server: it accepts nothing and answers nothing, while the
+        kernel still acknowledges its TCP traffic (a frozen VM, a stalled disk)."""
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT every process of the server."""
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def cleanup(self) -> None:
         """Kill the server (no need to shut down cleanly) and remove its directory."""
         self.kill()
@@ -512,6 +547,13 @@ class PostgresServer(ProcessServer):
             conf.write("\n# tests/harness/postgresql_server.py\n")
             conf.writelines(f"{key} = {value}\n" for key, value in SERVER_SETTINGS.items())
         (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
+        if self.tls is not None:
+            # The server refuses a key file others can read, or that it does not own.
+            for source, name in ((self.tls.cert, "server.crt"), (self.tls.key, "server.key")):
+                copy = self.data_dir / name
+                shutil.copyfile(source, copy)
+                copy.chmod(0o600)
+                give_to_server_user(copy)
 
     def _base_backup(self, primary: PostgresServer) -> None:
         # -R writes standby.signal and primary_conninfo (with the password from PGPASSWORD);

@@ -16,7 +16,9 @@ forwards no startup options — ``statement_timeout``. Neither the server's time
 notices a server that is alive but stopped (``SIGSTOP``, a frozen VM): the
 :class:`Watchdog` does, by shutting down the socket of a call still running at its
 deadline, which makes psycopg return at once with an error. A connection that failed is
-closed and replaced on the next call; Baton never retries inside a call.
+closed and replaced on the next call, and an idle connection the server ended meanwhile
+(a restart, ``pg_terminate_backend``) is noticed before it is used and replaced; Baton
+never retries inside a call.
 
 **PgBouncer (transaction pooling).** With ``pgbouncer=true`` Baton keeps no session state:
 no startup options, no server-side prepared statements (``prepare_threshold=None``), no
@@ -31,6 +33,7 @@ import heapq
 import itertools
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -137,6 +140,21 @@ class Watchdog:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+def _dropped(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection was ended by the server (a restart,
+    ``pg_terminate_backend``, an idle timeout): it has something to read, which for a
+    connection that sent nothing (and never listens) can only be the goodbye. Checked
+    before each use, so a connection the server dropped while idle is replaced instead of
+    failing the next call."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
 #: The process's one watchdog.
 WATCHDOG = Watchdog()
 
@@ -200,8 +218,13 @@ class Pool:
             while True:
                 if self._closed:
                     raise BackendUnavailable(self._url, "backend is closed")
-                if self._idle:
-                    return self._idle.pop()
+                while self._idle:
+                    conn = self._idle.pop()
+                    if not _dropped(conn):
+                        return conn
+                    self._open -= 1
+                    with contextlib.suppress(Exception):
+                        conn.close()
                 if self._open < self._size:
                     self._open += 1
                     return None

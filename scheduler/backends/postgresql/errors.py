@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import Iterator
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from scheduler.errors import (
     BackendAuthError,
@@ -63,6 +62,12 @@ def translate(exc: psycopg.Error, url: str, *, timed_out: bool = False) -> Backe
         )
     if state == _NO_DATABASE or ("database" in message and "does not exist" in message):
         return BackendPermanentError(url, message)
+    if "unsupported startup parameter" in message:
+        return BackendPermanentError(
+            url,
+            f"{message}: is this PgBouncer? Add ?pgbouncer=true to the URL (Baton then "
+            "sends no startup options and keeps no session state)",
+        )
     if state == _READ_ONLY:
         return BackendUnavailable(url, f"the server is a read-only standby: {message}")
     return BackendUnavailable(url, message)
@@ -77,4 +82,4 @@ def translate_errors(url: str) -> Iterator[None]:
         raise translate(exc, url) from exc
 
 
-__all__ = ["pg_errors", "translate", "translate_errors"]
+__all__ = ["translate", "translate_errors"]

@@ -34,10 +34,13 @@ caller's *floor* (the highest token it saw) is folded in too, as on Redis.
 
 **The claim epoch**, as on Redis after a data loss: when the acquiring transaction sees a
 timeline newer than the one the name's tokens row last saw (a promotion: claims made on the
-old primary may be missing here), or a floor above its counter (a restore from an older
-backup), every fire up to the server's clock plus the claim allowance that has no record is
-refused (``may-have-been-claimed``): the catch-up then skips what may already have run.
-A fresh row gets the epoch ``[now - allowance, now + allowance)``, as a fresh Redis does.
+old primary may be missing here), a row that is new on a server that was ever promoted
+(timeline above 1: the row itself may be what the promotion lost), or a floor above its
+counter (a restore from an older backup), every fire up to the server's clock plus the
+claim allowance that has no record is refused (``may-have-been-claimed``): the catch-up
+then skips what may already have run. On a server never promoted (timeline 1) a new row
+needs no epoch: nothing can have been lost (Redis, which cannot tell, gives every fresh
+name one).
 
 The schema version is :data:`SCHEMA_VERSION` in ``meta``; an older or newer one is refused.
 """
@@ -173,14 +176,11 @@ BEGIN
         RETURN;
     END IF;
     fresh := t.last_token = 0 AND t.timeline = 0;
-    IF t.last_token < p_floor OR (NOT fresh AND t.timeline < tl) THEN
-        -- Data lost (a restore) or a promotion: any fire up to now + allowance may have
-        -- been claimed in what is missing.
+    IF t.last_token < p_floor OR t.timeline < tl AND (NOT fresh OR tl > 1) THEN
+        -- Data lost (a restore), a promotion since the row's last acquisition, or a row
+        -- new on a promoted server (its old one may be what the promotion lost): any fire
+        -- up to now + allowance may have been claimed in what is missing.
         t.epoch_low := 0;
-        t.epoch_high := now_ms + p_allowance_ms;
-    ELSIF fresh AND t.epoch_high IS NULL THEN
-        -- Looks fresh, but may be a name whose row was lost: claims made just before.
-        t.epoch_low := now_ms - p_allowance_ms;
         t.epoch_high := now_ms + p_allowance_ms;
     END IF;
     new_token := greatest(t.last_token + 1, (tl << 40) + 1, p_floor + 1);

@@ -9,7 +9,8 @@ One module a concern: :mod:`~scheduler.ops.cli.errors` (exit codes, the one erro
 :mod:`~scheduler.ops.cli.loading` (settings, jobs modules, opening the backend),
 :mod:`~scheduler.ops.cli.render` (times and tables), and the commands:
 :mod:`~scheduler.ops.cli.run`, :mod:`~scheduler.ops.cli.observe` (leader, jobs, history,
-status), :mod:`~scheduler.ops.cli.operate` (resign, pause, resume). This module puts them
+status), :mod:`~scheduler.ops.cli.operate` (resign, pause, resume), :mod:`~scheduler.ops.cli.schema`
+(the PostgreSQL DDL). This module puts them
 in one group.
 """
 
@@ -24,6 +25,7 @@ from scheduler.ops.cli.observe import history, jobs_command, leader, status
 from scheduler.ops.cli.operate import PROGRESS_EVERY, RESIGN_WAIT_MAX, pause, resign, resume
 from scheduler.ops.cli.params import NAME_EXCERPT, JobName, Seconds, config_options, json_option
 from scheduler.ops.cli.run import run_command
+from scheduler.ops.cli.schema import schema_command
 
 __all__ = [
     "ERROR_LINE_MAX",
@@ -52,7 +54,17 @@ def cli() -> None:
     """Baton: distributed cron. Every replica schedules; exactly one fires each tick."""
 
 
-for _command in (run_command, leader, jobs_command, history, status, resign, pause, resume):
+for _command in (
+    run_command,
+    leader,
+    jobs_command,
+    history,
+    status,
+    resign,
+    pause,
+    resume,
+    schema_command,
+):
     cli.add_command(_command)
 
 

@@ -26,7 +26,8 @@ def config_options(func: F) -> F:
         "--backend",
         default=None,
         metavar="URL",
-        help="Backend URL (sqlite:///path, redis://host:port/db, rediss://, zookeeper://).",
+        help="Backend URL (sqlite:///path, redis://host:port/db, rediss://, zookeeper://, "
+        "postgresql://).",
     )(func)
     func = click.option(
         "--config",
