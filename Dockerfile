@@ -22,7 +22,8 @@ WORKDIR /src
 # Only what the wheel needs: the package, its metadata and the README it names.
 COPY pyproject.toml README.md ./
 COPY scheduler/ scheduler/
-RUN pip wheel --wheel-dir /wheels .
+# The postgresql extra (psycopg 3, binary wheel): one image for every backend.
+RUN pip wheel --wheel-dir /wheels ".[postgresql]"
 
 # ---- runtime: slim base, runtime dependencies only, non-root -----------------------------
 FROM ${PYTHON_IMAGE}

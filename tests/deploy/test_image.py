@@ -40,6 +40,7 @@ from tests.deploy.image import (
     mounted,
     require_tools,
 )
+from tests.harness.postgresql_server import PostgresServer
 from tests.harness.redis_server import RedisServer
 from tests.harness.replicas import wait_for
 
@@ -283,6 +284,62 @@ def test_three_replicas_from_the_image_fail_over_and_run_every_tick_once(
     assert {t for t, c in counts.items() if c > 1} == set(), "ticks ran twice"
     assert [t for t in expected if t not in counts] == [], "ticks never ran"
     assert {run["replica"] for run in runs()} >= {first.replica_id, second.replica_id}
+
+
+@pytest.mark.timeout(900)
+def test_a_pod_from_the_image_leads_on_postgresql(
+    built: Built, postgresql_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The image carries the PostgreSQL driver: a chart-shaped pod on a postgresql://
+    backend creates Baton's schema and leads, and `baton leader` from the image names it."""
+    backend = postgresql_server.url(schema=f"image_{os.getpid()}")
+    rendered = _chart(backend)
+    cluster = f"image-pg-{os.getpid()}-{random.randint(0, 1 << 30)}"
+    config_dir = tmp_path / "configmap"
+    config_dir.mkdir()
+    (config_dir / "baton.yaml").write_text(
+        rendered.config_text.replace(
+            f"cluster: {rendered.config['cluster']}", f"cluster: {cluster}"
+        )
+    )
+    config_dir.chmod(0o755)
+
+    def container(pod: str, extra_env: dict[str, str]) -> Container:
+        return Container(
+            rootfs=built.rootfs,
+            image=built.image,
+            env=_pod_env(rendered, pod, backend) | extra_env,
+            mounts=[
+                Bind(config_dir, "/etc/baton", read_only=True),
+                Tmpfs("/tmp", 10001, 10001, mode="1777"),
+                Tmpfs("/app/.baton", 10001, 10001),
+            ],
+        )
+
+    port = int(rendered.container["ports"][0]["containerPort"])
+    log = tmp_path / "pod.log"
+    argv = container("baton-pg-0", {"BATON_HTTP_HOST": _free_loopback(port)}).argv()
+    observer = from_url(backend)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        try:
+            record = wait_for(lambda: observer.read(cluster), FAILOVER_TIMEOUT, "a leader")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from exc
+        assert record.replica_id == "baton-pg-0"
+        shown = container("operator", {}).run(["leader", "--json"])
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["leader"]["token"] == record.token
+        assert postgresql_server.password not in shown.stdout + shown.stderr
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.returncode == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        observer.close()
 
 
 def _baton_files(built: Built) -> list[str]:
