@@ -32,6 +32,8 @@ from tests.contract.support import acquire, holder, wait_until
 from tests.harness.pgbouncer import PgBouncer
 from tests.harness.postgresql_server import PostgresServer
 from tests.harness.redis_server import make_tls_files
+from tests.harness.replicas import Cluster
+from tests.harness.sink import FencedSink
 
 OP_TIMEOUT = 1.0
 RETENTION = Retention(limit=100)
@@ -359,3 +361,42 @@ def test_tls_with_verification_connects_and_a_wrong_ca_is_refused(
             opened(wrong).check()
     finally:
         server.cleanup()
+
+
+def test_replicas_follow_a_promotion_with_a_larger_token_and_no_tick_twice(
+    own_server: PostgresServer, tmp_path: Path, election: str
+) -> None:
+    """Two ``baton run`` replicas on a primary and its streaming standby (both hosts in
+    the URL); the primary is killed while a replica leads and the standby promoted: a
+    replica leads again on the new timeline with a larger token, and every tick in the
+    history ran once."""
+    primary = own_server
+    standby = primary.make_standby()
+    both = (
+        f"postgresql://{primary.user}:{primary.password}@127.0.0.1:{primary.port},"
+        f"127.0.0.1:{standby.port}/{primary.database}"
+    )
+    cluster = Cluster(both, election, tmp_path / "cluster", env={"BATON_TEST_EVERY": "1s"})
+    try:
+        cluster.start(2, lease_ttl=2)
+        first = cluster.wait_leader(20)
+        assert wait_until(lambda: len(cluster.observer_history("test.tick", 10)) >= 2, 20)
+        standby.wait_caught_up()
+        primary.kill()
+        standby.promote()
+        second = cluster.wait_leader(30, not_token=first.token)
+        assert second.token > first.token
+        assert second.token >> 40 > first.token >> 40, "the token folds the new timeline"
+        assert wait_until(
+            lambda: any(r.token == second.token for r in cluster.observer_history("test.tick", 10)),
+            20,
+        ), cluster.dump_logs()
+        sink = FencedSink(cluster.sink_path)
+        try:
+            started = [w.tick for w in sink.writes() if w.phase == "start"]
+        finally:
+            sink.close()
+        assert started and len(started) == len(set(started)), "a tick ran twice"
+    finally:
+        cluster.close()
+        standby.cleanup()
