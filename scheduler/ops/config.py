@@ -86,8 +86,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: Backend URL: sqlite:///path (default, one host), redis://, rediss://, zookeeper://,
-    #: postgresql:// (README, "Backends"). It may carry a password, so it is never echoed in an error and
-    #: shows itself only redacted (str, repr, model_dump); the URL is parsed by load_settings.
+    #: postgresql:// (README, "Backends"). It may carry a password, so it is never echoed in
+    #: an error and shows itself only redacted (str, repr, model_dump); the URL is parsed by
+    #: load_settings.
     backend: BackendURL = Field(
         default=BackendURL(DEFAULT_BACKEND),
         description="a backend URL such as sqlite:///path/baton.db or redis://host:6379/0",

@@ -120,3 +120,16 @@ def test_a_fire_given_twice_writes_once() -> None:
     answers, steps = plan_claims([first, first, rival], Retention(), {"j": JobNodes([])}, path_of)
     assert answers == [first, first, None]
     assert [op.kind for s in steps for op in s.ops] == ["create"]
+
+
+def test_claims_of_an_unlisted_history_create_without_trims_and_refuse_a_due_trim() -> None:
+    """A job known only by a bound on its children (not listed) is claimed with creates
+    alone while the bound stays within the limit; a plan that would need a trim refuses."""
+    runs = [RunRecord("j", from_fire_key(k), "r1", 1, BASE) for k in (10_000, 11_000)]
+
+    answers, steps = plan_claims(runs, Retention(limit=5), {"j": JobNodes([], unlisted=3)}, path_of)
+
+    assert answers == runs
+    assert [[op.kind for op in step.ops] for step in steps] == [["create"], ["create"]]
+    with pytest.raises(ValueError, match="trim"):
+        plan_claims(runs, Retention(limit=4), {"j": JobNodes([], unlisted=3)}, path_of)

@@ -2,7 +2,7 @@
 
 A batch of claims costs, whatever its size (up to the wave and chunk sizes):
 
-1. one round trip listing every job directory of the batch (``getChildren``, sent
+1. one round trip listing the job directories of the batch (``getChildren``, sent
    together), and one creating the directories that are missing;
 2. one round trip reading the nodes the claims need to see: each batch fire that exists
    (a resend finds its record) and the trim candidates (:func:`~.plans.trim_reads`);
@@ -14,6 +14,15 @@ A batch of claims costs, whatever its size (up to the wave and chunk sizes):
 Starts are the same without the listing (one read of each run node, then the multis);
 outcomes likewise, without the latch check (an outcome needs no lease). History reads list
 the directories, then read the newest nodes of each: two rounds.
+
+**What this ledger wrote needs no read** (:mod:`~.written`): a start or an outcome of a run
+whose node this ledger wrote (its claim, its start) is planned from the version it left
+there, and a job it listed and claimed under the same latch node is not listed again while
+none of the batch's claims can trim (``retention.limit`` not reached). So a burst of fires
+claimed, started and ended by one leader costs one ``multi`` per chunk at each of the three
+steps, nothing per fire; only the first burst of a term, and every claim that trims, read.
+The multis stay conditional on what the plan assumed (plus a check of the latch node that
+fenced a remembered write, for outcomes), so whatever moved meanwhile fails them as below.
 
 What each run answers and writes is planned by :mod:`~.plans` from the reads; every write
 is conditional on what was read (a version, or a create that fails if the node exists).
@@ -32,7 +41,7 @@ between, after a few milliseconds. Each wave and each multi has its own ``op_tim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -40,6 +49,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotE
 
 from scheduler.backends.base import StartAnswer
 from scheduler.backends.runs import Retention, RunRecord
+from scheduler.backends.zookeeper.latch import LatchNode
 from scheduler.backends.zookeeper.ledger import ZooKeeperLedger, failed_ops, fire_keys
 from scheduler.backends.zookeeper.plans import (
     MISSING,
@@ -85,18 +95,27 @@ class ZooKeeperBatches(ZooKeeperLedger):
         if not runs:
             return []
         session = self._session
-        with session.errors("claim batch"):
-            self._leases.fenced(lease)  # a lease known lost fails before any read
-            jobs = self._job_nodes(lease.name, runs, retention)
-            path_of = partial(self._layout.run, lease.name)
-            answers, steps = plan_claims(runs, retention, jobs, path_of)
-            resume = self._commit(lease, steps, len(runs))
+        ticket = self._written.claiming()
+        resume, latch = 0, None
+        jobs: dict[str, JobNodes] = {}
+        steps: list[Step] = []
+        try:
+            with session.errors("claim batch"):
+                latch, _ = self._leases.fenced(lease)  # a lease known lost fails first
+                jobs = self._job_nodes(lease.name, runs, retention, latch)
+                path_of = partial(self._layout.run, lease.name)
+                answers, steps = plan_claims(runs, retention, jobs, path_of)
+                resume = self._commit(lease, steps, runs)
+        finally:
+            landed = self._written.alone(ticket) and resume == len(runs)
+            self._relist(lease.name, runs, jobs, steps, latch if landed else None)
         for index in range(resume, len(runs)):
             answers[index] = self.claim(lease, runs[index], retention)
         return answers
 
     def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
-        """Start ``runs``: one wave of reads, then one fenced multi per chunk.
+        """Start ``runs``: one wave of reads (of the nodes this ledger did not claim under
+        the lease's latch node, :mod:`~.written`), then one fenced multi per chunk.
 
         Returns:
             Per run, in order: the run, or the :class:`ClaimLost` ``start`` would raise.
@@ -107,10 +126,11 @@ class ZooKeeperBatches(ZooKeeperLedger):
         if not runs:
             return []
         with self._session.errors("start batch"):
-            self._leases.fenced(lease)
+            latch, _ = self._leases.fenced(lease)
             path_of = partial(self._layout.run, lease.name)
-            answers, steps = plan_starts(runs, self._read_runs(runs, path_of), path_of)
-            resume = self._commit(lease, steps, len(runs))
+            nodes, _ = self._run_nodes(runs, path_of, "claimed", latch)
+            answers, steps = plan_starts(runs, nodes, path_of)
+            resume = self._commit(lease, steps, runs)
         for index in range(resume, len(runs)):
             try:
                 answers[index] = self.start(lease, runs[index])
@@ -119,13 +139,16 @@ class ZooKeeperBatches(ZooKeeperLedger):
         return answers
 
     def finish_many(self, name: str, runs: Sequence[RunRecord]) -> None:
-        """Store the outcomes of ``runs``: one wave of reads, then one multi per chunk."""
+        """Store the outcomes of ``runs``: one wave of reads (of the nodes this ledger did
+        not write, :mod:`~.written`), then one multi per chunk; a chunk with runs planned
+        from remembered nodes also checks the latch nodes those were written under."""
         if not runs:
             return
         with self._session.errors("finish batch"):
             path_of = partial(self._layout.run, name)
-            steps = plan_finishes(runs, self._read_runs(runs, path_of), path_of)
-            resume = self._commit(None, steps, len(runs)) if steps else len(runs)
+            nodes, fences = self._run_nodes(runs, path_of, None, None)
+            steps = plan_finishes(runs, nodes, path_of)
+            resume = self._commit(None, steps, runs, fences) if steps else len(runs)
         for run in runs[resume:]:
             self.finish(name, run)
 
@@ -169,16 +192,33 @@ class ZooKeeperBatches(ZooKeeperLedger):
         }
 
     def _job_nodes(
-        self, name: str, runs: Sequence[RunRecord], retention: Retention
+        self, name: str, runs: Sequence[RunRecord], retention: Retention, latch: LatchNode
     ) -> dict[str, JobNodes]:
         """What the claims of ``runs`` need to see of each job: its fire keys and the
         nodes :func:`~.plans.trim_reads` names, plus the batch's fires that exist. Creates
-        the job directories that are missing."""
+        the job directories that are missing.
+
+        A job is not listed when this ledger knows its directory from a batch under the
+        same latch node (:meth:`~.written.WrittenNodes.listing`), every fire of the batch
+        is newer than its newest child, and its children with the batch's fires stay
+        within ``retention.limit``: no claim of the batch trims, and none finds its node
+        there (only the lease's holder creates run nodes; a create that fails anyway fails
+        its multi, and the single calls take over).
+        """
         session = self._session
         fires: dict[str, list[int]] = {}
         for run in runs:
             fires.setdefault(run.job, []).append(run.key)
-        listed = self._list(name, list(fires))
+        known: dict[str, JobNodes] = {}
+        for job, keys in fires.items():
+            listing = self._written.listing(self._layout.runs(name, job), latch)
+            if (
+                listing is not None
+                and min(keys) > listing.newest
+                and listing.children + len(set(keys)) <= retention.limit
+            ):
+                known[job] = JobNodes([], unlisted=listing.children)
+        listed = self._list(name, [job for job in fires if job not in known])
         missing = [self._layout.runs(name, job) for job, keys in listed.items() if keys is None]
         for path in missing:
             session.forget(path)  # deleted behind the cache, if it was known
@@ -196,48 +236,122 @@ class ZooKeeperBatches(ZooKeeperLedger):
         )
         for (job, key), answer in zip(reads, answers, strict=True):
             jobs[job].nodes[key] = _node(answer)
-        return jobs
+        return {**known, **jobs}
 
-    def _read_runs(
-        self, runs: Sequence[RunRecord], path_of: Callable[[str, int], str]
-    ) -> dict[str, Node]:
-        """The run node of each of ``runs``, by path (read together)."""
+    def _relist(
+        self,
+        name: str,
+        runs: Sequence[RunRecord],
+        jobs: Mapping[str, JobNodes],
+        steps: Sequence[Step],
+        latch: LatchNode | None,
+    ) -> None:
+        """Remember each job directory of a claim batch as the batch left it, if every
+        multi of the batch landed under ``latch`` with no other claim running meanwhile;
+        forget them if not (``None``)."""
+        if latch is None:
+            self._written.unlist(dict.fromkeys(self._layout.runs(name, r.job) for r in runs))
+            return
+        dirs = {job: self._layout.runs(name, job) for job in jobs}
+        count = {job: len(read.keys) + read.unlisted for job, read in jobs.items()}
+        newest = {job: max(read.keys, default=-1) for job, read in jobs.items()}
+        for step in steps:
+            run = runs[step.index]
+            for op in step.ops:
+                count[run.job] += 1 if op.kind == "create" else -1
+            newest[run.job] = max(newest[run.job], run.key)
+        for job, job_dir in dirs.items():
+            before = self._written.listing(job_dir, latch)  # "newest" may err high, not low
+            if before is not None:
+                newest[job] = max(newest[job], before.newest)
+            self._written.listed(job_dir, count[job], newest[job], latch)
+
+    def _run_nodes(
+        self,
+        runs: Sequence[RunRecord],
+        path_of: Callable[[str, int], str],
+        state: str | None,
+        fence: LatchNode | None,
+    ) -> tuple[dict[str, Node], dict[str, LatchNode]]:
+        """The run node of each of ``runs``, by path: as this ledger wrote it when the
+        path's first run of the batch writes from that (:meth:`~.written.WrittenNodes.recall`
+        with ``state`` and ``fence``), else read (the reads sent together).
+
+        Returns:
+            The nodes, and the latch node each remembered one was written under.
+        """
         session = self._session
-        paths = list(dict.fromkeys(path_of(run.job, run.key) for run in runs))
+        nodes: dict[str, Node] = {}
+        fences: dict[str, LatchNode] = {}
+        unknown: dict[str, None] = {}
+        for run in runs:
+            path = path_of(run.job, run.key)
+            if path in nodes or path in unknown:
+                continue
+            recalled = self._written.recall(path, run, state, fence)
+            if recalled is None:
+                unknown[path] = None
+            else:
+                nodes[path], fences[path] = recalled
+        paths = list(unknown)
         answers = session.gather([partial(session.client.get_async, p) for p in paths], "get")
-        return {path: _node(answer) for path, answer in zip(paths, answers, strict=True)}
+        nodes.update((path, _node(answer)) for path, answer in zip(paths, answers, strict=True))
+        return nodes, fences
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _commit(self, lease: Lease | None, steps: list[Step], total: int) -> int:
-        """Send ``steps`` in multis, one chunk at a time, each checking ``lease``'s latch
-        node first when there is a lease (then at least one multi is sent, with the check
-        alone when there are no steps).
+    def _commit(
+        self,
+        lease: Lease | None,
+        steps: list[Step],
+        runs: Sequence[RunRecord],
+        fences: Mapping[str, LatchNode] | None = None,
+    ) -> int:
+        """Send ``steps`` (of the batch ``runs``) in multis, one chunk at a time, each
+        checking ``lease``'s latch node first when there is a lease (then at least one
+        multi is sent, with the check alone when there are no steps), and the latch nodes
+        ``fences`` names for the paths it writes (runs planned from remembered nodes).
+        What landed is remembered (:mod:`~.written`); what a failed multi wrote is not.
 
         Returns:
             Where the single calls must take over: the batch index of the first run of a
-            multi that failed because something moved; ``total`` (the batch's size) when
-            all landed.
+            multi that failed because something moved; the batch's size when all landed.
 
         Raises:
-            LeaseLost: a check failed.
+            LeaseLost: the lease's check failed.
         """
         for chunk in list(chunked(steps)) or [[]]:
-            if not self._send(lease, chunk) and chunk:
+            if not self._send(lease, chunk, runs, fences or {}) and chunk:
+                self._written.forget(op.path for step in chunk for op in step.ops)
                 return chunk[0].index
-        return total
+        return len(runs)
 
-    def _send(self, lease: Lease | None, chunk: Sequence[Step]) -> bool:
+    def _send(
+        self,
+        lease: Lease | None,
+        chunk: Sequence[Step],
+        runs: Sequence[RunRecord],
+        fences: Mapping[str, LatchNode],
+    ) -> bool:
         """One multi of ``chunk``'s operations, after a check of ``lease``'s latch node if
-        given; whether every operation landed."""
+        given and of each other latch node ``fences`` names for its paths; whether every
+        operation landed (then what it wrote is remembered)."""
         session = self._session
         transaction = session.client.transaction()
         node = None
+        checks: dict[tuple[str, int], None] = {}
         if lease is not None:
             node, deadline = self._leases.fenced(lease)
-            transaction.check(node.path, node.version)
+            checks[(node.path, node.version)] = None
         else:
             deadline = session.begin()
+        for step in chunk:
+            for op in step.ops:
+                fence = fences.get(op.path)
+                if fence is not None:
+                    checks[(fence.path, fence.version)] = None
+        for path, version in checks:
+            transaction.check(path, version)
         for step in chunk:
             for op in step.ops:
                 if op.kind == "create":
@@ -254,7 +368,31 @@ class ZooKeeperBatches(ZooKeeperLedger):
         errors = failed_ops(results)
         if errors and not all(isinstance(error, _MOVED) for error in errors):
             raise errors[0]
-        return not errors
+        if errors:
+            return False
+        self._landed(chunk, runs, results[len(checks) :], node)
+        return True
+
+    def _landed(
+        self,
+        chunk: Sequence[Step],
+        runs: Sequence[RunRecord],
+        results: Sequence[Any],
+        fence: LatchNode | None,
+    ) -> None:
+        """Remember what ``chunk``'s multi wrote (``results``: its operations' answers),
+        under ``fence``, the lease's latch node it checked (none for outcomes)."""
+        written = self._written
+        answers = iter(results)
+        for step in chunk:
+            run = runs[step.index]
+            for op in step.ops:
+                answer = next(answers)
+                if op.kind == "delete":
+                    written.forget([op.path])
+                else:
+                    version = 0 if op.kind == "create" else int(answer.version)
+                    written.wrote(op.path, run, version, fence)
 
 
 def _node(answer: Any) -> Node:

@@ -13,6 +13,10 @@ transaction, which is then retried once without trimming.
 and checked (the attempt, and the state where it matters), so no write lands between the
 check and the act. Start's write also checks the latch node in the same transaction, as
 claim's does: a claimed fire of a term that is over never starts.
+
+Every write that lands is noted in :mod:`~.written` (what the node holds now, at which
+version), for the batches of :mod:`~.batches` to plan from without reading it again; the
+single calls themselves always read.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from scheduler.backends.zookeeper.lease import LatchLeases
 from scheduler.backends.zookeeper.paths import Layout, key_name
 from scheduler.backends.zookeeper.plans import outcome_of, refusal
 from scheduler.backends.zookeeper.session import Session
+from scheduler.backends.zookeeper.written import WrittenNodes
 from scheduler.errors import BackendUnavailable, ClaimLost
 from scheduler.leadership.lease import Lease
 
@@ -75,6 +80,8 @@ class ZooKeeperLedger:
         self._session = session
         self._layout = layout
         self._leases = leases
+        #: The run nodes this ledger wrote, for the batches to plan from (:mod:`~.written`).
+        self._written = WrittenNodes()
 
     def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
         """Create the run node in one transaction with a check of the lease's latch node.
@@ -87,9 +94,20 @@ class ZooKeeperLedger:
         Raises:
             LeaseLost: the lease is not this holder's, or its node is gone or rewritten.
         """
-        session = self._session
         job_dir = self._layout.runs(lease.name, run.job)
         run_path = f"{job_dir}/{key_name(run.key)}"
+        ticket = self._written.claiming()
+        try:
+            return self._claim(lease, run, retention, job_dir, run_path)
+        finally:
+            self._written.alone(ticket)
+            self._written.unlist([job_dir])  # the next batch of the job lists it again
+
+    def _claim(
+        self, lease: Lease, run: RunRecord, retention: Retention, job_dir: str, run_path: str
+    ) -> RunRecord | None:
+        """:meth:`claim`, once its bookkeeping is done."""
+        session = self._session
         with session.errors(f"claim {run.job!r}"):
             node, deadline = self._leases.fenced(lease)
             for pass_ in range(2):
@@ -119,6 +137,8 @@ class ZooKeeperLedger:
                 failed = failed_ops([create, results[0], *deletes])
                 if failed:
                     raise failed[0]
+                self._written.forget(f"{job_dir}/{key_name(key)}" for key, _ in victims)
+                self._written.wrote(run_path, run, 0, node)
                 return run
             raise BackendUnavailable(session.url, f"claim {run.job!r}: the history kept changing")
 
@@ -161,6 +181,7 @@ class ZooKeeperLedger:
                 failed = failed_ops(results)
                 if failed:
                     raise failed[0]
+                self._written.wrote(run_path, run, int(written.version), node)
                 return run
             raise BackendUnavailable(session.url, f"start {run.job!r}: the record kept changing")
 
@@ -168,6 +189,7 @@ class ZooKeeperLedger:
         """Overwrite the run node of ``run`` if ``run.attempt`` wrote it."""
         session = self._session
         path = self._layout.run(name, run.job, run.key)
+        self._written.forget([path])  # an outcome is our last write to the node
         with session.errors(f"finish {run.job!r}"):
             deadline = session.begin()
             try:
@@ -200,6 +222,7 @@ class ZooKeeperLedger:
         ``run.attempt``'s and ``claimed``."""
         session = self._session
         path = self._layout.run(name, run.job, run.key)
+        self._written.forget([path])
         with session.errors(f"unclaim {run.job!r}"):
             deadline = session.begin()
             for _ in range(3):

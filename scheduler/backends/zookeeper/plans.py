@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from scheduler.backends.base import StartAnswer
-from scheduler.backends.rules import TRIM_SCAN, chunks, select_trim
+from scheduler.backends.rules import TRIM_SCAN, chunks, select_trim, trim_window
 from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.states import ClaimRefusal
 from scheduler.errors import ClaimLost
@@ -125,10 +125,14 @@ class JobNodes:
         keys: the fire keys of its run nodes (the directory's children).
         nodes: the nodes read: the trim candidates and the batch's own fires that exist
             (a key listed but gone when read is :data:`MISSING`).
+        unlisted: children not listed, known to be older than every fire of the batch and
+            few enough that none of its claims trims (at most this many: see
+            :class:`~.written.Listing`); ``keys`` is then empty.
     """
 
     keys: list[int]
     nodes: dict[int, Node] = field(default_factory=dict)
+    unlisted: int = 0
 
 
 def trim_reads(keys: Sequence[int], fires: Sequence[int], retention: Retention) -> list[int]:
@@ -185,7 +189,8 @@ def plan_claims(
     answers: list[RunRecord | None] = []
     steps: list[Step] = []
     for index, run in enumerate(runs):
-        model, nodes = outcomes[run.job], jobs[run.job].nodes
+        read = jobs[run.job]
+        model, nodes = outcomes[run.job], read.nodes
         if run.key in model:
             stored = nodes[run.key].data
             if stored is not None and refusal(stored, run) is None:
@@ -193,7 +198,13 @@ def plan_claims(
             else:
                 answers.append(None)
             continue
-        victims = select_trim(model, run.key, retention, TRIM_SCAN)
+        if read.unlisted:
+            records = len(model) + read.unlisted + 1
+            if trim_window(records, run.key, retention).count > 0:
+                raise ValueError(f"{run.job!r}: a trim is due, its history must be listed")
+            victims = []
+        else:
+            victims = select_trim(model, run.key, retention, TRIM_SCAN)
         data = run.to_json().encode()
         ops = [Op("create", path_of(run.job, run.key), data)]
         for key in victims:
