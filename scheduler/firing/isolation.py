@@ -90,9 +90,6 @@ def _child_main(
             time.sleep(min(left, 0.05))
 
     threading.Thread(target=guard, name="baton-deadline", daemon=True).start()
-    func: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        func = getattr(func, part)
     ctx = JobContext(
         job=job,
         scheduled_time=datetime.fromisoformat(scheduled),
@@ -103,6 +100,12 @@ def _child_main(
         _clock=SYSTEM_CLOCK,
     )
     try:
+        # The import too: an abort (SIGTERM) or a failure while the child still imports the
+        # jobs module is an outcome, not a traceback on the replica's stderr (seen in a
+        # chaos run: the term ended while a spawned child was importing).
+        func: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            func = getattr(func, part)
         func(ctx)
     except LeadershipLost as exc:
         outcome = ("lost", str(exc))

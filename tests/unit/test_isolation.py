@@ -99,3 +99,21 @@ def test_sys_exit_and_keyboard_interrupt_in_the_child_are_errors(pidfile: Path) 
     assert (result.outcome, result.message) == ("error", "SystemExit")
     result = run_in_child(isolation_jobs.interrupted_job, context(threading.Event(), far), 0.5)
     assert (result.outcome, result.message) == ("error", "KeyboardInterrupt")
+
+
+def test_a_child_aborted_while_importing_its_job_reports_lost_without_a_traceback(
+    pidfile: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Leadership ends while the spawned child still imports the jobs module: the abort
+    is the run's outcome (lost), and nothing is printed (no traceback on the replica's
+    stderr)."""
+    from tests.jobs import slow_import  # imported here without the pause
+
+    monkeypatch.setenv("BATON_TEST_IMPORT_PAUSE", "10")
+    lost = threading.Event()
+    threading.Timer(1.0, lost.set).start()
+    started = time.monotonic()
+    result = run_in_child(slow_import.quick_job, context(lost, far), 5.0)
+    assert result.outcome == "lost", result
+    assert time.monotonic() - started < 6.0, "the child was not aborted in its import"
+    assert "Traceback" not in capfd.readouterr().err
