@@ -29,6 +29,7 @@ from scheduler.errors import (
 )
 from scheduler.leadership.lease import Lease
 from tests.contract.support import acquire, holder, wait_until
+from tests.harness.cli import baton
 from tests.harness.pgbouncer import PgBouncer
 from tests.harness.postgresql_server import PostgresServer
 from tests.harness.redis_server import make_tls_files
@@ -400,3 +401,27 @@ def test_replicas_follow_a_promotion_with_a_larger_token_and_no_tick_twice(
     finally:
         cluster.close()
         standby.cleanup()
+
+
+@pytest.mark.parametrize("command", ["run", "leader", "schema"])
+def test_commands_on_a_schema_not_to_be_created_exit_2_with_one_line(
+    postgresql_server: PostgresServer, tmp_path: Path, election: str, command: str
+) -> None:
+    """``create_schema=false`` and no schema: ``baton run`` (and the read commands) exit 2
+    with one line naming the fix, the password redacted; nothing is created."""
+    schema = f"c{election[-12:]}".lower()
+    url = postgresql_server.url(schema=schema, create_schema="false")
+    (tmp_path / "myjobs.py").write_text(
+        "from scheduler import singleton_job\n\n"
+        "@singleton_job(every='1s', name='t.tick')\ndef tick(ctx): ...\n"
+    )
+    jobs = ("--jobs", "myjobs") if command == "run" else ()
+    done = baton(command, "--backend", url, *jobs, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "baton schema --print-sql" in lines[0], done.stderr
+    assert postgresql_server.password not in done.stderr + done.stdout
+    found = postgresql_server.query(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)
+    )
+    assert found[0][0] == 0

@@ -315,10 +315,14 @@ class Database:
             except psycopg.Error as exc:
                 raise translate(exc, self.url) from exc
             if version is None:
+                why = (
+                    "and create_schema=false: apply `baton schema --print-sql` first"
+                    if not self.target.create_schema
+                    else "(no replica has run on it: start one with `baton run`, or apply "
+                    "`baton schema --print-sql`)"
+                )
                 raise BackendSchemaError(
-                    self.url,
-                    f"schema {self.schema} has no Baton tables (create them with `baton "
-                    "schema --print-sql`, or set create_schema=true for a replica)",
+                    self.url, f"schema {self.schema} has no Baton tables {why}"
                 )
             if version != ddl.SCHEMA_VERSION:
                 newer = version > ddl.SCHEMA_VERSION
