@@ -48,6 +48,16 @@ def _zookeeper_version() -> str:
     return "not installed"
 
 
+def _postgresql_version() -> str:
+    try:
+        from tests.harness.postgresql_server import postgres_bindir
+
+        postgres = postgres_bindir() / "postgres"
+    except Exception:
+        return "not installed"
+    return _command_output([str(postgres), "--version"]).removeprefix("postgres (PostgreSQL) ")
+
+
 def _package(name: str) -> str:
     try:
         return metadata.version(name)
@@ -85,9 +95,15 @@ def facts() -> list[tuple[str, str]]:
         ("redis-server", _redis_server_version()),
         ("ZooKeeper server", _zookeeper_version()),
         ("Java", _command_output(["java", "-version"])),
+        ("PostgreSQL server", _postgresql_version()),
         ("redis-py", _package("redis")),
         ("APScheduler", _package("APScheduler")),
         ("kazoo", _package("kazoo")),
+        (
+            "psycopg / psycopg2 (tooz's driver)",
+            f"{_package('psycopg')} / {_package('psycopg2-binary')}",
+        ),
+        ("tooz", _package("tooz")),
         ("Baton commit", _git_commit()),
     ]
 

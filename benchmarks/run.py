@@ -11,6 +11,7 @@ Sections (``--only`` takes these names, repeated or comma-separated):
 * ``zookeeper`` ZooKeeper rows: failover vs kazoo's Election, claim latency, lateness
 * ``image``     the container image: size (total, Baton's own layers), build times
 * ``scale``     N = 100 to 10,000 jobs due at one instant: Baton leader vs bare APScheduler
+* ``postgresql`` PostgreSQL rows: handover and kill -9 failover vs tooz, claims, cycles, lateness
 
 ``--quick`` is a smoke mode: few repetitions, short loops; its numbers are not for the page.
 A section that fails is reported as "not measured" with the error, and the exit code is 1.
@@ -27,7 +28,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import cycles, failover, idle, image, lateness, scale, zookeeper
+from benchmarks import cycles, failover, idle, image, lateness, postgresql, scale, zookeeper
 from benchmarks.machine import facts, load_average
 from benchmarks.report import NOT_MEASURED, Section, Table
 
@@ -39,6 +40,7 @@ SECTIONS: dict[str, tuple[str, Callable[[bool, Path], Section]]] = {
     "zookeeper": ("5. ZooKeeper backend vs kazoo", zookeeper.run),
     "image": ("6. Container image size and build time", image.run),
     "scale": (scale.TITLE, scale.run),
+    "postgresql": (postgresql.TITLE, postgresql.run),
 }
 
 
@@ -86,7 +88,8 @@ def render(
         "",
         f"Written by `{command}`; do not edit by hand. Baton and each reference are measured "
         "in the same run, on the same machine, against servers the benchmark starts on "
-        "127.0.0.1. Targets are those of issues 2 (core), 3 (ZooKeeper) and 13 (many jobs); "
+        "127.0.0.1. Targets are those of issues 2 (core), 3 (ZooKeeper), 13 (many jobs) "
+        "and 14 (PostgreSQL); "
         "a MISS is reported as measured.",
         "",
     ]

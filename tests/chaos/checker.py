@@ -13,7 +13,9 @@ Definitions (all times are the ledger server's real clock; ``seq`` is its apply 
   never the observed recovery, which would excuse any outage however long. A missed tick
   must lie in a window (invariant). For ``catch_up="all"`` a missed tick must also be one a
   new leader could not have caught up: due more than ``misfire_grace`` before the next term
-  began, or lost with the backend's data (Redis restart without persistence), or due while
+  began, or lost with the backend's data (Redis restart without persistence), or refused
+  by PostgreSQL's claim epoch after a standby promotion (due before the first term on the
+  new timeline began plus the claim allowance, :func:`_claim_epoch_ends`), or due while
   the replicas' clocks disagreed (``CLOCK_FAULTS``), or the one fire a deposed leader had
   claimed when it was hit (claims are at most once) — anything else is reported as
   "not caught up" (invariant).
@@ -41,12 +43,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scheduler.backends.postgresql.schema import CLAIM_ALLOWANCE_MS
 from tests.chaos.faults import FAULT_TYPES, NOT_APPLICABLE
 from tests.chaos.ledger import LedgerStore, Row
 from tests.chaos.workload import JOBS
 
 #: Fault types after which a new leadership term is expected.
-DEPOSING = ("kill_leader", "pause_leader", "backend_restart", "session_expiry", "foreign_delete")
+DEPOSING = (
+    "kill_leader",
+    "pause_leader",
+    "backend_restart",
+    "promotion",
+    "session_expiry",
+    "foreign_delete",
+)
 #: Fault types that move a replica's clock: a catch_up="all" tick missed in their windows is
 #: put down to the clocks disagreeing (a leader fires by its own clock; see CHAOS.md F4).
 CLOCK_FAULTS = frozenset({"clock_jump", "clock_skew", "skewed_partition"})
@@ -234,6 +244,7 @@ def analyse(
             run = runs[row.run] = Run(row.run, row.job, row.tick, row.token, row.replica, row.pid)
         run.rows.append(row)
 
+    _claim_epoch_ends(faults, acquired)
     violations: list[str] = []
     measure = (meta.get("measure_start", 0.0), meta.get("measure_end", 0.0))
 
@@ -500,6 +511,23 @@ def analyse(
     return report
 
 
+def _claim_epoch_ends(faults: list[dict[str, Any]], acquired: list[Row]) -> None:
+    """Set ``claim_epoch_end`` on every promotion: the real time up to which PostgreSQL's
+    claim epoch refuses fires without a record (claims on the old primary may not have
+    reached the standby). The first acquisition on the new timeline (a token whose high
+    bits are that timeline, see ``scheduler/backends/postgresql/schema.py``) sets it to the
+    server's clock plus the claim allowance; the ledger stamps that term's hook after the
+    acquisition, on the same host clock, so its stamp plus the allowance bounds it."""
+    allowance = CLAIM_ALLOWANCE_MS / 1000
+    for f in faults:
+        timeline = f.get("params", {}).get("timeline")
+        if f["type"] != "promotion" or not timeline:
+            continue
+        first = next((r for r in acquired if r.token >> 40 >= timeline), None)
+        if first is not None:
+            f["claim_epoch_end"] = round(first.at + allowance, 6)
+
+
 def _window_end(fault: dict[str, Any]) -> float:
     """Real time by which a fault's effects must be over: its heal, plus its after-effect,
     plus :data:`RECOVERY_BOUND` (not the observed recovery, which would excuse anything)."""
@@ -532,6 +560,18 @@ def _all_policy_verdict(
         return "history lost with Redis data (cold start)"
     if kinds & CLOCK_FAULTS:
         return "clocks disagreed"
+    if backend == "postgresql" and any(
+        f["type"] == "promotion"
+        and instant <= f.get("claim_epoch_end", -math.inf)
+        and any(w[2]["id"] == f["id"] or instant <= f["inject"] <= w[1] for w in inside)
+        for f in faults
+    ):
+        # Claims made on the old primary may be missing on the promoted standby, so the
+        # first term on the new timeline refuses every fire up to its server clock plus the
+        # claim allowance that has no record (the claim epoch, as on Redis after a data
+        # loss): the tick was in the promotion's window, or still being recovered from its
+        # own fault when the promotion came.
+        return "refused by the claim epoch after a standby promotion"
     nxt = [r for r in acquired if r.at > instant]
     if not nxt or nxt[0].at - instant > grace - 1.0:
         return "no new term within misfire_grace"

@@ -28,7 +28,9 @@ FAULT_TYPES = (
     "kill_leader",
     "pause_leader",
     "backend_restart",
+    "promotion",
     "session_expiry",
+    "terminate_backend",
     "partition_blackhole",
     "partition_delay",
     "foreign_delete",
@@ -44,6 +46,12 @@ NOT_APPLICABLE = {
     ("sqlite", "skewed_partition"): "embedded: no network between replica and store",
     ("sqlite", "session_expiry"): "ZooKeeper only",
     ("redis", "session_expiry"): "ZooKeeper only",
+    ("postgresql", "session_expiry"): "ZooKeeper only",
+    **{
+        (backend, kind): "PostgreSQL only"
+        for backend in ("sqlite", "redis", "zookeeper")
+        for kind in ("promotion", "terminate_backend")
+    },
 }
 
 
@@ -151,6 +159,27 @@ def backend_restart(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     return record
 
 
+def promotion(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Fail over to the standby as an HA manager does: fence the primary (kill -9, which
+    may lose the WAL not yet streamed, or a fast shutdown, which streams it all), promote
+    the standby 0.5-2 s later (a new timeline), then clone a new standby of the new
+    primary into the old one's place, so that the next promotion has one too."""
+    holder = chaos.target.holder()
+    record = _record("promotion", fault_id, holder, "server")
+    mode = chaos.rng.choice(("kill", "stop"))
+    down = chaos.rng.uniform(0.5, 2.0)
+    record.params.update(pid=chaos.target.server_pid, mode=mode, down=round(down, 3))
+    chaos.target.fence_primary(crash=mode == "kill")
+    record.inject = time.time()
+    chaos.sleep(down)
+    record.params["timeline"] = chaos.target.promote_standby()
+    # As after a restart: from here a new leader can be elected, so failover counts from here.
+    record.heal = record.ref = time.time()
+    chaos.target.rebuild_standby()
+    record.params["standby_rebuilt_in"] = round(time.time() - record.heal, 3)
+    return record
+
+
 def session_expiry(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     """Make ZooKeeper expire the leader's session (its latch node goes with it)."""
     holder = _leader(chaos)
@@ -159,6 +188,18 @@ def session_expiry(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     record = _record("session_expiry", fault_id, holder, holder.replica)
     record.params["session"] = f"{holder.session:#x}"
     chaos.target.expire_session(holder.session)
+    record.heal = time.time()
+    return record
+
+
+def terminate_backend(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """``pg_terminate_backend`` every server connection of the leader (its lease, pool and
+    LISTEN connections, found by their application_name), as a DBA or a pooler might."""
+    holder = _leader(chaos)
+    if holder is None:
+        return None
+    record = _record("terminate_backend", fault_id, holder, holder.replica)
+    record.params["terminated"] = chaos.target.terminate(holder.replica)
     record.heal = time.time()
     return record
 
@@ -177,11 +218,13 @@ def partition_blackhole(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     record = _record("partition_blackhole", fault_id, holder, victim)
     seconds = chaos.ttl + chaos.rng.uniform(0.5, 3.0)
     record.params["seconds"] = round(seconds, 3)
-    proxy = chaos.target.proxies[victim]
-    proxy.blackhole()
+    links = chaos.target.links(victim)
+    for proxy in links:
+        proxy.blackhole()
     record.inject = record.ref = time.time()
     chaos.sleep(seconds)
-    proxy.heal()
+    for proxy in links:
+        proxy.heal()
     record.heal = time.time()
     return record
 
@@ -193,11 +236,13 @@ def partition_delay(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     latency = chaos.rng.uniform(0.05, 1.0)
     seconds = chaos.rng.uniform(3.0, 6.0)
     record.params.update(latency=round(latency, 3), seconds=round(seconds, 3))
-    proxy = chaos.target.proxies[victim]
-    proxy.delay(latency)
+    links = chaos.target.links(victim)
+    for proxy in links:
+        proxy.delay(latency)
     record.inject = record.ref = time.time()
     chaos.sleep(seconds)
-    proxy.heal()
+    for proxy in links:
+        proxy.heal()
     record.heal = time.time()
     return record
 
@@ -276,24 +321,27 @@ def skewed_partition(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     )
     if mode == "delay":
         record.params["latency"] = round(latency, 3)
-    proxy = chaos.target.proxies[victim]
+    links = chaos.target.links(victim)
     chaos.clocks.set(victim, offset)
     # The fault begins with the clock step (it alone can depose a leader whose clock jumped
     # ahead), so the window and the failover are timed from there.
     record.inject = record.ref = time.time()
     chaos.sleep(lead)
-    if mode == "blackhole":
-        proxy.blackhole()
-    else:
-        proxy.delay(latency)
+    for proxy in links:
+        if mode == "blackhole":
+            proxy.blackhole()
+        else:
+            proxy.delay(latency)
     if reset_during:
         chaos.sleep(reset)
         chaos.clocks.set(victim, 0)
         chaos.sleep(cut - reset)
-        proxy.heal()
+        for proxy in links:
+            proxy.heal()
     else:
         chaos.sleep(cut)
-        proxy.heal()
+        for proxy in links:
+            proxy.heal()
         chaos.sleep(reset - cut)
         chaos.clocks.set(victim, 0)
     record.heal = time.time()  # the later of the two undos
@@ -305,7 +353,9 @@ INJECTORS: dict[str, Callable[[Chaos, int], FaultRecord | None]] = {
     "kill_leader": kill_leader,
     "pause_leader": pause_leader,
     "backend_restart": backend_restart,
+    "promotion": promotion,
     "session_expiry": session_expiry,
+    "terminate_backend": terminate_backend,
     "partition_blackhole": partition_blackhole,
     "partition_delay": partition_delay,
     "foreign_delete": foreign_delete,

@@ -1,9 +1,10 @@
 """The backend under test, as the chaos suite drives it: servers, proxies, raw access.
 
 Each kind gives the replicas a URL (through that replica's own proxy when there is a
-network), and gives the fault injectors what they need behind Baton's back: the current
-lease holder read raw from the store, a foreign delete of the lease, a server kill and
-restart, a ZooKeeper session expiry.
+network; PostgreSQL: one proxy per server), and gives the fault injectors what they need
+behind Baton's back: the current lease holder read raw from the store, a foreign delete of
+the lease, a server kill and restart, a ZooKeeper session expiry, PostgreSQL's
+``pg_terminate_backend`` and a standby promotion.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from tests.chaos.proxy import Proxy, ProxyLoop
 
-KINDS = ("sqlite", "redis", "zookeeper")
+KINDS = ("sqlite", "redis", "zookeeper", "postgresql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +73,34 @@ class Target:
     def expire_session(self, session: int) -> None:
         raise NotImplementedError
 
+    def terminate(self, replica: str) -> int:
+        """End every server connection of ``replica`` server-side; returns how many."""
+        raise NotImplementedError
+
+    def fence_primary(self, crash: bool) -> None:
+        """Stop the primary for good (kill -9 if ``crash``, else a clean shutdown)."""
+        raise NotImplementedError
+
+    def promote_standby(self) -> int:
+        """Promote the standby (the primary must be fenced); returns its new timeline."""
+        raise NotImplementedError
+
+    def rebuild_standby(self) -> None:
+        """Clone a new standby of the primary in place of the fenced old primary."""
+        raise NotImplementedError
+
     @property
     def server_pid(self) -> int | None:
         return None
 
+    def links(self, replica: str) -> list[Proxy]:
+        """The proxies between ``replica`` and the backend (a partition cuts them all)."""
+        return [self.proxies[replica]]
+
     def heal_all(self) -> None:
-        for proxy in self.proxies.values():
-            proxy.heal()
+        for replica in self.proxies:
+            for proxy in self.links(replica):
+                proxy.heal()
 
     def close(self) -> None:
         """Stop proxies and server; remove the server's files."""
@@ -286,6 +309,159 @@ class ZooKeeperTarget(Target):
         self.server.cleanup()
 
 
+class PostgreSQLTarget(Target):
+    """A primary and an asynchronous streaming standby, on two fixed ports ("slots").
+
+    Each replica reaches each slot through a proxy of its own, and its URL lists both
+    (``host:a,host:b``): libpq takes the first that accepts writes
+    (``target_session_attrs=read-write``), so the replicas find the primary wherever it is,
+    and a partition cuts both of a replica's proxies. Each replica's connections carry the
+    ``application_name`` ``baton-<replica>``, which :meth:`terminate` aims at. Data
+    survives a kill -9 (the kernel keeps what the server wrote; fsync is off for speed).
+
+    A promotion is an HA manager's failover: the primary is fenced first (kill -9, or a
+    fast shutdown), then the standby is promoted onto a new timeline, then the old
+    primary's directory is discarded and a new standby of the new primary is cloned into
+    its slot, so every promotion finds a standby and the slots never change.
+    """
+
+    kind = "postgresql"
+    faults = (
+        "kill_leader",
+        "pause_leader",
+        "backend_restart",
+        "promotion",
+        "terminate_backend",
+        "partition_blackhole",
+        "partition_delay",
+        "foreign_delete",
+        "clock_jump",
+        "clock_skew",
+        "skewed_partition",
+    )
+    SCHEMA = "baton"
+
+    def __init__(self, workdir: Path, cluster: str, loop: ProxyLoop) -> None:
+        super().__init__(workdir, cluster)
+        from tests.harness.postgresql_server import PostgresServer
+
+        self.primary = PostgresServer()
+        self.standby: PostgresServer | None = None
+        self._fenced: PostgresServer | None = None  # the old primary, until rebuilt
+        self._loop = loop
+        self._slots: tuple[int, int] = (self.primary.port, 0)
+        self._second: dict[str, Proxy] = {}  # the replicas' proxies to the second slot
+        self._observer: Any = None
+        self._observer_port = 0
+
+    def start(self) -> None:
+        self.primary.start()
+        self.standby = self.primary.make_standby()
+        self._slots = (self.primary.port, self.standby.port)
+
+    @staticmethod
+    def application_name(replica: str) -> str:
+        return f"baton-{replica}"
+
+    def url_for(self, replica: str) -> str:
+        if replica not in self.proxies:
+            self.proxies[replica] = Proxy(self._loop, self._slots[0])
+            self._second[replica] = Proxy(self._loop, self._slots[1])
+        hosts = ",".join(f"127.0.0.1:{proxy.port}" for proxy in self.links(replica))
+        server = self.primary
+        return (
+            f"postgresql://{quote(server.user)}:{quote(server.password)}@{hosts}/"
+            f"{quote(server.database)}?application_name={self.application_name(replica)}"
+        )
+
+    def links(self, replica: str) -> list[Proxy]:
+        return [self.proxies[replica], self._second[replica]]
+
+    def _observe(self, statement: str, params: tuple[Any, ...]) -> Any:
+        """Run ``statement`` as the superuser on the current primary (one kept connection,
+        opened again once if it went stale: a restart or a failover ends it)."""
+        import psycopg
+
+        for attempt in (1, 2):
+            if self._observer is None or self._observer_port != self.primary.port:
+                self._close_observer()
+                self._observer = self.primary.connect(options="-c statement_timeout=2000")
+                self._observer_port = self.primary.port
+            try:
+                return self._observer.execute(statement, params)
+            except psycopg.OperationalError:
+                self._close_observer()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _close_observer(self) -> None:
+        if self._observer is not None:
+            with contextlib.suppress(Exception):
+                self._observer.close()
+        self._observer = None
+
+    def holder(self) -> Holder | None:
+        # Only a lease still valid on the server's clock (the one Baton's leases run on).
+        try:
+            row = self._observe(
+                f"SELECT replica, token FROM {self.SCHEMA}.lease "
+                "WHERE name = %s AND expires_at > clock_timestamp()",
+                (self.cluster,),
+            ).fetchone()
+        except Exception:
+            return None
+        return Holder(str(row[0]), int(row[1])) if row else None
+
+    def delete_lease(self) -> bool:
+        cursor = self._observe(f"DELETE FROM {self.SCHEMA}.lease WHERE name = %s", (self.cluster,))
+        return bool(cursor.rowcount > 0)
+
+    def terminate(self, replica: str) -> int:
+        return self.primary.terminate(self.application_name(replica))
+
+    @property
+    def server_pid(self) -> int | None:
+        return self.primary.pid if self.primary.running else None
+
+    def kill_server(self) -> None:
+        self.primary.kill()
+
+    def restart_server(self) -> None:
+        self.primary.start()
+
+    def fence_primary(self, crash: bool) -> None:
+        if self.standby is None:
+            raise RuntimeError("no standby to promote (its rebuild failed?)")
+        if crash:
+            self.primary.kill()
+        else:
+            self.primary.stop()
+        self._fenced = self.primary
+
+    def promote_standby(self) -> int:
+        assert self.standby is not None and self._fenced is self.primary
+        self.standby.promote()
+        self.primary, self.standby = self.standby, None
+        return self.primary.timeline_id
+
+    def rebuild_standby(self) -> None:
+        assert self._fenced is not None
+        port = self._fenced.port
+        self._fenced.cleanup()
+        self._fenced = None
+        self.standby = self.primary.make_standby(port=port)
+
+    def close(self) -> None:
+        for replica in self.proxies:
+            for proxy in self.links(replica):
+                proxy.close()
+        self._close_observer()
+        for server in (self.primary, self.standby, self._fenced):
+            if server is not None:
+                server.cleanup()
+
+
 def make_target(kind: str, workdir: Path, cluster: str, loop: ProxyLoop) -> Target:
     """The target for ``kind`` (one of :data:`KINDS`)."""
     if kind == "sqlite":
@@ -294,4 +470,6 @@ def make_target(kind: str, workdir: Path, cluster: str, loop: ProxyLoop) -> Targ
         return RedisTarget(workdir, cluster, loop)
     if kind == "zookeeper":
         return ZooKeeperTarget(workdir, cluster, loop)
+    if kind == "postgresql":
+        return PostgreSQLTarget(workdir, cluster, loop)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")

@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 
 #: Seconds of faults in CI; with start-up, cool-down and shut-down a run takes ~2 minutes.
 SHORT = 90.0
-BACKENDS = ("sqlite", "redis", "zookeeper")
+BACKENDS = ("sqlite", "redis", "zookeeper", "postgresql")
 #: Fixes every backend's seed (an integer); unset, each session draws new ones.
 SEED_ENV = "BATON_CHAOS_SEED"
 #: Drawn seeds lie in [0, SEED_RANGE): plenty of schedules, still short to type.

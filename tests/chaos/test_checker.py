@@ -22,7 +22,14 @@ from tests.chaos.faketime import FakeClocks
 from tests.chaos.faults import FAULT_TYPES, INJECTORS, Chaos, applicable, skewed_partition
 from tests.chaos.ledger import LedgerStore, Row
 from tests.chaos.proxy import Proxy, ProxyLoop
-from tests.chaos.targets import Holder, RedisTarget, SqliteTarget, Target, ZooKeeperTarget
+from tests.chaos.targets import (
+    Holder,
+    PostgreSQLTarget,
+    RedisTarget,
+    SqliteTarget,
+    Target,
+    ZooKeeperTarget,
+)
 from tests.harness.replicas import wait_for
 
 T0 = 1_800_000_000.0  # a whole second: tick instants are multiples of 1 s
@@ -92,9 +99,9 @@ def _iso(instant: float) -> str:
     return datetime.fromtimestamp(instant, UTC).isoformat()
 
 
-def _meta(seconds: int) -> dict[str, Any]:
+def _meta(seconds: int, backend: str = "redis") -> dict[str, Any]:
     return {
-        "backend": "redis",
+        "backend": backend,
         "seed": 1,
         "duration": seconds,
         "fault_types": ["kill_leader"],
@@ -111,9 +118,12 @@ def _report(
     seconds: int = 20,
     faults: list[dict[str, Any]] | None = None,
     unanswered: set[tuple[str, float]] | None = None,
+    backend: str = "redis",
 ) -> Any:
     final = sum(1 for r in rows.rows if r.op == "store" and r.accepted)
-    return analyse(_meta(seconds), faults or [], rows.rows, {"chaos.counter": final}, unanswered)
+    return analyse(
+        _meta(seconds, backend), faults or [], rows.rows, {"chaos.counter": final}, unanswered
+    )
 
 
 def _fault(fault_id: int, kind: str, inject: float, heal: float) -> dict[str, Any]:
@@ -160,6 +170,53 @@ def test_a_redis_restart_before_the_ticks_fault_was_over_excuses_it() -> None:
     assert report["ok"], report["violations"]
     late = _fault(2, "backend_restart", T0 + 25.0, T0 + 26.0)
     assert not _report(rows, 30, faults=[cut, late])["ok"]
+
+
+def _promotion(fault_id: int, inject: float, heal: float, timeline: int) -> dict[str, Any]:
+    return {**_fault(fault_id, "promotion", inject, heal), "params": {"timeline": timeline}}
+
+
+def test_a_promotion_excuses_ticks_up_to_the_new_timelines_first_term_plus_the_allowance() -> None:
+    """After a standby promotion the first term on the new timeline refuses every fire up
+    to its clock + 1 s (the claim epoch): those misses are explained, a later one is not,
+    and on another backend (or without a term on the new timeline) none is."""
+    rows = Rows()
+    rows.clean(30)
+    gone = {"t8", "t9", "t10", "t11"}
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run in gone)]
+    new_token = (2 << 40) + 1
+    rows.add("events", T0 + 10, "term", new_token, "acquired", T0 + 10.2, op="event")
+    faults = [_promotion(1, T0 + 8.0, T0 + 9.5, timeline=2)]
+    report = _report(rows, 30, faults=faults, backend="postgresql")
+    assert report["ok"], report["violations"]
+    verdicts = report["ticks"]["chaos.tick"]["missed_by_verdict"]
+    assert verdicts == {"refused by the claim epoch after a standby promotion": 4}
+    assert report["failover"]["by_type"]["promotion"]["n"] == 1
+    assert not _report(rows, 30, faults=faults, backend="redis")["ok"]
+    assert not _report(
+        rows, 30, faults=[_promotion(1, T0 + 8.0, T0 + 9.5, timeline=3)], backend="postgresql"
+    )["ok"]
+    # Due after the epoch's end, with a term after it to catch it up: not explained.
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t12")]
+    rows.add("events", T0 + 14, "term", new_token + 1, "acquired", T0 + 14.2, op="event")
+    report = _report(rows, 30, faults=faults, backend="postgresql")
+    assert report["ticks"]["chaos.tick"]["missed_not_caught_up"] == 1, report["ticks"]
+
+
+def test_a_promotion_before_the_ticks_fault_was_over_excuses_it() -> None:
+    """A promotion that came while the tick's own fault window was open explains the miss
+    (the claim epoch refuses it); one long after the window does not."""
+    rows = Rows()
+    rows.clean(30)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t8")]
+    rows.add("events", T0 + 9, "term", 6, "acquired", T0 + 9.5, op="event", replica="r2")
+    cut = _fault(1, "partition_delay", T0 + 7.5, T0 + 9.0)
+    rows.add("events", T0 + 13, "term", (2 << 40) + 1, "acquired", T0 + 13.5, op="event")
+    soon = _promotion(2, T0 + 12.0, T0 + 13.0, timeline=2)
+    report = _report(rows, 30, faults=[cut, soon], backend="postgresql")
+    assert report["ok"], report["violations"]
+    late = _promotion(2, T0 + 25.0, T0 + 26.0, timeline=2)
+    assert not _report(rows, 30, faults=[cut, late], backend="postgresql")["ok"]
 
 
 def test_clean_history_passes() -> None:
@@ -276,7 +333,7 @@ def test_every_fault_type_has_an_injector_and_each_backend_lists_its_own() -> No
     """FAULT_TYPES, INJECTORS, NOT_APPLICABLE and each backend's list agree (a new type
     cannot be drawn without an injector, nor skipped silently on one backend)."""
     assert set(INJECTORS) == set(FAULT_TYPES)
-    for target in (SqliteTarget, RedisTarget, ZooKeeperTarget):
+    for target in (SqliteTarget, RedisTarget, ZooKeeperTarget, PostgreSQLTarget):
         kind = target.kind
         assert target.faults == tuple(t for t in FAULT_TYPES if applicable(t, kind)), kind
     assert not applicable("skewed_partition", "sqlite")
@@ -322,6 +379,9 @@ class _FakeClocks:
 class _FakeTarget:
     def __init__(self, log: _Log) -> None:
         self.proxies = {f"r{n}": _FakeProxy(log) for n in range(1, 6)}
+
+    def links(self, replica: str) -> list[_FakeProxy]:
+        return [self.proxies[replica]]
 
     def holder(self) -> Holder:
         return Holder("r3", 7)
