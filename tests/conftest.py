@@ -16,11 +16,13 @@ import pytest
 
 from scheduler.backends import LeaseBackend, from_url
 from tests.harness.postgresql_server import PostgresServer
+from tests.harness.redis_cluster import RedisClusterGroup
+from tests.harness.redis_sentinel import SentinelGroup
 from tests.harness.redis_server import RedisServer
 from tests.harness.zookeeper_server import ZooKeeperServer
 
 #: Every backend the contract suite runs against, in one place.
-BACKEND_KINDS = ("sqlite", "redis", "zookeeper", "postgresql")
+BACKEND_KINDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster")
 
 #: Seconds a backend call may take in tests: long enough for a loaded CI box, short enough
 #: that a hung call fails the test quickly.
@@ -37,6 +39,33 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    """A primary, 2 replicas and 3 Sentinels for the session (under a second to start).
+
+    A test that injects a fault calls ``heal()`` when done, so the next one finds every
+    server up and replicating (the primary may have changed: ask ``primary()``).
+    """
+    group = SentinelGroup().start()
+    try:
+        yield group
+    finally:
+        group.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterGroup]:
+    """A 3-primary / 3-replica Redis Cluster for the session (about 3 s to create).
+
+    A test that kills a node restarts it when done; shard primaries may have moved.
+    """
+    group = RedisClusterGroup().start()
+    try:
+        yield group
+    finally:
+        group.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +107,19 @@ def _postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.url()
 
 
+def _sentinel_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    group: SentinelGroup = request.getfixturevalue("redis_sentinel")
+    return group.url()
+
+
+def _cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    group: RedisClusterGroup = request.getfixturevalue("redis_cluster")
+    return group.url()
+
+
 _URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "sentinel": _sentinel_url,
+    "cluster": _cluster_url,
     "postgresql": _postgresql_url,
     "sqlite": _sqlite_url,
     "redis": _redis_url,
@@ -108,6 +149,8 @@ def _expire_zookeeper_session(
 
 
 _EXPIRERS: dict[str, Callable[[pytest.FixtureRequest, LeaseBackend, str], None]] = {
+    "sentinel": _wait_expired,
+    "cluster": _wait_expired,
     "postgresql": _wait_expired,
     "sqlite": _wait_expired,
     "redis": _wait_expired,

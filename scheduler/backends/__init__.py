@@ -23,7 +23,19 @@ from scheduler.errors import ConfigError, excerpt
 if TYPE_CHECKING:
     from scheduler.backends.zookeeper import ZooKeeperOptions
 
-SCHEMES = ("sqlite", "redis", "rediss", "zookeeper", "postgresql", "postgres")
+SCHEMES = (
+    "sqlite",
+    "redis",
+    "rediss",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+    "zookeeper",
+    "postgresql",
+    "postgres",
+)
+_REDIS_SCHEMES = SCHEMES[1:7]
 
 
 def _unsupported(url: str) -> ConfigError:
@@ -49,7 +61,7 @@ def check_url(url: str | BackendURL) -> str:
 
         path_from_url(text)
         return redact(text)
-    if scheme in ("redis", "rediss"):
+    if scheme in _REDIS_SCHEMES:
         from scheduler.backends import redis
 
         return redis.parse_url(text).shown
@@ -98,7 +110,7 @@ def from_url(
         from scheduler.backends.sqlite import SqliteBackend
 
         return SqliteBackend.from_url(text, op_timeout=op_timeout, clock=clock, create=create)
-    if scheme in ("redis", "rediss"):
+    if scheme in _REDIS_SCHEMES:
         from scheduler.backends.redis import RedisBackend
 
         return RedisBackend.from_url(text, op_timeout=op_timeout, clock=clock)

@@ -63,6 +63,9 @@ PLAIN_OPTIONS = frozenset(
         "timeout",
         "retry_on_timeout",
         "retry_on_error",
+        # redis+sentinel://, redis+cluster://
+        "min_replicas_ack",
+        "sentinel_username",
         # postgresql://
         "user",
         "dbname",

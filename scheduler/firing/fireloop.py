@@ -31,12 +31,16 @@ from scheduler.clock import Clock
 from scheduler.firing.batching import HandlerThread
 from scheduler.firing.catchup import CLAIM_AHEAD, MOST_AHEAD
 
-__all__ = ["MAX_WAIT", "FireLoop", "Pace"]
+__all__ = ["MAX_WAIT", "STOP_WAIT", "FireLoop", "Pace"]
 
 #: The longest the loop sleeps without looking at the clock again (seconds): a wall clock
 #: stepped forward (NTP, a resumed VM) is noticed within this; one wake-up per second idles
 #: at a few microseconds of CPU.
 MAX_WAIT = 1.0
+#: The longest :meth:`FireLoop.stop` waits for the loop's lock, in seconds: far longer than
+#: the loop ever holds it (microseconds to hand an instant over), short enough not to hold
+#: up a shutdown.
+STOP_WAIT = 1.0
 
 
 class Pace:
@@ -113,10 +117,18 @@ class FireLoop(HandlerThread[tuple[str, datetime]]):
             self._start_locked()
 
     def stop(self) -> None:
-        """Hand nothing over any more (a hand-over in progress finishes)."""
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
+        """Hand nothing over any more (a hand-over in progress finishes).
+
+        Never blocks shutdown for long: the flag is set first, and the loop is woken only if
+        its lock can be had within :data:`STOP_WAIT` (a loop thread killed while holding it,
+        as a test does with an asynchronous exception, would otherwise hang the caller).
+        """
+        self._stopped = True
+        if self._cond.acquire(timeout=STOP_WAIT):
+            try:
+                self._cond.notify()
+            finally:
+                self._cond.release()
 
     def wake(self) -> None:
         """Look at the clock again now."""

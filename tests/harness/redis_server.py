@@ -2,15 +2,19 @@
 
 No persistence (``--save ''``, ``--appendonly no``): :meth:`RedisServer.kill` followed by
 :meth:`RedisServer.restart` is a Redis that lost all its data, the fault the fencing-token
-scheme must survive.
+scheme must survive. :class:`AofServer` is the persistent variant: AOF on, and a way to
+restart it with an older persisted state (the writes of the last second lost by a crash).
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import redis
 from redis.backoff import NoBackoff
@@ -22,6 +26,9 @@ from tests.harness.process_server import ProcessServer
 from tests.harness.process_server import free_port as free_port
 
 REDIS_SERVER = "redis-server"
+
+#: How ``redis.conf`` spells an empty value (``save ""``).
+EMPTY = '""'
 
 #: Seconds a server may take to answer PING after starting, and to exit after a signal.
 START_TIMEOUT = 10.0
@@ -86,6 +93,12 @@ class RedisServer(ProcessServer):
         password: if given, the server runs with ``requirepass``.
         port: the port to bind; a free one when ``None``.
         tls: if given, the port speaks TLS only (no plain-text port), with these files.
+        config: extra ``redis.conf`` directives (``{"appendonly": "yes"}``, ``{"replicaof":
+            "127.0.0.1 6379"}``; ``""`` is written as ``""``). When given, the server runs
+            from a config file in its directory, written once and kept across restarts, so
+            a ``CONFIG REWRITE`` (Sentinel does one on every reconfiguration) survives a
+            restart as it does in production; ``save ""`` and ``appendonly no`` stay the
+            defaults. ``None`` (the default) starts it from the command line only.
     """
 
     name = "redis-server"
@@ -93,12 +106,17 @@ class RedisServer(ProcessServer):
     stop_timeout = STOP_TIMEOUT
 
     def __init__(
-        self, password: str | None = None, port: int | None = None, tls: TlsFiles | None = None
+        self,
+        password: str | None = None,
+        port: int | None = None,
+        tls: TlsFiles | None = None,
+        config: Mapping[str, str] | None = None,
     ) -> None:
         self._binary = redis_server_binary()
         super().__init__(port, dir_prefix="baton-redis-")
         self.password = password
         self.tls = tls
+        self.config = dict(config) if config is not None else None
 
     @property
     def url(self) -> str:
@@ -114,7 +132,14 @@ class RedisServer(ProcessServer):
     def log_path(self) -> Path:
         return self.dir / "redis.log"
 
+    @property
+    def config_path(self) -> Path:
+        """The ``redis.conf`` the server runs from (only when ``config`` was given)."""
+        return self.dir / "redis.conf"
+
     def _launch(self) -> subprocess.Popen[bytes]:
+        if self.config is not None:
+            return self._launch_from_file(self.config)
         args = [
             self._binary,
             "--bind",
@@ -132,6 +157,31 @@ class RedisServer(ProcessServer):
             "--daemonize",
             "no",
         ]
+        return self._popen(args)
+
+    def _launch_from_file(self, config: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        if not self.config_path.exists():
+            directives = {"save": "", "appendonly": "no", **config}
+            self.config_path.write_text(
+                "".join(f"{key} {value or EMPTY}\n" for key, value in directives.items())
+            )
+        args = [
+            self._binary,
+            str(self.config_path),
+            "--bind",
+            HOST,
+            "--port",
+            "0" if self.tls else str(self.port),
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.log_path),
+            "--daemonize",
+            "no",
+        ]
+        return self._popen(args)
+
+    def _popen(self, args: list[str]) -> subprocess.Popen[bytes]:
         if self.password:
             args += ["--requirepass", self.password]
         if self.tls is not None:
@@ -169,5 +219,89 @@ class RedisServer(ProcessServer):
         probe = self.client(timeout=0.5, retry=Retry(NoBackoff(), 0))
         try:
             self._wait_until(probe.ping, "answer PING", (redis.ConnectionError, redis.TimeoutError))
+        finally:
+            probe.close()
+
+
+@dataclass(frozen=True)
+class AofSnapshot:
+    """A copy of an :class:`AofServer`'s append-only files at one moment."""
+
+    path: Path
+
+
+class AofServer(RedisServer):
+    """A ``redis-server`` that persists with AOF only, and can be "crashed" to an older state.
+
+    A kill -9 of the process loses nothing, whatever ``appendfsync`` says: every write the
+    server answered is already in the OS page cache, which outlives the process. What
+    ``appendfsync everysec`` (or ``no``) really risks is a crash of the machine, which loses
+    the writes not yet fsynced, up to about a second of them. :meth:`snapshot` and
+    :meth:`crash_to` make that loss exact instead of racing the fsync thread: the state a
+    machine crash would leave is the AOF as it was at some earlier moment, so take a copy
+    then, write more, and restart from the copy. The server comes back with everything up to
+    the snapshot (a counter incremented before it, say) and nothing after it.
+
+    Args:
+        appendfsync: ``always``, ``everysec`` (Redis' default) or ``no``.
+        password: as for :class:`RedisServer`.
+        port: as for :class:`RedisServer`.
+    """
+
+    def __init__(
+        self,
+        appendfsync: Literal["always", "everysec", "no"] = "everysec",
+        password: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        # No background rewrite: it would swap the files under a snapshot being taken.
+        config = {
+            "appendonly": "yes",
+            "appendfsync": appendfsync,
+            "appenddirname": "appendonlydir",
+            "auto-aof-rewrite-percentage": "0",
+        }
+        super().__init__(password=password, port=port, config=config)
+        self._snapshots = itertools.count(1)
+
+    @property
+    def aof_dir(self) -> Path:
+        """The directory of the AOF manifest and its files (Redis 7 multi-part AOF)."""
+        return self.dir / "appendonlydir"
+
+    def snapshot(self) -> AofSnapshot:
+        """Copy the AOF as it is now: what a machine crash right now would leave on disk.
+
+        Every write the server has answered is in it (Redis writes the AOF before replying),
+        a write in progress may be cut short (Redis truncates a partial last command when it
+        loads, ``aof-load-truncated yes``).
+        """
+        target = self.dir / f"snapshot-{next(self._snapshots)}"
+        shutil.copytree(self.aof_dir, target)
+        return AofSnapshot(target)
+
+    def restore(self, snapshot: AofSnapshot) -> None:
+        """Replace the AOF by ``snapshot`` (the server must be stopped or killed)."""
+        if self.running:
+            raise RuntimeError(f"{self.name} on port {self.port} is running: kill it first")
+        shutil.rmtree(self.aof_dir, ignore_errors=True)
+        shutil.copytree(snapshot.path, self.aof_dir)
+
+    def crash_to(self, snapshot: AofSnapshot) -> None:
+        """kill -9, then restart with the persisted state of ``snapshot``: the writes made
+        after it are lost, the ones before it are kept (a machine crash before an fsync)."""
+        self.kill()
+        self.restore(snapshot)
+        self.start()
+
+    def _wait_until_ready(self) -> None:
+        # PING answers while the AOF is still loading; a loaded server answers commands.
+        probe = self.client(timeout=0.5, retry=Retry(NoBackoff(), 0))
+        try:
+            self._wait_until(
+                lambda: probe.dbsize() >= 0,
+                "load its AOF and answer commands",
+                (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError),
+            )
         finally:
             probe.close()

@@ -31,6 +31,8 @@ from contextlib import suppress
 import redis as redis_lib
 
 from scheduler.backends.composite import RoleBackend
+from scheduler.backends.redis.acks import Acks
+from scheduler.backends.redis.clients import open_clients
 from scheduler.backends.redis.controls import RedisControls
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.lease import RedisLeases, TokenFloors
@@ -38,7 +40,7 @@ from scheduler.backends.redis.ledger import RedisLedger
 from scheduler.backends.redis.preflight import preflight
 from scheduler.backends.redis.presence import RedisPresence
 from scheduler.backends.redis.scripts import Scripts
-from scheduler.backends.redis.url import connect, parse_url
+from scheduler.backends.redis.url import parse_url
 from scheduler.backends.urls import BackendURL
 from scheduler.clock import Clock
 
@@ -64,23 +66,30 @@ class RedisBackend(RoleBackend):
         lease_client: the lease pool's client, used by nothing but the lease's writes.
         url: the redacted backend URL, used in every error message.
         clock: the clock lease deadlines and ``since`` stamps are read from.
+        acks: the replication acknowledgements (:mod:`.acks`); ``None``: none.
     """
 
     def __init__(
-        self, client: redis_lib.Redis, lease_client: redis_lib.Redis, url: str, clock: Clock
+        self,
+        client: redis_lib.Redis,
+        lease_client: redis_lib.Redis,
+        url: str,
+        clock: Clock,
+        acks: Acks | None = None,
     ) -> None:
         self.url = url
         self._client = client
         self._lease_client = lease_client
         self._scripts = Scripts.register(client)
         floors = TokenFloors()
+        acks = acks if acks is not None else Acks(0, url, 1.0)
         lease_scripts = Scripts.register(lease_client)
         self._leases = RedisLeases(
-            lease_client, lease_scripts, client, self._scripts, url, clock, floors
+            lease_client, lease_scripts, client, self._scripts, url, clock, floors, acks
         )
         super().__init__(
             leases=self._leases,
-            runs=RedisLedger(client, self._scripts, url, floors),
+            runs=RedisLedger(client, self._scripts, url, floors, acks),
             presence=RedisPresence(client, self._scripts, url),
             controls=RedisControls(client, url),
         )
@@ -112,12 +121,9 @@ class RedisBackend(RoleBackend):
             ValueError: ``max_connections`` is below 1.
         """
         target = parse_url(url)
-        return cls(
-            connect(target, op_timeout, max_connections),
-            connect(target, op_timeout, LEASE_CONNECTIONS),
-            target.shown,
-            clock,
-        )
+        clients = open_clients(target, op_timeout, max_connections, LEASE_CONNECTIONS)
+        acks = Acks(target.min_replicas_ack, target.shown, op_timeout, clients.node_client)
+        return cls(clients.shared, clients.lease, target.shown, clock, acks)
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r})"

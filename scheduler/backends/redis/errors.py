@@ -21,11 +21,23 @@ from scheduler.errors import (
 # both the classes and the raw prefixes are checked.
 _TRANSIENT_ERRORS = (
     redis_lib.exceptions.ReadOnlyError,
+    # A Cluster slot moved (a shard's failover, a resharding) under a node-routed pipeline.
+    redis_lib.exceptions.MovedError,
+    redis_lib.exceptions.AskError,
     redis_lib.exceptions.ClusterDownError,
     redis_lib.exceptions.TryAgainError,
     redis_lib.exceptions.OutOfMemoryError,
 )
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_TRANSIENT_REPLIES = (
+    "LOADING",
+    "BUSY",
+    "READONLY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MOVED",
+    "ASK",
+)
 _AUTH_REPLIES = ("WRONGPASS", "NOAUTH", "invalid username-password pair", "invalid password")
 # What a command inside a script says when the ACL denies it a command, a key or a channel
 # (Redis 7.0: "The user executing the script can't ..."; later: NOPERM in the text).

@@ -5,6 +5,8 @@ Cluster slot, so every script touches a single slot)::
     baton:{N}:info         hash    token, replica, host, since; same PX as the lease
     baton:{N}:token        string  the last token issued; never expires
     baton:{N}:epoch        string  "low:high": fires that may have been claimed in lost data
+    baton:{N}:server       string  the run_id of the server of the last acquisition
+    baton:{N}:acks         string  incremented by every acknowledged call (:mod:`.acks`)
     baton:{N}:runs:<job>   hash    fire key -> RunRecord JSON (its attempt and state live
                                    in the JSON; scripts read them with cjson)
     baton:{N}:runidx:<job> zset    fire key scored by fire key (orders history, trims it)
@@ -47,6 +49,11 @@ def epoch_key(name: str) -> str:
     return f"{prefix(name)}:epoch"
 
 
+def server_key(name: str) -> str:
+    """The key holding the server run_id the last acquisition ran on (see ``ACQUIRE_LUA``)."""
+    return f"{prefix(name)}:server"
+
+
 def members_key(name: str) -> str:
     """The presence hash of election ``name``."""
     return f"{prefix(name)}:members"
@@ -70,4 +77,5 @@ __all__ = [
     "members_key",
     "prefix",
     "run_keys",
+    "server_key",
 ]

@@ -21,14 +21,15 @@ from datetime import datetime
 import redis as redis_lib
 from redis.client import PubSub
 
+from scheduler.backends.redis.acks import Acks, NotAcknowledged
 from scheduler.backends.redis.errors import translate_errors
-from scheduler.backends.redis.keys import channel, epoch_key, lease_keys
+from scheduler.backends.redis.keys import channel, epoch_key, lease_keys, server_key
 from scheduler.backends.redis.scripts import CLAIM_ALLOWANCE_MS, RELEASED, Scripts
 from scheduler.backends.rules import granted, ttl_ms
 from scheduler.backends.runs import from_fire_key
 from scheduler.backends.states import LossReason
 from scheduler.clock import Clock
-from scheduler.errors import LeaseLost
+from scheduler.errors import BackendError, LeaseLost
 from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 
 
@@ -76,6 +77,7 @@ class RedisLeases:
         url: the redacted backend URL, used in every error message.
         clock: the clock lease deadlines and ``since`` stamps are read from.
         floors: the token floors shared with the ledger.
+        acks: the replication acknowledgements an acquisition waits for (:mod:`.acks`).
     """
 
     def __init__(
@@ -87,7 +89,9 @@ class RedisLeases:
         url: str,
         clock: Clock,
         floors: TokenFloors,
+        acks: Acks,
     ) -> None:
+        self._acks = acks
         self._client = client
         self._scripts = scripts
         self._observer = observer
@@ -105,10 +109,15 @@ class RedisLeases:
         ttl_in_ms = ttl_ms(ttl)
         since = self._clock.now().isoformat()
         sent_at = self._clock.monotonic()
-        with translate_errors(self._url):
-            reply = self._scripts.acquire(
-                keys=[lease_key, info_key, token_key, epoch_key(name)],
-                args=[
+        # auto: as many acknowledgements as replicas are connected now (see .acks)
+        self._acks.refresh(self._client, name)
+        try:
+            reply = self._acks.script(
+                self._client,
+                name,
+                self._scripts.acquire,
+                [lease_key, info_key, token_key, epoch_key(name), server_key(name)],
+                [
                     holder.id,
                     ttl_in_ms,
                     self._floors.floor(name),
@@ -118,6 +127,15 @@ class RedisLeases:
                     CLAIM_ALLOWANCE_MS,
                 ],
             )
+        except NotAcknowledged as exc:
+            # Held on the primary but not on enough replicas: a failover could hand the
+            # token out again. Given back at once rather than left to block for its TTL.
+            acquired, token = int(exc.reply[0]), int(exc.reply[1])
+            if acquired:
+                self._floors.observe(name, token)
+                with suppress(BackendError):
+                    self.release(granted(name, holder, token, ttl, sent_at))
+            raise
         acquired, token = int(reply[0]), int(reply[1])
         self._floors.observe(name, token)
         if not acquired:
@@ -203,7 +221,8 @@ class RedisLeases:
     def _subscribed(self, events: str) -> PubSub:
         """The kept PubSub, subscribed to ``events`` (created and subscribed lazily)."""
         if self._pubsub is None:
-            self._pubsub = PubSub(self._observer.connection_pool)
+            # Redis or RedisCluster (a ClusterPubSub, on the node of the channel's slot).
+            self._pubsub = self._observer.pubsub()  # type: ignore[no-untyped-call]
             self._channels = set()
         if events not in self._channels:
             self._pubsub.subscribe(events)

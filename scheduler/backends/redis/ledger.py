@@ -27,6 +27,7 @@ from typing import Any, cast
 import redis as redis_lib
 
 from scheduler.backends.base import StartAnswer
+from scheduler.backends.redis.acks import Acks
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.keys import epoch_key, lease_keys, run_keys
 from scheduler.backends.redis.lease import TokenFloors, lease_lost
@@ -36,6 +37,9 @@ from scheduler.backends.runs import Retention, RunRecord, fire_key
 from scheduler.backends.states import ClaimRefusal
 from scheduler.errors import ClaimLost, FireNotDue
 from scheduler.leadership.lease import Lease
+
+#: What a Cluster node answers for a slot it no longer serves.
+MOVED = (redis_lib.exceptions.MovedError, redis_lib.exceptions.AskError)
 
 #: The most runs one batch script call carries. A claim is four commands in the script
 #: (eight when it trims), so 1,000 claims hold the server for 5-12 ms (measured on a
@@ -77,11 +81,18 @@ class RedisLedger:
         scripts: the scripts registered with ``client``.
         url: the redacted backend URL, used in every error message.
         floors: the token floors shared with the lease store: every token read is observed.
+        acks: the replication acknowledgements claims, starts and lookups wait for.
     """
 
     def __init__(
-        self, client: redis_lib.Redis, scripts: Scripts, url: str, floors: TokenFloors
+        self,
+        client: redis_lib.Redis,
+        scripts: Scripts,
+        url: str,
+        floors: TokenFloors,
+        acks: Acks,
     ) -> None:
+        self._acks = acks
         self._client = client
         self._scripts = scripts
         self._url = url
@@ -99,9 +110,12 @@ class RedisLedger:
         lease_key, info_key, _ = lease_keys(lease.name)
         runs_key, index_key = run_keys(lease.name, run.job)
         with translate_errors(self._url):
-            status, detail = self._scripts.claim(
-                keys=[lease_key, info_key, runs_key, index_key, epoch_key(lease.name)],
-                args=[
+            status, detail = self._acks.script(
+                self._client,
+                lease.name,
+                self._scripts.claim,
+                [lease_key, info_key, runs_key, index_key, epoch_key(lease.name)],
+                [
                     lease.holder.id,
                     str(lease.token),
                     str(run.key),
@@ -156,8 +170,9 @@ class RedisLedger:
             TRIM_SCAN,
             _payload(fires),
         ]
-        with translate_errors(self._url):
-            reply = self._scripts.claim_many(keys=keys.keys, args=args)
+        reply = self._acks.script(
+            self._client, lease.name, self._scripts.claim_many, keys.keys, args
+        )
         if reply[0] == "lost":
             raise lease_lost(lease.name, reply[1])
         if reply[0] == "early":
@@ -177,11 +192,13 @@ class RedisLedger:
         when = run.scheduled_time.isoformat()
         if not run.attempt:
             raise ClaimLost(run.job, when, ClaimRefusal.OTHER_ATTEMPT)
-        with translate_errors(self._url):
-            status, detail = self._scripts.start(
-                keys=[lease_key, info_key, runs_key],
-                args=[lease.holder.id, str(lease.token), str(run.key), run.attempt, run.to_json()],
-            )
+        status, detail = self._acks.script(
+            self._client,
+            lease.name,
+            self._scripts.start,
+            [lease_key, info_key, runs_key],
+            [lease.holder.id, str(lease.token), str(run.key), run.attempt, run.to_json()],
+        )
         if status == "lost":
             raise lease_lost(lease.name, detail)
         if status != "started":
@@ -213,8 +230,9 @@ class RedisLedger:
             # A run without an attempt is refused in Lua: no stored attempt matches ''.
             items += [keys.number(run.job), str(run.key), run.attempt, run.to_json()]
         args = [lease.holder.id, str(lease.token), _payload(items)]
-        with translate_errors(self._url):
-            reply = self._scripts.start_many(keys=keys.keys, args=args)
+        reply = self._acks.script(
+            self._client, lease.name, self._scripts.start_many, keys.keys, args
+        )
         if reply[0] == "lost":
             raise lease_lost(lease.name, reply[1])
         self._floors.observe(lease.name, max(lease.token, *(run.token for run in runs)))
@@ -253,8 +271,10 @@ class RedisLedger:
     def lookup(self, name: str, job: str, scheduled_time: datetime) -> RunRecord | None:
         """The record of (``job``, ``scheduled_time``) from the runs hash, or ``None``."""
         runs_key, _ = run_keys(name, job)
-        with translate_errors(self._url):
-            raw = self._client.hget(runs_key, str(fire_key(scheduled_time)))
+        # Acknowledged: a settlement runs a claim it finds here (see .acks).
+        raw = self._acks.command(
+            self._client, name, "HGET", runs_key, str(fire_key(scheduled_time))
+        )
         if raw is None:
             return None
         record = RunRecord.from_json(cast(str, raw))
@@ -312,17 +332,24 @@ class RedisLedger:
         trip of its own); a server that answers ``NOSCRIPT`` gets the script loaded and the
         pipeline sent once more.
         """
-        replies = self._history_pipeline(name, jobs, limit)
+        node = self._acks.route(self._client, name)  # Redis Cluster: the slot's node
+        replies = self._history_pipeline(node, name, jobs, limit)
+        if any(isinstance(reply, MOVED) for reply in replies):
+            self._acks.reroute(self._client)  # the slot moved: once, to its new owner
+            node = self._acks.route(self._client, name)
+            replies = self._history_pipeline(node, name, jobs, limit)
         if any(isinstance(reply, redis_lib.exceptions.NoScriptError) for reply in replies):
-            self._client.script_load(HISTORY_LUA)
-            replies = self._history_pipeline(name, jobs, limit)
+            node.script_load(HISTORY_LUA)
+            replies = self._history_pipeline(node, name, jobs, limit)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         return replies
 
-    def _history_pipeline(self, name: str, jobs: list[str], limit: int) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
+    def _history_pipeline(
+        self, node: redis_lib.Redis, name: str, jobs: list[str], limit: int
+    ) -> list[Any]:
+        pipe = node.pipeline(transaction=False)
         for job in jobs:
             pipe.evalsha(self._scripts.history.sha, 2, *run_keys(name, job), limit)
         return list(pipe.execute(raise_on_error=False))

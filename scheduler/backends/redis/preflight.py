@@ -11,7 +11,6 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 import redis as redis_lib
-from redis.client import PubSub
 
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.keys import channel, controls_key, lease_keys, prefix
@@ -41,7 +40,10 @@ def preflight(client: redis_lib.Redis, scripts: Scripts, url: str, name: str) ->
     """
     lease_key, info_key, _ = lease_keys(name)
     base = f"{prefix(name)}:preflight:{uuid.uuid4().hex}"
-    probe = {k: f"{base}:{k}" for k in ("lease", "info", "token", "epoch", "runs", "index")}
+    probe = {
+        k: f"{base}:{k}"
+        for k in ("lease", "info", "token", "epoch", "server", "runs", "index", "acks")
+    }
     probe["members"], probe["controls"] = f"{base}:members", f"{base}:controls"
     holder = f"preflight-{uuid.uuid4().hex}"
     ttl_in_ms = 10_000
@@ -60,10 +62,13 @@ def preflight(client: redis_lib.Redis, scripts: Scripts, url: str, name: str) ->
             scripts.read(keys=[lease_key, info_key])
             client.hgetall(controls_key(name))
             _, token = scripts.acquire(
-                keys=[*lease, probe["token"], probe["epoch"]],
+                keys=[*lease, probe["token"], probe["epoch"], probe["server"]],
                 args=[holder, ttl_in_ms, 0, holder, "preflight", "", allowance],
             )
             token = str(token)
+            # What an acknowledged call adds (min_replicas_ack, .acks): an INCR and a WAIT.
+            client.incr(probe["acks"])
+            client.execute_command("WAIT", 0, 1)  # type: ignore[no-untyped-call]
             scripts.renew(keys=lease, args=[holder, token, ttl_in_ms])
             for run, limit in ((first, 10), (second, 1)):  # the second trims the first
                 scripts.claim(
@@ -99,10 +104,13 @@ def preflight(client: redis_lib.Redis, scripts: Scripts, url: str, name: str) ->
 
 def _probe_subscribe(client: redis_lib.Redis, events: str) -> None:
     """Subscribe to ``events`` on a connection of its own and wait for the answer."""
-    pubsub = PubSub(client.connection_pool)
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]  # a ClusterPubSub on a Cluster
     try:
         pubsub.subscribe(events)
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        # One primary or Sentinel: the pool's socket timeout (op_timeout); a Cluster's
+        # clients keep theirs per node, and 2 s is the default op_timeout.
+        pool = getattr(client, "connection_pool", None)
+        timeout = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
         reply = pubsub.get_message(timeout=float(timeout or 2.0))
         if reply is None:
             raise redis_lib.TimeoutError(f"no answer to SUBSCRIBE {events}")

@@ -58,8 +58,12 @@ from redis.commands.core import Script
 # ARGV[1] holder id, ARGV[2] TTL in ms, ARGV[3] floor (highest token the caller has seen),
 # ARGV[4] replica id, ARGV[5] host, ARGV[6] since (ISO wall time)
 # KEYS[4] claim epoch "low:high": fires in [low, high) may have been claimed in lost data
+# KEYS[5] the run_id of the server the last acquisition ran on
 # ARGV[7] claim allowance in ms (how far ahead of the server clock a fire may be claimed)
 # returns {1, new token} when acquired; {0, current holder's token or '0'} when held
+# The server's run_id (INFO server) changes at every restart and names another process
+# after a failover: either may have lost the last writes (AOF everysec, a replica that
+# lagged), counter kept or not, so it opens an epoch as a detected loss does.
 ACQUIRE_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     return {0, redis.call('HGET', KEYS[2], 'token') or '0'}
@@ -70,10 +74,14 @@ local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local now_ms = math.floor(now_us / 1000)
 local allowance = tonumber(ARGV[7])
-if stored < floor then
-    -- The caller saw a token this store no longer knows: it lost data (a restart without
-    -- persistence, a rollback to an old snapshot), and with it any claim of a fire up to
-    -- now + allowance.
+local ok, info = pcall(redis.call, 'INFO', 'server')
+local served = ok and string.match(info, 'run_id:(%x+)') or nil
+local known = redis.call('GET', KEYS[5])
+if served then redis.call('SET', KEYS[5], served) end
+if stored < floor or (served and known and known ~= served) then
+    -- The caller saw a token this store no longer knows (a restart without persistence,
+    -- a rollback to an old snapshot), or the server restarted or failed over since the
+    -- last acquisition: any claim of a fire up to now + allowance may be lost.
     redis.call('SET', KEYS[4], '0:' .. string.format('%.0f', now_ms + allowance))
 elseif stored == 0 and not redis.call('GET', KEYS[4]) then
     -- Looks fresh, but may have lost data no caller here saw: claims made early (up to the

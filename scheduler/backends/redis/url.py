@@ -28,12 +28,15 @@ from scheduler.errors import excerpt
 
 #: The port of a Redis URL without one.
 DEFAULT_PORT = 6379
+#: The port of a Sentinel without one.
+SENTINEL_PORT = 26379
 #: The highest database number a URL may name. Redis numbers its databases from 0 to
 #: ``databases - 1`` (16 by default: 0-15; Redis Cluster has only 0); the bound catches
 #: typos without refusing servers configured with more.
 MAX_DB = 9999
 
-_OPTIONS = ("db", "username", "password", "client_name")
+_OPTIONS = ("db", "username", "password", "client_name", "min_replicas_ack")
+_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 _TLS_OPTIONS = (
     "ssl_ca_certs",
     "ssl_certfile",
@@ -41,6 +44,9 @@ _TLS_OPTIONS = (
     "ssl_cert_reqs",
     "ssl_check_hostname",
 )
+_SENTINEL_FORM = "[[user]:password@]host:port[,host:port...]/service_name[/db][?option=value&...]"
+_CLUSTER_FORM = "[[user]:password@]host[:port][,host[:port]...][?option=value&...]"
+_CLUSTER_OPTIONS = tuple(option for option in _OPTIONS if option != "db")
 _FORMS = {
     "redis": URLForm(
         "redis", "redis://[[user]:password@]host[:port][/db][?option=value&...]", _OPTIONS
@@ -50,7 +56,24 @@ _FORMS = {
         "rediss://[[user]:password@]host[:port][/db][?option=value&...]",
         _OPTIONS + _TLS_OPTIONS,
     ),
+    "redis+sentinel": URLForm(
+        "redis+sentinel", f"redis+sentinel://{_SENTINEL_FORM}", _OPTIONS + _SENTINEL_OPTIONS
+    ),
+    "rediss+sentinel": URLForm(
+        "rediss+sentinel",
+        f"rediss+sentinel://{_SENTINEL_FORM}",
+        _OPTIONS + _SENTINEL_OPTIONS + _TLS_OPTIONS,
+    ),
+    "redis+cluster": URLForm("redis+cluster", f"redis+cluster://{_CLUSTER_FORM}", _CLUSTER_OPTIONS),
+    "rediss+cluster": URLForm(
+        "rediss+cluster", f"rediss+cluster://{_CLUSTER_FORM}", _CLUSTER_OPTIONS + _TLS_OPTIONS
+    ),
 }
+#: Every Redis scheme: one primary, Sentinel, Cluster; each plain and over TLS.
+SCHEMES = tuple(_FORMS)
+#: The most replicas ``min_replicas_ack`` may ask for (a typo guard).
+MAX_REPLICAS_ACK = 100
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Query options that would undo the bounded, non-retrying calls; op_timeout sets them.
 _MANAGED_OPTIONS = (
     "socket_timeout",
@@ -83,6 +106,15 @@ class RedisTarget:
         ssl_certfile: PEM client certificate, for servers that require one.
         ssl_keyfile: the private key of ``ssl_certfile``.
         shown: the URL with the password (and secret option values) replaced by ``***``.
+        mode: ``single`` (one primary), ``sentinel`` (the primary Sentinel names) or
+            ``cluster`` (Redis Cluster).
+        hosts: every ``(host, port)`` of the URL: the Sentinels, or the Cluster's seed
+            nodes; ``(host, port)`` alone for one primary.
+        service_name: the Sentinel service (``sentinel`` mode).
+        min_replicas_ack: replicas that must acknowledge every write a job's run depends
+            on (``WAIT``); ``None``: as many as are connected (:mod:`.acks`).
+        sentinel_username: the Sentinels' ACL user, if they require one.
+        sentinel_password: the Sentinels' password (never shown), if they require one.
     """
 
     tls: bool
@@ -96,6 +128,12 @@ class RedisTarget:
     ssl_certfile: str | None
     ssl_keyfile: str | None
     shown: str
+    mode: str = "single"
+    hosts: tuple[tuple[str, int], ...] = ()
+    service_name: str | None = None
+    min_replicas_ack: int | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
 
 def parse_url(url: str | BackendURL) -> RedisTarget:
@@ -109,6 +147,12 @@ def parse_url(url: str | BackendURL) -> RedisTarget:
     ``ssl_check_hostname=true`` (the only values: verification cannot be turned off).
     Timeouts and retries are not options: ``op_timeout`` bounds every call.
 
+    ``redis+sentinel://`` (``rediss+sentinel://``) lists the Sentinels (default port 26379)
+    and names the service: ``/service_name[/db]``; it also takes ``sentinel_username`` and
+    ``sentinel_password`` for Sentinels that require them. ``redis+cluster://``
+    (``rediss+cluster://``) lists seed nodes of a Redis Cluster and has no database. Every
+    form takes ``min_replicas_ack`` (``auto``, the default, or 0 to 100: see :mod:`.acks`).
+
     Raises:
         ConfigError: naming the problem, the redacted URL and the allowed options (key
             ``backend``).
@@ -116,15 +160,38 @@ def parse_url(url: str | BackendURL) -> RedisTarget:
     text = reveal(url)
     scheme = text.partition("://")[0].lower()
     form = _FORMS.get(scheme, _FORMS["redis"])
+    mode = scheme.partition("+")[2] or "single"
     parts = split_url(text, form, _REFUSED)
     options = parts.options
-    host, port = parse_host(parts.hosts, DEFAULT_PORT, form, text)
+    default_port = SENTINEL_PORT if mode == "sentinel" else DEFAULT_PORT
+    hosts = tuple(parse_host(item, default_port, form, text) for item in parts.hosts.split(","))
+    if mode == "single" and len(hosts) > 1:
+        raise form.error(
+            text,
+            "one host only (several: redis+sentinel:// names the Sentinels, redis+cluster:// "
+            "the Cluster's nodes)",
+        )
+    host, port = hosts[0]
+
+    service_name: str | None = None
+    path = parts.path
+    if mode == "sentinel":
+        service_name, _, path = path[1:].partition("/")
+        path = "/" + path if path else ""
+        if not _SERVICE.fullmatch(service_name):
+            raise form.error(
+                text,
+                "the Sentinel service name (the path's first segment) must be 1 to 64 "
+                f"letters, digits, '.', '_' or '-', got {excerpt(service_name, 70)}",
+            )
+    elif mode == "cluster" and path not in ("", "/"):
+        raise form.error(text, "a Cluster URL has no path (Redis Cluster has database 0 only)")
 
     db_text = options.get("db")
-    if parts.path not in ("", "/"):
+    if path not in ("", "/"):
         if db_text is not None:
             raise form.error(text, "the database is given twice (in the path and as ?db=)")
-        db_text = parts.path[1:]
+        db_text = path[1:]
     db = 0
     if db_text is not None:
         if not (db_text.isascii() and db_text.isdigit() and len(db_text) <= 9):
@@ -135,6 +202,24 @@ def parse_url(url: str | BackendURL) -> RedisTarget:
         db = int(db_text)
         if db > MAX_DB:
             raise form.error(text, f"the database must be a number from 0 to {MAX_DB}, got {db}")
+
+    min_replicas_ack: int | None = None
+    ack_text = options.get("min_replicas_ack", "auto")
+    if ack_text != "auto":
+        if not (ack_text.isascii() and ack_text.isdigit() and len(ack_text) <= 3):
+            raise form.error(
+                text,
+                f"min_replicas_ack must be 'auto' or a number from 0 to {MAX_REPLICAS_ACK}, "
+                f"got {excerpt(ack_text, 20)}",
+            )
+        min_replicas_ack = int(ack_text)
+        if min_replicas_ack > MAX_REPLICAS_ACK:
+            raise form.error(
+                text, f"min_replicas_ack must be at most {MAX_REPLICAS_ACK}, got {ack_text}"
+            )
+    sentinel_password = options.get("sentinel_password")
+    if sentinel_password == "":
+        raise form.error(text, "the sentinel_password is empty")
 
     username, password = parts.user, parts.password
     if "username" in options:
@@ -154,7 +239,7 @@ def parse_url(url: str | BackendURL) -> RedisTarget:
     if client_name is not None and not _CLIENT_NAME.fullmatch(client_name):
         raise form.error(text, "client_name must be 1 to 64 printable characters without spaces")
 
-    if scheme == "rediss":
+    if scheme.startswith("rediss"):
         if options.get("ssl_cert_reqs", "required").lower() != "required":
             raise form.error(
                 text,
@@ -175,10 +260,16 @@ def parse_url(url: str | BackendURL) -> RedisTarget:
             if option in options and not Path(options[option]).is_file():
                 raise form.error(text, f"{option} names no file: {excerpt(options[option], 80)}")
     return RedisTarget(
-        tls=scheme == "rediss",
+        tls=scheme.startswith("rediss"),
         host=host,
         port=port,
         db=db,
+        mode=mode,
+        hosts=hosts,
+        service_name=service_name,
+        min_replicas_ack=min_replicas_ack,
+        sentinel_username=options.get("sentinel_username"),
+        sentinel_password=sentinel_password,
         username=username or None,
         password=password,
         client_name=client_name,
@@ -237,4 +328,12 @@ def connect(target: RedisTarget, op_timeout: float, max_connections: int) -> red
     return client
 
 
-__all__ = ["DEFAULT_PORT", "MAX_DB", "RedisTarget", "connect", "parse_url"]
+__all__ = [
+    "DEFAULT_PORT",
+    "MAX_DB",
+    "MAX_REPLICAS_ACK",
+    "SCHEMES",
+    "RedisTarget",
+    "connect",
+    "parse_url",
+]

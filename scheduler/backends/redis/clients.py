@@ -1,0 +1,162 @@
+"""The clients of each Redis deployment: one primary, a primary named by Sentinel, Redis
+Cluster. Each is two bounded pools (the lease's and the shared one, :mod:`.backend`) whose
+calls are bounded by ``op_timeout`` and never retried by redis-py.
+
+**Sentinel.** redis-py's ``Sentinel`` asks the Sentinels for the current primary before it
+opens a connection, and drops a pooled connection to a former primary (its ``READONLY``
+error, a refused connection) so the next call goes to the new one: a failover needs no
+restart. Each Sentinel is asked with a timeout of ``op_timeout`` divided by their number,
+so finding the primary fits in one ``op_timeout`` whatever the Sentinels do. The pool is
+redis-py's Sentinel pool made blocking (:class:`BlockingSentinelPool`): a call waits for a
+free connection up to ``op_timeout``, as on one primary.
+
+**Cluster.** ``RedisCluster`` routes every command by its key; all keys of an election
+share one hash tag (:mod:`.keys`), so every script touches one slot and one shard. It
+follows ``MOVED``/``ASK`` and refreshes the slot map after a shard's failover; Baton lets it
+try once more at most (``retry=Retry(NoBackoff(), 1)`` at the cluster level), so a call
+takes at most two of its bounds. ``max_connections`` bounds the connections per node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
+
+from scheduler.backends.redis.url import RedisTarget, connect
+
+#: The shortest time one Sentinel is given to answer, in seconds.
+MIN_SENTINEL_TIMEOUT = 0.1
+
+
+class BlockingSentinelPool(SentinelConnectionPool, redis_lib.BlockingConnectionPool):
+    """redis-py's Sentinel pool (the primary asked of the Sentinels, connections to a former
+    primary dropped), bounded: a call waits up to its timeout for a free connection."""
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The two clients of a backend, and how to reach the node serving a key.
+
+    Attributes:
+        shared: the shared pool's client.
+        lease: the lease pool's client.
+        node_client: Redis Cluster only: ``(client, key)`` -> the plain client of the node
+            serving ``key`` (for a ``WAIT``, which has no key to route by); else ``None``.
+    """
+
+    shared: Any
+    lease: Any
+    node_client: Any = None
+
+
+def _tls(target: RedisTarget) -> dict[str, Any]:
+    if not target.tls:
+        return {}
+    return {
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": target.ssl_ca_certs,
+        "ssl_certfile": target.ssl_certfile,
+        "ssl_keyfile": target.ssl_keyfile,
+    }
+
+
+def _common(target: RedisTarget, op_timeout: float) -> dict[str, Any]:
+    return {
+        "username": target.username,
+        "password": target.password,
+        "client_name": target.client_name,
+        "socket_timeout": op_timeout,
+        "socket_connect_timeout": op_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_error": [],
+        "decode_responses": True,
+    }
+
+
+def _sentinel(target: RedisTarget, op_timeout: float) -> Sentinel:
+    each = max(MIN_SENTINEL_TIMEOUT, op_timeout / max(1, len(target.hosts)))
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": each,
+        "socket_connect_timeout": each,
+        "retry": Retry(NoBackoff(), 0),
+        "username": target.sentinel_username,
+        "password": target.sentinel_password,
+        **({"ssl": True, **_tls(target)} if target.tls else {}),
+    }
+    # redis-py's sentinel module is untyped
+    return Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+
+
+def _primary(
+    sentinel: Sentinel, target: RedisTarget, op_timeout: float, max_connections: int
+) -> redis_lib.Redis:
+    options = {**_common(target, op_timeout), "db": target.db, **_tls(target)}
+    if target.tls:
+        options["connection_class"] = SentinelManagedSSLConnection
+    client: redis_lib.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.service_name,
+        connection_pool_class=BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=op_timeout,
+        **options,
+    )
+    client.auto_close_connection_pool = True
+    return client
+
+
+def _cluster(target: RedisTarget, op_timeout: float, max_connections: int) -> RedisCluster:
+    options = {**_common(target, op_timeout), **_tls(target)}
+    if target.tls:
+        options["ssl"] = True
+    return RedisCluster(
+        startup_nodes=[
+            ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in target.hosts
+        ],
+        max_connections=max_connections,
+        **{**options, "retry": Retry(NoBackoff(), 1)},
+    )
+
+
+def _node_client(client: RedisCluster, key: str) -> redis_lib.Redis:
+    node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+    return client.get_redis_connection(node)
+
+
+def open_clients(
+    target: RedisTarget, op_timeout: float, max_connections: int, lease_connections: int
+) -> Clients:
+    """The shared and the lease client of ``target``'s deployment; nothing is connected
+    until the first call.
+
+    Raises:
+        ValueError: a pool size below 1.
+    """
+    if min(max_connections, lease_connections) < 1:
+        raise ValueError(f"pool sizes must be at least 1, got {max_connections!r}")
+    if target.mode == "sentinel":
+        sentinel = _sentinel(target, op_timeout)
+        return Clients(
+            _primary(sentinel, target, op_timeout, max_connections),
+            _primary(sentinel, target, op_timeout, lease_connections),
+        )
+    if target.mode == "cluster":
+        return Clients(
+            _cluster(target, op_timeout, max_connections),
+            _cluster(target, op_timeout, lease_connections),
+            _node_client,
+        )
+    return Clients(
+        connect(target, op_timeout, max_connections),
+        connect(target, op_timeout, lease_connections),
+    )
+
+
+__all__ = ["BlockingSentinelPool", "Clients", "open_clients"]
