@@ -248,6 +248,35 @@ CASES = [
         exit=1,
         timeout=60,
     ),
+    # -- Redis Sentinel and Cluster -----------------------------------------------------------
+    redis_case("sentinel-no-service", "redis+sentinel://127.0.0.1:26379", "service name"),
+    redis_case("sentinel-bad-service", "redis+sentinel://h:1/a%20b/0", "service name"),
+    redis_case("sentinel-db-twice", "redis+sentinel://h:1/svc/1?db=2", "twice"),
+    redis_case(
+        "sentinel-empty-pw-secret", "redis+sentinel://:{secret}@h/s?sentinel_password=", "empty"
+    ),
+    redis_case(
+        "sentinel-ack-word", "redis+sentinel://h/svc?min_replicas_ack=all", "min_replicas_ack"
+    ),
+    redis_case("redis-ack-huge", "redis://127.0.0.1/0?min_replicas_ack=101", "at most 100"),
+    redis_case("redis-two-hosts", "redis://a:1,b:2/0", "one host only"),
+    redis_case("cluster-path", "redis+cluster://a:1,b:2/0", "no path"),
+    redis_case("cluster-db-option", "redis+cluster://a:1?db=1", "unknown option"),
+    redis_case(
+        "cluster-tls-off-secret", "rediss+cluster://:{secret}@a:1?ssl_cert_reqs=none", "required"
+    ),
+    Case(
+        "sentinel-unreachable-secret",
+        ("leader", "--backend", "redis+sentinel://:{secret}@127.0.0.1:{dead_port}/svc/0"),
+        exit=1,
+        says="redis+sentinel://:***@",
+    ),
+    Case(
+        "cluster-unreachable-secret",
+        ("leader", "--backend", "redis+cluster://:{secret}@127.0.0.1:{dead_port}"),
+        exit=1,
+        says="redis+cluster://:***@",
+    ),
     # -- PostgreSQL ---------------------------------------------------------------------------
     redis_case("pg-no-database-secret", "postgresql://u:{secret}@127.0.0.1", "database is missing"),
     redis_case("pg-unknown-option", "postgresql://127.0.0.1/db?frob=1", "options: user"),

@@ -19,12 +19,17 @@ takes at most two of its bounds. ``max_connections`` bounds the connections per 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis as redis_lib
+from redis._parsers import Encoder
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 
@@ -111,10 +116,48 @@ def _primary(
     return client
 
 
-def _cluster(target: RedisTarget, op_timeout: float, max_connections: int) -> RedisCluster:
+class LazyCluster:
+    """A ``RedisCluster`` made on its first use, as every other client connects lazily:
+    ``RedisCluster`` reads the slot map from a seed node as it is constructed, and a replica
+    must start (and retry) while the Cluster is unreachable. Attributes are forwarded; a
+    failure to reach any seed node is a ``ConnectionError`` (so: transient)."""
+
+    def __init__(self, make: Callable[[], RedisCluster]) -> None:
+        self._make = make
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def get_encoder(self) -> Encoder:
+        """The encoder scripts are hashed with, known without connecting (UTF-8)."""
+        return Encoder("utf-8", "strict", True)  # type: ignore[no-untyped-call]
+
+    def register_script(self, script: str) -> Script:
+        """A script bound to this client (hashed now, sent at its first call)."""
+        return Script(self, script)  # type: ignore[arg-type]  # duck-typed RedisCluster
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def _real(self) -> RedisCluster:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = self._make()
+                except RedisClusterException as exc:
+                    raise redis_lib.ConnectionError(str(exc)) from exc
+            return self._client
+
+
+def _cluster(target: RedisTarget, op_timeout: float, max_connections: int) -> LazyCluster:
     options = {**_common(target, op_timeout), **_tls(target)}
     if target.tls:
         options["ssl"] = True
+    return LazyCluster(lambda: _new_cluster(target, max_connections, options))
+
+
+def _new_cluster(
+    target: RedisTarget, max_connections: int, options: dict[str, Any]
+) -> RedisCluster:
     return RedisCluster(
         startup_nodes=[
             ClusterNode(host, port)  # type: ignore[no-untyped-call]
@@ -125,9 +168,9 @@ def _cluster(target: RedisTarget, op_timeout: float, max_connections: int) -> Re
     )
 
 
-def _node_client(client: RedisCluster, key: str) -> redis_lib.Redis:
-    node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
-    return client.get_redis_connection(node)
+def _node_client(client: Any, key: str) -> redis_lib.Redis:
+    node = client.get_node_from_key(key)
+    return cast(redis_lib.Redis, client.get_redis_connection(node))
 
 
 def open_clients(
@@ -159,4 +202,4 @@ def open_clients(
     )
 
 
-__all__ = ["BlockingSentinelPool", "Clients", "open_clients"]
+__all__ = ["BlockingSentinelPool", "Clients", "LazyCluster", "open_clients"]

@@ -67,6 +67,9 @@ def translate_errors(url: str) -> Iterator[None]:
         ) from None
     except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
         raise BackendUnavailable(url, f"unreachable: {exc}") from exc
+    except redis_lib.exceptions.RedisClusterException as exc:
+        # No node of a Cluster answered, or its slot map is incomplete: not now.
+        raise BackendUnavailable(url, f"Redis Cluster unavailable: {exc}") from exc
     except redis_lib.ResponseError as exc:
         reply = str(exc)
         if any(marker in reply for marker in _AUTH_REPLIES):
