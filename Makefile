@@ -26,7 +26,7 @@ test: $(VENV)/.installed servers lint typecheck
 ## the embedded backend (SQLite) and the chaos checker's tests. Run it while you work.
 check: $(VENV)/.installed lint typecheck
 	$(BIN)/pytest -q tests/unit tests/chaos/test_checker.py
-	$(BIN)/pytest -q tests/contract -k "not redis and not zookeeper"
+	$(BIN)/pytest -q tests/contract -k sqlite
 
 servers:
 	@bash scripts/ensure-servers.sh
