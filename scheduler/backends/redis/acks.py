@@ -26,7 +26,8 @@ before the replicas acknowledge it (a failed ``WAIT`` does not undo it, and anot
 may read it meanwhile), an acknowledged write is in the replica's memory, not on its disk,
 and with *n* below the number of replicas the promoted one may be one that did not
 acknowledge. Managed services that refuse ``WAIT`` need ``min_replicas_ack=0`` (and then
-rely on the claim epoch and on fenced sinks, as with one primary).
+rely on the claim epoch and on fenced sinks, as with one primary); one that refuses
+``INFO`` leaves ``auto`` at 0, so give the number there.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError
 
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.keys import prefix
-from scheduler.errors import BackendUnavailable
+from scheduler.errors import BackendPermanentError, BackendUnavailable
 
 #: The share of ``op_timeout`` a ``WAIT`` may take: the rest is the call itself.
 WAIT_SHARE = 0.5
@@ -100,11 +101,20 @@ class Acks:
 
     def refresh(self, client: Any, name: str) -> None:
         """In ``auto`` mode, count the replicas connected to the primary (``INFO
-        replication``); a failure keeps the previous count."""
+        replication``). A server that refuses ``INFO`` keeps the previous count.
+
+        Raises:
+            BackendUnavailable: no answer (the acquisition fails as it would anyway).
+        """
         if self._wanted is not None:
             return
-        with translate_errors(self._url):
-            info = self.route(client, name).info("replication")
+        try:
+            with translate_errors(self._url):
+                info = self.route(client, name).info("replication")
+        except BackendPermanentError:
+            # INFO renamed or denied (some managed services): the count cannot be known.
+            # The previous one stays (0 at first); an explicit min_replicas_ack is the fix.
+            return
         connected = int(info.get("connected_slaves", 0))
         with self._lock:
             self._connected = connected
