@@ -1,11 +1,19 @@
 """A leader's look back: the runs older terms left unfinished, and the fires nobody ran.
 
 When a term starts (and again when a term that skipped fires during an outage can reach the
-backend), :class:`Takeover` reads every job's newest run records in one ranged read (see
+backend), :class:`Takeover` reads every job's newest run records in ranged reads (see
 :mod:`scheduler.firing.catchup` for what is read and why), has the claims layer settle the
 unfinished runs of older terms among them (:meth:`~scheduler.firing.claims.Claims.adopt`),
 plans each job's missed fires with the pure planner and hands them to the job's lane. The
 runner owns when it happens; this owns what is read and queued.
+
+**In chunks of** :data:`CHUNK` **jobs**, each read, adopted and planned on its own: with
+thousands of jobs one read of everything is many requests (ZooKeeper: a listing and a read
+per job), and under load it missed its ``op_timeout`` again and again, so no job was ever
+caught up (a chaos run with 2,000 jobs: 40 ticks of a ``catch_up="all"`` job not caught up).
+A chunk that fails leaves the others done; the whole catch-up is owed again (the
+maintenance loop), and the fires the done chunks queued are not proposed twice (one
+attempt per fire per term).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.backends.base import LeaseBackend
+from scheduler.backends.rules import chunks
 from scheduler.backends.runs import RunRecord
 from scheduler.clock import Clock
 from scheduler.errors import BackendError
@@ -25,6 +34,10 @@ from scheduler.firing.tally import SAMPLE
 from scheduler.jobs.spec import JobSpec
 from scheduler.leadership.term import Term
 from scheduler.leadership.view import Leadership
+
+#: Jobs read, adopted and planned together (see the module docstring): a few hundred
+#: requests on ZooKeeper, one pipeline on Redis, one query on SQLite and PostgreSQL.
+CHUNK = 200
 
 
 class Takeover:
@@ -70,8 +83,9 @@ class Takeover:
         """Queue the fires ``term`` missed, per each job's ``catch_up`` policy.
 
         What to run is planned by :func:`scheduler.firing.catchup.plan`; this reads what the
-        plan needs — every job's newest records in one ranged read (two when some job
-        catches up ``all``: see :mod:`scheduler.firing.catchup`), the fires pauses skipped —
+        plan needs — every job's newest records, :data:`CHUNK` jobs per ranged read (two
+        when some job catches up ``all``: see :mod:`scheduler.firing.catchup`), the fires
+        pauses skipped —
         and settles the unfinished runs of older terms it finds (``Claims.adopt``).
         A ``catch_up="none"`` job is read only for that. One job's failure is logged
         (``catch_up_failed``) and never skips the others; a failed read is retried once the
@@ -89,31 +103,39 @@ class Takeover:
         now = self._clock.now()
         if not term.valid():
             return queued
-        try:
-            histories, limit = self._read_histories(now)
-        except BackendError as exc:
-            self._log.warning("catch_up_failed", jobs=len(self._specs), error=str(exc))
-            self._leadership.report(exc)
-            self._claims.skipped(term)
-            return queued
-        self._claims.adopt([run for runs in histories.values() for run in runs], term, now)
-        for spec in self._specs:
-            if spec.catch_up == "none":
-                continue
+        unread = 0
+        failure: BackendError | None = None
+        for chunk in chunks(self._specs, CHUNK):
             if not term.valid():
                 break
-            missed = self._plan(spec, histories.get(spec.name, []), limit, now)
-            if not missed:
+            try:
+                histories, limit = self._read_histories(chunk, now)
+            except BackendError as exc:
+                unread += len(chunk)
+                failure = failure or exc
                 continue
-            self._log.debug(
-                "catch_up",
-                job=spec.name,
-                missed=len(missed),
-                policy=spec.catch_up,
-                fires=[f.isoformat() for f in missed][-10:],
-            )
-            self._submit(spec.name, missed)
-            queued[spec.name] = missed
+            self._claims.adopt([run for runs in histories.values() for run in runs], term, now)
+            for spec in chunk:
+                if spec.catch_up == "none":
+                    continue
+                if not term.valid():
+                    break
+                missed = self._plan(spec, histories.get(spec.name, []), limit, now)
+                if not missed:
+                    continue
+                self._log.debug(
+                    "catch_up",
+                    job=spec.name,
+                    missed=len(missed),
+                    policy=spec.catch_up,
+                    fires=[f.isoformat() for f in missed][-10:],
+                )
+                self._submit(spec.name, missed)
+                queued[spec.name] = missed
+        if failure is not None:
+            self._log.warning("catch_up_failed", jobs=unread, error=str(failure))
+            self._leadership.report(failure)
+            self._claims.skipped(term)
         if queued:
             self._log.info(
                 "catch_up_queued",
@@ -124,16 +146,18 @@ class Takeover:
             )
         return queued
 
-    def _read_histories(self, now: datetime) -> tuple[dict[str, list[RunRecord]], int]:
-        """Every job's newest records, for adoption and planning: one ranged read of
-        ``ORPHAN_SCAN`` records per job, and one of :func:`~scheduler.firing.catchup.
-        read_limit` records per job for the jobs that catch up ``all``.
+    def _read_histories(
+        self, specs: Sequence[JobSpec], now: datetime
+    ) -> tuple[dict[str, list[RunRecord]], int]:
+        """The newest records of ``specs``' jobs, for adoption and planning: one ranged
+        read of ``ORPHAN_SCAN`` records per job, and one of :func:`~scheduler.firing.
+        catchup.read_limit` records per job for the jobs that catch up ``all``.
 
         Returns:
             The records by job, and the limit the ``all`` jobs were read with.
         """
-        every = [spec for spec in self._specs if spec.catch_up == "all"]
-        others = [spec.name for spec in self._specs if spec.catch_up != "all"]
+        every = [spec for spec in specs if spec.catch_up == "all"]
+        others = [spec.name for spec in specs if spec.catch_up != "all"]
         try:
             limit = catchup.read_limit(every, now)
         except OverflowError:  # a look-back past the calendar: planning says so, per job

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from scheduler.backends.runs import Retention, RunRecord
 from scheduler.backends.sqlite import SqliteBackend
 from scheduler.clock import FakeClock
 from scheduler.errors import BackendUnavailable
+from scheduler.firing import takeover
 from scheduler.firing.claims import Claims, Fire
 from scheduler.firing.runner import Runner
 from scheduler.jobs.context import JobContext
@@ -398,3 +399,30 @@ def test_a_storm_of_claims_in_doubt_is_bounded_and_logged_once_per_pass(tmp_path
         "baton_fires_skipped_total", {"reason": "missed"}
     )
     assert missed == 100
+
+
+def test_a_catch_up_chunk_that_fails_leaves_the_other_chunks_caught_up(
+    leaders: Callable[..., Leader], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """History is read CHUNK jobs at a time: when one chunk's read fails (a ZooKeeper
+    listing of thousands of jobs missed its op_timeout again and again in a chaos run, and
+    no job was ever caught up), the other chunks' missed fires are still queued, and the
+    catch-up is owed again for the term."""
+    monkeypatch.setattr(takeover, "CHUNK", 10)
+    specs = [build_spec(_noop, every="1s", name=f"all.j{n:03d}", catch_up="all") for n in range(30)]
+    leader = leaders(specs)
+    names = [spec.name for spec in specs]
+    _seed(leader.backend.backend, leader.term.lease, names, _just_past() - timedelta(seconds=5))
+    real = leader.backend.backend.history_many
+
+    def second_chunk_fails(name: str, jobs: Iterable[str], limit: int) -> Any:
+        wanted = list(jobs)
+        if "all.j015" in wanted:
+            raise BackendUnavailable(leader.backend.backend.url, "no answer (the test)")
+        return real(name, wanted, limit)
+
+    monkeypatch.setattr(leader.backend.backend, "history_many", second_chunk_fails)
+    queued = leader.runner.catch_up(leader.term)
+
+    assert set(queued) == set(names[:10] + names[20:])
+    assert leader.runner.claims.pending(), "the catch-up is owed again"
