@@ -367,8 +367,12 @@ def load_settings(
     path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    overrides_from: str = "command line",
 ) -> Settings:
     """Build settings: defaults < YAML file < ``BATON_<KEY>`` env < ``overrides`` (CLI flags).
+
+    ``overrides_from`` names the overrides' source in errors (the Celery integration passes
+    its app's conf).
 
     Raises:
         ConfigError: naming the key and the source of the bad value.
@@ -393,7 +397,7 @@ def load_settings(
         merged[key], sources[key] = value, ENV_PREFIX + key.upper()
     for key, value in (overrides or {}).items():
         if value is not None:
-            merged[key], sources[key] = value, "command line"
+            merged[key], sources[key] = value, overrides_from
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:

@@ -44,6 +44,7 @@ PACKAGES = (
     "scheduler.firing",
     "scheduler.backends",
     "scheduler.ops",
+    "scheduler.integrations",
 )
 
 LAYERS = (
@@ -73,6 +74,10 @@ LAYERS = (
         allowed=INSTRUMENTS,
         why="firing sees leadership through its narrow view, not the elector (it may log and "
         "count)",
+    ),
+    *(
+        Layer(package, ("scheduler.integrations",), why="integrations sit on top of Baton")
+        for package in PACKAGES[:-1]
     ),
 )
 
