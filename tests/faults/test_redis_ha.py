@@ -208,3 +208,28 @@ def test_a_cluster_shard_failover_under_a_leader(
     assert wait_until(renews, FAILOVER_WAIT)
     stored = backend.lookup(election, "job", fire)
     assert stored is not None and stored.attempt == run.attempt
+
+
+def test_automatic_acknowledgements_stop_waiting_for_a_replica_that_died(
+    sentinel: SentinelGroup, opened: Callable[..., Backend], election: str
+) -> None:
+    """min_replicas_ack=auto counts the replicas again at each renewal: after one of the
+    two replicas is killed, the leader's claims go on once it has renewed (before: every
+    claim failed until the dead replica came back, seen in the Sentinel benchmark)."""
+    backend = opened(sentinel.url())
+    lease = acquire(backend, election, holder("r1"), ttl=10.0)
+    first = fire_run(lease, past_fresh_epoch())
+    assert backend.claim(lease, first, RETENTION) == first
+    dead, _ = sentinel.replicas()
+    dead.kill()
+
+    def one_replica_left() -> bool:
+        with sentinel.primary().client() as client:
+            return int(client.info("replication")["connected_slaves"]) == 1
+
+    assert wait_until(one_replica_left, 10)
+    lease = backend.renew(lease)
+    instant = first.scheduled_time + timedelta(seconds=1)  # past the fresh name's epoch
+    assert wait_until(lambda: instant <= now_ms(0.9), 5)
+    later = fire_run(lease, instant)
+    assert backend.claim(lease, later, RETENTION) == later

@@ -20,8 +20,9 @@ answer lets a job run, or hands out a token, is followed on the same connection 
 
 So a claim confirmed to a job, and the start before it, are on *n* replicas; Sentinel
 promotes the replica with the most data, so with *n* = every replica (the default,
-``auto``: the replicas connected when this replica last acquired the lease) a failover
-keeps them. ``WAIT`` does **not** make Redis consistent: the write is applied on the primary
+``auto``: the replicas connected to the primary, counted again at each acquisition and
+renewal, so a replica that died is not waited for beyond one renewal) a failover keeps
+them. ``WAIT`` does **not** make Redis consistent: the write is applied on the primary
 before the replicas acknowledge it (a failed ``WAIT`` does not undo it, and another client
 may read it meanwhile), an acknowledged write is in the replica's memory, not on its disk,
 and with *n* below the number of replicas the promoted one may be one that did not
@@ -70,7 +71,7 @@ class Acks:
 
     Args:
         wanted: ``min_replicas_ack``; ``None`` (``auto``): the replicas connected to the
-            primary when :meth:`refresh` last looked (at each acquisition).
+            primary when :meth:`refresh` last looked (at each acquisition and renewal).
         url: the redacted URL, for messages.
         op_timeout: the bound of one call; a ``WAIT`` takes at most :data:`WAIT_SHARE` of it.
         node_client: for Redis Cluster, the client of the node that serves a key (a

@@ -31,12 +31,45 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
+from redis.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from scheduler.backends.redis.url import RedisTarget, connect
 
 #: The shortest time one Sentinel is given to answer, in seconds.
 MIN_SENTINEL_TIMEOUT = 0.1
+
+
+class _AsksSentinel:
+    """Connections that ask the Sentinels for the primary every time they open a socket.
+
+    redis-py's Sentinel connection asks only in ``connect()``; a connection whose socket
+    was dropped reopens it from ``send_packed_command`` with the address it had, which
+    after a failover is the old primary: restarted, it serves stale data as a primary of its
+    own for a moment before Sentinel turns it into a replica (seen in the Sentinel
+    benchmark: a lease read there as expired). So the address is asked again here.
+    """
+
+    connection_pool: Any
+    host: str
+    port: int
+
+    def _connect(self) -> Any:
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()  # type: ignore[misc]
+
+
+class SentinelConnection(_AsksSentinel, SentinelManagedConnection):
+    """A plain connection to the primary the Sentinels name (see :class:`_AsksSentinel`)."""
+
+
+class SentinelSSLConnection(_AsksSentinel, SentinelManagedSSLConnection):
+    """A TLS connection to the primary the Sentinels name (see :class:`_AsksSentinel`)."""
 
 
 class BlockingSentinelPool(SentinelConnectionPool, redis_lib.BlockingConnectionPool):
@@ -103,8 +136,7 @@ def _primary(
     sentinel: Sentinel, target: RedisTarget, op_timeout: float, max_connections: int
 ) -> redis_lib.Redis:
     options = {**_common(target, op_timeout), "db": target.db, **_tls(target)}
-    if target.tls:
-        options["connection_class"] = SentinelManagedSSLConnection
+    options["connection_class"] = SentinelSSLConnection if target.tls else SentinelConnection
     client: redis_lib.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         target.service_name,
         connection_pool_class=BlockingSentinelPool,
