@@ -62,6 +62,7 @@ from scheduler.backends.zookeeper.plans import (
     plan_starts,
     trim_reads,
 )
+from scheduler.backends.zookeeper.session import READ_WAVE
 from scheduler.errors import ClaimLost
 from scheduler.leadership.lease import Lease
 
@@ -170,7 +171,9 @@ class ZooKeeperBatches(ZooKeeperLedger):
                 for key in sorted(listed[job] or [], reverse=True)[:limit]
             ]
             answers = session.gather(
-                [partial(session.client.get_async, path) for _, path in reads], "get"
+                [partial(session.client.get_async, path) for _, path in reads],
+                "get",
+                wave=READ_WAVE,
             )
         for (job, _), answer in zip(reads, answers, strict=True):
             if not isinstance(answer, NoNodeError):  # trimmed meanwhile
