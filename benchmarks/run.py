@@ -12,6 +12,9 @@ Sections (``--only`` takes these names, repeated or comma-separated):
 * ``image``     the container image: size (total, Baton's own layers), build times
 * ``scale``     N = 100 to 10,000 jobs due at one instant: Baton leader vs bare APScheduler
 * ``postgresql`` PostgreSQL rows: handover and kill -9 failover vs tooz, claims, cycles, lateness
+* ``sentinel``  Redis Sentinel rows: claims and cycles with min_replicas_ack vs redis-py Lock,
+  failover of the primary (SENTINEL FAILOVER, kill -9) to the next accepted fire
+* ``celery``    Celery beat under kill -9, SIGSTOP and a cut from Redis: Baton vs RedBeat
 
 ``--quick`` is a smoke mode: few repetitions, short loops; its numbers are not for the page.
 A section that fails is reported as "not measured" with the error, and the exit code is 1.
@@ -28,7 +31,18 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import cycles, failover, idle, image, lateness, postgresql, scale, zookeeper
+from benchmarks import (
+    celery_beat,
+    cycles,
+    failover,
+    idle,
+    image,
+    lateness,
+    postgresql,
+    redis_sentinel,
+    scale,
+    zookeeper,
+)
 from benchmarks.machine import facts, load_average
 from benchmarks.report import NOT_MEASURED, Section, Table
 
@@ -41,6 +55,8 @@ SECTIONS: dict[str, tuple[str, Callable[[bool, Path], Section]]] = {
     "image": ("6. Container image size and build time", image.run),
     "scale": (scale.TITLE, scale.run),
     "postgresql": (postgresql.TITLE, postgresql.run),
+    "sentinel": (redis_sentinel.TITLE, redis_sentinel.run),
+    "celery": (celery_beat.TITLE, celery_beat.run),
 }
 
 

@@ -75,3 +75,73 @@ def test_quick_postgresql_measures_every_table(tmp_path: Path) -> None:
     ):
         assert text.count(row) >= 1, row
     assert "| PostgreSQL graceful handover p50 |" in text
+
+
+@pytest.mark.slow
+def test_quick_sentinel_measures_every_table(tmp_path: Path) -> None:
+    """`--quick --only sentinel` measures claims, cycles and both faults on one Sentinel
+    group: every min_replicas_ack row next to redis-py Lock, no row unmeasured."""
+    out = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--only",
+            "sentinel",
+            "--write",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "## 9. Redis Sentinel: replication acknowledgements and primary failover" in text
+    assert "not measured" not in text
+    for row in (
+        "| Baton, Sentinel, min_replicas_ack=0: claim (one fire) |",
+        "| Baton, Sentinel, min_replicas_ack=1: claim (one fire) |",
+        "| Baton, Sentinel, min_replicas_ack=auto (2): claim_many (1,000 fires, per batch) |",
+        "| Baton, Sentinel, min_replicas_ack=1: try_acquire + release |",
+        "| redis-py Lock acquire + release, same primary (reference) |",
+        "| SENTINEL FAILOVER | 1 |",
+        "| kill -9 of the primary | auto |",
+    ):
+        assert text.count(row) >= 1, row
+    assert "| Redis Sentinel claim latency p99, min_replicas_ack=1 |" in text
+
+
+@pytest.mark.slow
+def test_quick_celery_compares_baton_and_redbeat(tmp_path: Path) -> None:
+    """`--quick --only celery` cuts a Baton and a RedBeat leader beat from Redis and reports
+    both from the task ledger, with Baton's zero duplicates."""
+    out = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--only",
+            "celery",
+            "--write",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "## 10. Celery beat: Baton vs RedBeat under faults" in text
+    assert "not measured" not in text
+    assert "| cut from Redis | Baton BatonScheduler | 1 | 0 |" in text
+    assert "| cut from Redis | celery-redbeat RedBeatScheduler (reference) | 1 |" in text
+    assert "| Celery beat duplicate executions (kill -9, SIGSTOP, cut) | 0 |" in text
