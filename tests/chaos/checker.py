@@ -15,7 +15,9 @@ Definitions (all times are the ledger server's real clock; ``seq`` is its apply 
   new leader could not have caught up: due more than ``misfire_grace`` before the next term
   began, or lost with the backend's data (Redis restart without persistence), or refused
   by PostgreSQL's claim epoch after a standby promotion (due before the first term on the
-  new timeline began plus the claim allowance, :func:`_claim_epoch_ends`), or due while
+  new timeline began plus the claim allowance, :func:`_claim_epoch_ends`), or refused by
+  Redis's claim epoch after a Sentinel or Cluster failover (due up to the epoch's end, read
+  from the store after the fault), or due while
   the replicas' clocks disagreed (``CLOCK_FAULTS``), or the one fire a deposed leader had
   claimed when it was hit (claims are at most once) — anything else is reported as
   "not caught up" (invariant).
@@ -56,7 +58,15 @@ DEPOSING = (
     "promotion",
     "session_expiry",
     "foreign_delete",
+    "sentinel_failover",
+    "primary_kill",
+    "lagging_promotion",
+    "shard_failover",
+    "node_kill",
 )
+#: Backends whose Redis fails over to a replica: the first acquisition on the new primary
+#: opens a claim epoch (``ACQUIRE_LUA``), which the suite reads from the store.
+FAILING_OVER_REDIS = frozenset({"sentinel", "cluster"})
 #: Fault types that move a replica's clock: a catch_up="all" tick missed in their windows is
 #: put down to the clocks disagreeing (a leader fires by its own clock; see CHAOS.md F4).
 CLOCK_FAULTS = frozenset({"clock_jump", "clock_skew", "skewed_partition"})
@@ -162,13 +172,17 @@ def _batch_fires(item: dict[str, Any]) -> set[tuple[str, float]]:
 
 def _scan_logs(
     paths: list[str],
-) -> tuple[dict[str, int], dict[str, int], list[str], set[tuple[str, float]]]:
-    """Event counts, leadership-loss reasons, the first tracebacks, and the fires whose
-    ``start`` went unanswered (``start_failed``: (job, instant))."""
+) -> tuple[
+    dict[str, int], dict[str, int], list[str], set[tuple[str, float]], set[tuple[str, float, str]]
+]:
+    """Event counts, leadership-loss reasons, the first tracebacks, the fires whose
+    ``start`` went unanswered (``start_failed``: (job, instant)), and the fires whose claim
+    went unanswered (``claim_failed``: (job, instant, claimant))."""
     events: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     tracebacks: list[str] = []
     unanswered: set[tuple[str, float]] = set()
+    claims: set[tuple[str, float, str]] = set()
     for path in paths:
         try:
             lines = Path(path).read_text(errors="replace").splitlines()
@@ -187,11 +201,14 @@ def _scan_logs(
                     reasons[str(item.get("reason"))] += 1
                 if name == "start_failed":
                     unanswered |= _batch_fires(item)
+                if name == "claim_failed":
+                    replica = str(item.get("replica", ""))
+                    claims |= {(job, at, replica) for job, at in _batch_fires(item)}
                 if "exception" in item and len(tracebacks) < EXAMPLES:
                     tracebacks.append(f"{Path(path).name}: {name}: {item['exception'][-300:]}")
             elif line.startswith("Traceback") and len(tracebacks) < EXAMPLES:
                 tracebacks.append(f"{Path(path).name}: {line}")
-    return dict(events), dict(reasons), tracebacks, unanswered
+    return dict(events), dict(reasons), tracebacks, unanswered, claims
 
 
 def check(workdir: Path) -> dict[str, Any]:
@@ -208,8 +225,8 @@ def check(workdir: Path) -> dict[str, Any]:
         counters = store.counters()
     finally:
         store.close()
-    events, reasons, tracebacks, unanswered = _scan_logs(meta.get("logs", []))
-    report = analyse(meta, faults, rows, counters, unanswered)
+    events, reasons, tracebacks, unanswered, claims = _scan_logs(meta.get("logs", []))
+    report = analyse(meta, faults, rows, counters, unanswered, claims)
     report["replica_logs"] = {
         "events": events,
         "leadership_lost_reasons": reasons,
@@ -227,12 +244,18 @@ def analyse(
     rows: list[Row],
     counters: dict[str, int],
     unanswered_starts: set[tuple[str, float]] | None = None,
+    unanswered_claims: set[tuple[str, float, str]] | None = None,
 ) -> dict[str, Any]:
     """The report for one run (pure: the inputs are what the run recorded).
 
     ``unanswered_starts``: (job, instant) of the fires whose claimant logged
     ``start_failed`` (a start sent and not answered), from the replica logs.
+    ``unanswered_claims``: (job, instant, claimant) of the fires whose claimant logged
+    ``claim_failed`` (a claim sent and not answered, or not acknowledged by replicas).
     """
+    claimants: dict[tuple[str, float], set[str]] = defaultdict(set)
+    for job, instant, replica in unanswered_claims or set():
+        claimants[(job, instant)].add(replica)
     backend = meta["backend"]
     acquired = [r for r in rows if r.op == "event" and r.phase == "acquired"]
     runs: dict[str, Run] = {}
@@ -296,6 +319,7 @@ def analyse(
                     backend,
                     faults,
                     (job, instant) in (unanswered_starts or set()),
+                    claimants.get((job, instant), set()),
                 )
             else:
                 entry["verdict"] = f"in window (catch_up={policy})"
@@ -512,14 +536,24 @@ def analyse(
 
 
 def _claim_epoch_ends(faults: list[dict[str, Any]], acquired: list[Row]) -> None:
-    """Set ``claim_epoch_end`` on every promotion: the real time up to which PostgreSQL's
-    claim epoch refuses fires without a record (claims on the old primary may not have
-    reached the standby). The first acquisition on the new timeline (a token whose high
-    bits are that timeline, see ``scheduler/backends/postgresql/schema.py``) sets it to the
-    server's clock plus the claim allowance; the ledger stamps that term's hook after the
-    acquisition, on the same host clock, so its stamp plus the allowance bounds it."""
+    """Set ``claim_epoch_end``: the real time up to which a claim epoch refuses fires
+    without a record (claims on the old primary may not have reached the new one).
+
+    PostgreSQL, on every promotion: the first acquisition on the new timeline (a token whose
+    high bits are that timeline, see ``scheduler/backends/postgresql/schema.py``) sets it to
+    the server's clock plus the claim allowance; the ledger stamps that term's hook after
+    the acquisition, on the same host clock, so its stamp plus the allowance bounds it.
+    Redis Sentinel and Cluster, on any fault after which the run found a new epoch in the
+    store (an acquisition on another server than the last one's, ``ACQUIRE_LUA``): its
+    ``high`` as the run read it (the servers run on the host's real clock)."""
     allowance = CLAIM_ALLOWANCE_MS / 1000
     for f in faults:
+        # Redis Sentinel / Cluster: the run read the epoch's end (server ms) from the store
+        # after the fault's recovery, when an acquisition had opened a new one.
+        opened = f.get("params", {}).get("claim_epoch_end")
+        if opened:
+            f["claim_epoch_end"] = float(opened)
+            continue
         timeline = f.get("params", {}).get("timeline")
         if f["type"] != "promotion" or not timeline:
             continue
@@ -553,6 +587,7 @@ def _all_policy_verdict(
     backend: str,
     faults: list[dict[str, Any]],
     start_unanswered: bool,
+    claim_unanswered_by: set[str] | frozenset[str] = frozenset(),
 ) -> str:
     """Why a catch_up="all" tick in a fault window was not run (or that it should have been)."""
     kinds = {w[2]["type"] for w in inside}
@@ -572,6 +607,16 @@ def _all_policy_verdict(
         # loss): the tick was in the promotion's window, or still being recovered from its
         # own fault when the promotion came.
         return "refused by the claim epoch after a standby promotion"
+    if backend in FAILING_OVER_REDIS and any(
+        instant <= f.get("claim_epoch_end", -math.inf)
+        and any(w[2]["id"] == f["id"] or instant <= f["inject"] <= w[1] for w in inside)
+        for f in faults
+    ):
+        # A replica promoted (Sentinel, a Cluster shard) may lack the last claims, so the
+        # first acquisition on it refuses every fire without a record up to its clock plus
+        # the claim allowance (ACQUIRE_LUA): the tick was in the window of the fault after
+        # which that epoch opened, or still being recovered from its own fault then.
+        return "refused by the claim epoch after a failover"
     nxt = [r for r in acquired if r.at > instant]
     if not nxt or nxt[0].at - instant > grace - 1.0:
         return "no new term within misfire_grace"
@@ -580,6 +625,18 @@ def _all_policy_verdict(
         # may say "running" although the job never ran, and a started fire is never given
         # back (CHAOS.md, F11): at most once.
         return "its start went unanswered and its term ended (at most once)"
+    if any(
+        f["type"] == "kill_leader"
+        and f["victim"] in claim_unanswered_by
+        and instant <= f["inject"]
+        and any(w[2]["id"] == f["id"] or f["inject"] <= w[1] for w in inside)
+        for f in faults
+    ):
+        # Its claimant's claim went unanswered (or unacknowledged: the record may be on the
+        # primary), and the claimant was killed while the tick's fault was still open,
+        # before it settled the claim: nobody else may run a fire another term claimed
+        # (claims are at most once; F10 settles them only in the claimant's own term).
+        return "its claim went unanswered and its claimant was killed (at most once)"
     for _, _, f in inside:
         # A killed leader may have claimed this very fire just before it died: the fire in
         # flight is the first one due after the kill. Claims are at most once, and only the

@@ -78,6 +78,7 @@ class Replicas:
             }
         )
         env.update({f"BATON_{k.upper()}": str(v) for k, v in self.settings.items()})
+        env.update(self.target.env_for(name))
         env.update(self.clocks.env(name))
         log_path = self.logdir / f"{name}.{n}.log"
         with log_path.open("wb") as out:

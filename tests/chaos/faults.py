@@ -31,6 +31,12 @@ FAULT_TYPES = (
     "promotion",
     "session_expiry",
     "terminate_backend",
+    "sentinel_failover",
+    "primary_kill",
+    "replication_partition",
+    "lagging_promotion",
+    "shard_failover",
+    "node_kill",
     "partition_blackhole",
     "partition_delay",
     "foreign_delete",
@@ -38,19 +44,34 @@ FAULT_TYPES = (
     "clock_skew",
     "skewed_partition",
 )
+#: The faults that only a backend's own deployment has, and which backends those are.
+_ONLY: dict[str, tuple[tuple[str, ...], str]] = {
+    "session_expiry": (("zookeeper",), "ZooKeeper only"),
+    "promotion": (("postgresql",), "PostgreSQL only"),
+    "terminate_backend": (("postgresql",), "PostgreSQL only"),
+    "sentinel_failover": (("sentinel",), "Redis Sentinel only"),
+    "primary_kill": (("sentinel",), "Redis Sentinel only"),
+    "replication_partition": (("sentinel",), "Redis Sentinel only"),
+    "lagging_promotion": (("sentinel",), "Redis Sentinel only"),
+    "shard_failover": (("cluster",), "Redis Cluster only"),
+    "node_kill": (("cluster",), "Redis Cluster only"),
+}
+_BACKENDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster")
 #: Why a fault type does not apply to a backend.
 NOT_APPLICABLE = {
     ("sqlite", "backend_restart"): "embedded: there is no server to kill",
     ("sqlite", "partition_blackhole"): "embedded: no network between replica and store",
     ("sqlite", "partition_delay"): "embedded: no network between replica and store",
     ("sqlite", "skewed_partition"): "embedded: no network between replica and store",
-    ("sqlite", "session_expiry"): "ZooKeeper only",
-    ("redis", "session_expiry"): "ZooKeeper only",
-    ("postgresql", "session_expiry"): "ZooKeeper only",
+    ("sentinel", "backend_restart"): "replicated: a kill -9 of the primary is primary_kill "
+    "(Sentinel promotes a replica, the old primary rejoins as one)",
+    ("cluster", "backend_restart"): "replicated: a kill -9 of the election's shard primary "
+    "is node_kill (its replica takes over, the node rejoins as one)",
     **{
-        (backend, kind): "PostgreSQL only"
-        for backend in ("sqlite", "redis", "zookeeper")
-        for kind in ("promotion", "terminate_backend")
+        (backend, kind): why
+        for kind, (owners, why) in _ONLY.items()
+        for backend in _BACKENDS
+        if backend not in owners
     },
 }
 
@@ -201,6 +222,114 @@ def terminate_backend(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     record = _record("terminate_backend", fault_id, holder, holder.replica)
     record.params["terminated"] = chaos.target.terminate(holder.replica)
     record.heal = time.time()
+    return record
+
+
+def _failed_over(record: FaultRecord) -> None:
+    """Times of a failover: the old primary could no longer serve from the injection (a new
+    leader needs the new primary first, so failover times include the promotion)."""
+    record.ref = record.inject
+
+
+def sentinel_failover(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """``SENTINEL FAILOVER``: the Sentinels promote a replica, the old primary is made its
+    replica; healed once every server replicates from the new primary."""
+    holder = chaos.target.holder()
+    record = _record("sentinel_failover", fault_id, holder, "server")
+    record.params["pid"] = chaos.target.server_pid
+    record.params["new_primary"] = chaos.target.failover()  # type: ignore[attr-defined]
+    _failed_over(record)
+    record.heal = time.time()
+    return record
+
+
+def primary_kill(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """kill -9 the primary (no persistence: its data is gone); the Sentinels promote a
+    replica after ``down-after`` (1 s); then the old primary is restarted and Sentinel makes
+    it a replica of the new one. Healed once it replicates (the group is whole again)."""
+    target: Any = chaos.target
+    holder = target.holder()
+    record = _record("primary_kill", fault_id, holder, "server")
+    record.params["pid"] = target.server_pid
+    killed = target.kill_primary()
+    record.params["promoted_in"] = round(time.time() - record.inject, 3)
+    _failed_over(record)
+    target.rejoin(killed)
+    record.heal = time.time()
+    record.params["rejoined_in"] = round(record.heal - record.inject, 3)
+    return record
+
+
+def replication_partition(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Cut the primary from every replica for 2-8 s (their replication links held, both
+    ways; the links stay up, so the replicas still count as connected): with
+    ``min_replicas_ack`` auto every acknowledged call then fails (liveness suffers, safety
+    must hold). What was held is delivered on heal."""
+    target: Any = chaos.target
+    holder = target.holder()
+    record = _record("replication_partition", fault_id, holder, "replicas")
+    seconds = chaos.rng.uniform(2.0, 8.0)
+    record.params["seconds"] = round(seconds, 3)
+    target.hold_replication()
+    record.inject = record.ref = time.time()
+    chaos.sleep(seconds)
+    target.release_replication()
+    record.heal = time.time()
+    return record
+
+
+def lagging_promotion(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Hold one replica's replication link for 0.5-3 s, then have the Sentinels promote
+    that very replica (the others get priority 0) while it is still behind: the last lease,
+    token and claim writes may be lost (issue 15's regression (a)); the link is released
+    after the promotion (its held bytes are dropped with the old link)."""
+    target: Any = chaos.target
+    holder = target.holder()
+    lagging = target.pick_replica(chaos.rng)
+    record = _record("lagging_promotion", fault_id, holder, "server")
+    lag = chaos.rng.uniform(0.5, 3.0)
+    record.params.update(pid=target.server_pid, promoted=target.address(lagging), lag=round(lag, 3))
+    target.hold_replication(lagging)
+    record.inject = time.time()
+    try:
+        chaos.sleep(lag)
+        target.promote(lagging)
+    finally:
+        target.release_replication(lagging)
+    _failed_over(record)
+    record.heal = time.time()
+    record.params["promoted_in"] = round(record.heal - record.inject - lag, 3)
+    return record
+
+
+def shard_failover(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """``CLUSTER FAILOVER`` on the replica of the shard holding the election's slot (a
+    manual failover: the replica catches up first, then takes over); healed once every
+    node agrees."""
+    target: Any = chaos.target
+    holder = target.holder()
+    record = _record("shard_failover", fault_id, holder, "server")
+    record.params["pid"] = target.server_pid
+    record.params["new_primary"] = target.failover_shard()
+    _failed_over(record)
+    record.heal = time.time()
+    return record
+
+
+def node_kill(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """kill -9 the primary of the election's shard; its replica takes over after
+    ``cluster-node-timeout`` (2 s); then the node is restarted and rejoins as a replica.
+    Healed once the cluster agrees again."""
+    target: Any = chaos.target
+    holder = target.holder()
+    record = _record("node_kill", fault_id, holder, "server")
+    record.params["pid"] = target.server_pid
+    killed = target.kill_shard_primary()
+    record.params["promoted_in"] = round(time.time() - record.inject, 3)
+    _failed_over(record)
+    target.restart_node(killed)
+    record.heal = time.time()
+    record.params["rejoined_in"] = round(record.heal - record.inject, 3)
     return record
 
 
@@ -356,6 +485,12 @@ INJECTORS: dict[str, Callable[[Chaos, int], FaultRecord | None]] = {
     "promotion": promotion,
     "session_expiry": session_expiry,
     "terminate_backend": terminate_backend,
+    "sentinel_failover": sentinel_failover,
+    "primary_kill": primary_kill,
+    "replication_partition": replication_partition,
+    "lagging_promotion": lagging_promotion,
+    "shard_failover": shard_failover,
+    "node_kill": node_kill,
     "partition_blackhole": partition_blackhole,
     "partition_delay": partition_delay,
     "foreign_delete": foreign_delete,

@@ -1,7 +1,8 @@
 """Run the chaos suite: 5 replicas, a seeded fault schedule, then the checker's verdict.
 
 ``python -m tests.chaos.run --backend redis --duration 600 --seed 7 --report CHAOS-redis.md``
-(``--many-jobs 2000`` adds the many-jobs workload: see :mod:`tests.chaos.workload`)
+(``--many-jobs 2000`` adds the many-jobs workload: see :mod:`tests.chaos.workload`;
+``--backend sentinel|cluster --min-replicas-ack 1`` sets that URL option of the replicas)
 
 The run starts the ledger server, the backend (and one proxy per replica), five replicas
 under libfaketime, waits for the first ticks, then injects faults one at a time until
@@ -33,7 +34,7 @@ from tests.chaos.cluster import Replicas
 from tests.chaos.faketime import FakeClocks, probe
 from tests.chaos.faults import FAULT_TYPES, INJECTORS, Chaos, FaultRecord, applicable
 from tests.chaos.proxy import ProxyLoop
-from tests.chaos.targets import KINDS, make_target
+from tests.chaos.targets import KINDS, Target, make_target
 from tests.harness.replicas import ROOT
 
 REPLICAS = 5
@@ -57,6 +58,8 @@ class Options:
     gap: tuple[float, float] = (0.3, 1.0)
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Query options of the replicas' URL (Sentinel and Cluster: ``min_replicas_ack``).
+    url_options: dict[str, str] = field(default_factory=dict)
     #: Pairs of fault types kept at least ``apart`` seconds from each other (empty: none).
     keep_apart: tuple[tuple[str, str], ...] = ()
     apart: float = 0.0
@@ -133,6 +136,17 @@ def _too_close(kind: str, records: list[FaultRecord], options: Options) -> bool:
     return False
 
 
+def _claim_epoch(target: Target, record: FaultRecord, seen: str | None) -> str | None:
+    """Note on ``record`` a claim epoch opened since ``seen`` (Redis Sentinel and Cluster:
+    an acquisition on a server other than the last one's refuses every fire without a
+    record up to its clock plus the claim allowance); returns the epoch now."""
+    epoch = target.claim_epoch()
+    if epoch is not None and epoch != seen:
+        record.params["claim_epoch"] = epoch
+        record.params["claim_epoch_end"] = int(epoch.split(":")[1]) / 1000
+    return epoch if epoch is not None else seen
+
+
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -148,7 +162,7 @@ def run(options: Options) -> dict[str, Any]:
     clocks = FakeClocks(workdir)
     probe(clocks)
     loop = ProxyLoop()
-    target = make_target(options.backend, workdir, cluster, loop)
+    target = make_target(options.backend, workdir, cluster, loop, options.url_options)
     ledger = LedgerProcess(workdir)
     replicas: Replicas | None = None
     records: list[FaultRecord] = []
@@ -162,6 +176,7 @@ def run(options: Options) -> dict[str, Any]:
         "skipped_fault_types": skipped,
         "command": options.command,
         "many_jobs": options.extra.get("chaos_many_jobs", 0),
+        "url_options": options.url_options,
         "cluster": cluster,
     }
     try:
@@ -189,6 +204,7 @@ def run(options: Options) -> dict[str, Any]:
         chaos = Chaos(target, replicas, clocks, rng, LEASE_TTL)
         end = time.monotonic() + options.duration
         fault_id = 0
+        epoch = target.claim_epoch()
         while time.monotonic() < end:
             replicas.reap()
             kind = rng.choice(kinds)
@@ -206,6 +222,7 @@ def run(options: Options) -> dict[str, Any]:
             )
             record.recovered = time.time()
             record.recovery_timed_out = not recovered
+            epoch = _claim_epoch(target, record, epoch)
             records.append(record)
             with (workdir / "faults.jsonl").open("a") as out:  # kept if the run is killed
                 out.write(json.dumps(record.to_dict()) + "\n")
@@ -224,6 +241,8 @@ def run(options: Options) -> dict[str, Any]:
         quiet = time.time()
         _wait(lambda: ledger.latest_tick() > quiet, RECOVERY_TIMEOUT)
         time.sleep(options.cooldown)
+        if records:
+            _claim_epoch(target, records[-1], epoch)  # opened after the last recovery
         meta["measure_end"] = time.time() - 2.0
         replicas.stop_all()
         meta["stopped"] = time.time()
@@ -264,9 +283,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also load N crowd jobs due together every 10 s (tests.chaos.workload; 0: none)",
     )
+    parser.add_argument(
+        "--min-replicas-ack",
+        metavar="N",
+        help="sentinel and cluster: the replicas' min_replicas_ack (default: Baton's, auto)",
+    )
     args = parser.parse_args(argv)
     if args.many_jobs < 0:
         parser.error("--many-jobs must be 0 or more")
+    url_options: dict[str, str] = {}
+    if args.min_replicas_ack is not None:
+        if args.backend not in ("sentinel", "cluster"):
+            parser.error("--min-replicas-ack is for --backend sentinel or cluster")
+        url_options["min_replicas_ack"] = args.min_replicas_ack
     workdir = args.workdir or Path(
         tempfile.mkdtemp(prefix=f"baton-chaos-{args.backend}-{args.seed}-")
     )
@@ -283,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         replay += ["--faults", args.faults]
     if args.many_jobs:
         replay += ["--many-jobs", str(args.many_jobs)]
+    if url_options:
+        replay += ["--min-replicas-ack", url_options["min_replicas_ack"]]
     command = "python -m tests.chaos.run " + shlex.join(replay)
     options = Options(
         backend=args.backend,
@@ -292,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         cooldown=args.cooldown,
         faults=tuple(f for f in args.faults.split(",") if f),
         command=command,
+        url_options=url_options,
         # Read by tests.chaos.workload in every replica (BATON_CHAOS_MANY_JOBS).
         extra={"chaos_many_jobs": args.many_jobs} if args.many_jobs else {},
     )

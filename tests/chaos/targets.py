@@ -4,7 +4,13 @@ Each kind gives the replicas a URL (through that replica's own proxy when there 
 network; PostgreSQL: one proxy per server), and gives the fault injectors what they need
 behind Baton's back: the current lease holder read raw from the store, a foreign delete of
 the lease, a server kill and restart, a ZooKeeper session expiry, PostgreSQL's
-``pg_terminate_backend`` and a standby promotion.
+``pg_terminate_backend`` and a standby promotion, a Sentinel failover, a kill -9 of a
+Redis primary, a replication link held, a Redis Cluster shard failover.
+
+Sentinel and Cluster clients are told where the servers are (by a Sentinel, by ``CLUSTER
+SLOTS``), so a proxy in front of the URL's address would partition nothing: each replica
+gets a proxy of its own in front of *every* server and Sentinel, and its process connects
+through them (``tests/chaos/netmap``: its loopback ports remapped, see there).
 """
 
 from __future__ import annotations
@@ -12,7 +18,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import random
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +30,9 @@ from urllib.parse import quote
 
 from tests.chaos.proxy import Proxy, ProxyLoop
 
-KINDS = ("sqlite", "redis", "zookeeper", "postgresql")
+KINDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster")
+#: The directory whose ``sitecustomize`` remaps a replica's ports to its own proxies.
+NETMAP_DIR = Path(__file__).resolve().parent / "netmap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,15 @@ class Target:
     def url_for(self, replica: str) -> str:
         """The backend URL replica ``replica`` is configured with."""
         raise NotImplementedError
+
+    def env_for(self, replica: str) -> dict[str, str]:
+        """Extra environment of replica ``replica``'s process (called after ``url_for``)."""
+        return {}
+
+    def claim_epoch(self) -> str | None:
+        """Redis: the claim epoch key as the current primary has it ("low:high", server
+        milliseconds), None if unset or unreadable; other backends: None."""
+        return None
 
     def holder(self) -> Holder | None:
         """The current lease holder, read raw from the store; None if none or unknown."""
@@ -462,8 +483,312 @@ class PostgreSQLTarget(Target):
                 server.cleanup()
 
 
-def make_target(kind: str, workdir: Path, cluster: str, loop: ProxyLoop) -> Target:
-    """The target for ``kind`` (one of :data:`KINDS`)."""
+class _RemappedRedis(Target):
+    """Base of the Redis deployments whose clients are told where the servers are: each
+    replica reaches every server and Sentinel through proxies of its own (a partition cuts
+    them all), its process remapping the ports to them (``BATON_CHAOS_NETMAP``)."""
+
+    def __init__(
+        self, workdir: Path, cluster: str, loop: ProxyLoop, options: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(workdir, cluster)
+        self._loop = loop
+        #: Query options of the replicas' URL (``min_replicas_ack``; none: Baton's defaults).
+        self.options = dict(options or {})
+        self._links: dict[str, dict[int, Proxy]] = {}  # replica -> upstream port -> proxy
+        self._clients: dict[int, Any] = {}  # observer clients by server port
+
+    def _upstreams(self) -> list[int]:
+        """Every port a replica's process may connect to."""
+        raise NotImplementedError
+
+    def _url(self) -> str:
+        raise NotImplementedError
+
+    def _primary(self) -> Any:
+        """The data server holding the election's keys now (a RedisServer)."""
+        raise NotImplementedError
+
+    def url_for(self, replica: str) -> str:
+        if replica not in self._links:
+            self._links[replica] = {port: Proxy(self._loop, port) for port in self._upstreams()}
+            self.proxies[replica] = next(iter(self._links[replica].values()))
+        return self._url()
+
+    def env_for(self, replica: str) -> dict[str, str]:
+        from tests.harness.replicas import ROOT
+
+        netmap = ",".join(f"{port}:{proxy.port}" for port, proxy in self._links[replica].items())
+        return {
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{NETMAP_DIR}",
+            "BATON_CHAOS_NETMAP": netmap,
+        }
+
+    def links(self, replica: str) -> list[Proxy]:
+        return list(self._links[replica].values())
+
+    def _keys(self) -> tuple[str, str, str]:
+        base = f"baton:{{{self.cluster}}}"
+        return f"{base}:lease", f"{base}:info", f"{base}:epoch"
+
+    def _observer(self) -> Any:
+        server = self._primary()
+        client = self._clients.get(server.port)
+        if client is None:
+            client = self._clients[server.port] = server.client(timeout=1.0)
+        return client
+
+    def holder(self) -> Holder | None:
+        lease, info, _ = self._keys()
+        try:
+            pipe = self._observer().pipeline(transaction=True)
+            pipe.exists(lease)
+            pipe.hmget(info, "replica", "token")
+            exists, (replica, token) = pipe.execute()
+        except Exception:
+            return None
+        if not exists or replica is None or token is None:
+            return None
+        return Holder(str(replica), int(token))
+
+    def delete_lease(self) -> bool:
+        return bool(self._observer().delete(self._keys()[0]))
+
+    def claim_epoch(self) -> str | None:
+        try:
+            value = self._observer().get(self._keys()[2])
+        except Exception:
+            return None
+        return None if value is None else str(value)
+
+    @property
+    def server_pid(self) -> int | None:
+        try:
+            server = self._primary()
+        except Exception:
+            return None
+        return server.pid if server.running else None
+
+    def _close_links(self) -> None:
+        for links in self._links.values():
+            for proxy in links.values():
+                proxy.close()
+        for client in self._clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+class SentinelTarget(_RemappedRedis):
+    """A primary, 2 replicas and 3 Sentinels (:class:`tests.harness.redis_sentinel.
+    SentinelGroup`, no persistence), replicas configured with ``redis+sentinel://`` and
+    ``min_replicas_ack`` left at ``auto`` (every connected replica).
+
+    The group's own fronts stay (they hold replication links: :meth:`hold_replication`);
+    each replica's proxies sit in front of the fronts and of the Sentinels.
+    """
+
+    kind = "sentinel"
+    faults = (
+        "kill_leader",
+        "pause_leader",
+        "sentinel_failover",
+        "primary_kill",
+        "replication_partition",
+        "lagging_promotion",
+        "partition_blackhole",
+        "partition_delay",
+        "foreign_delete",
+        "clock_jump",
+        "clock_skew",
+        "skewed_partition",
+    )
+
+    #: Seconds between two samples of every server's role and lease (``roles.jsonl``).
+    SAMPLE_EVERY = 0.1
+
+    def __init__(
+        self, workdir: Path, cluster: str, loop: ProxyLoop, options: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(workdir, cluster, loop, options)
+        from tests.harness.redis_sentinel import SentinelGroup
+
+        self.group = SentinelGroup(replicas=2, sentinels=3)
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.group.start()
+        self._sampler = threading.Thread(target=self._sample, name="roles", daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        """Every :data:`SAMPLE_EVERY` s, note each data server's role, the primary it
+        follows and the lease holder it has, in ``roles.jsonl`` (one line per change): the
+        evidence for a report of two primaries at once."""
+        lease, info, _ = self._keys()
+        clients = {s.port: s.client(timeout=0.3) for s in self.group.servers}
+        last: dict[str, Any] = {}
+        with (self.workdir / "roles.jsonl").open("a") as out:
+            while not self._stop.wait(self.SAMPLE_EVERY):
+                now: dict[str, Any] = {}
+                for server in self.group.servers:
+                    name = str(self.group.address(server)[1])
+                    try:
+                        client = clients[server.port]
+                        role = client.info("replication")
+                        pipe = client.pipeline(transaction=False)
+                        pipe.get(lease)
+                        pipe.hget(info, "token")
+                        pipe.hget(info, "replica")
+                        holder, token, replica = pipe.execute()
+                        now[name] = [
+                            role.get("role"),
+                            role.get("master_port"),
+                            replica if holder else None,
+                            token if holder else None,
+                        ]
+                    except Exception:
+                        now[name] = ["down"]
+                if now != last:
+                    out.write(json.dumps({"at": round(time.time(), 3), "servers": now}) + "\n")
+                    out.flush()
+                    last = now
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _upstreams(self) -> list[int]:
+        return [port for _, port in self.group.sentinels] + [
+            self.group.address(server)[1] for server in self.group.servers
+        ]
+
+    def _url(self) -> str:
+        return self.group.url(**self.options)
+
+    def _primary(self) -> Any:
+        return self.group.primary()
+
+    def address(self, server: Any) -> str:
+        """``host:port`` clients know ``server`` by (its front)."""
+        host, port = self.group.address(server)
+        return f"{host}:{port}"
+
+    def failover(self) -> str:
+        """``SENTINEL FAILOVER``, waited for; returns the new primary's address."""
+        return self.address(self.group.failover())
+
+    def kill_primary(self) -> Any:
+        """kill -9 the primary; returns once the Sentinels promoted a replica."""
+        return self.group.kill_primary()
+
+    def rejoin(self, server: Any) -> None:
+        """Restart a killed server; returns once it replicates from the current primary."""
+        self.group.rejoin(server)
+
+    def hold_replication(self, server: Any = None) -> None:
+        """Hold the replication link of ``server`` (every replica's when None)."""
+        self.group.pause_replication(server)
+
+    def release_replication(self, server: Any = None) -> None:
+        self.group.resume_replication(server)
+
+    def pick_replica(self, rng: random.Random) -> Any:
+        """One of the running replicas (not the primary), at random."""
+        return rng.choice(self.group.replicas())
+
+    def promote(self, server: Any) -> None:
+        """Make the Sentinels promote ``server`` in particular (however far behind)."""
+        self.group.promote(server)
+
+    def heal_all(self) -> None:
+        super().heal_all()
+        self.group.heal()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join(5)
+        self._close_links()
+        self.group.cleanup()
+
+
+class ClusterTarget(_RemappedRedis):
+    """A Redis Cluster of 3 primaries and 3 replicas (:class:`tests.harness.redis_cluster.
+    RedisClusterGroup`, no persistence), replicas configured with ``redis+cluster://`` and
+    ``min_replicas_ack`` left at ``auto``. The faults aim at the shard holding the
+    election's slot (every key of it shares the hash tag ``{<cluster>}``)."""
+
+    kind = "cluster"
+    faults = (
+        "kill_leader",
+        "pause_leader",
+        "shard_failover",
+        "node_kill",
+        "partition_blackhole",
+        "partition_delay",
+        "foreign_delete",
+        "clock_jump",
+        "clock_skew",
+        "skewed_partition",
+    )
+
+    def __init__(
+        self, workdir: Path, cluster: str, loop: ProxyLoop, options: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(workdir, cluster, loop, options)
+        from tests.harness.redis_cluster import RedisClusterGroup
+
+        self.group = RedisClusterGroup(primaries=3, replicas_per_primary=1)
+
+    def start(self) -> None:
+        self.group.start()
+
+    def _upstreams(self) -> list[int]:
+        return [node.port for node in self.group.nodes]
+
+    def _url(self) -> str:
+        return self.group.url(**self.options)
+
+    def _primary(self) -> Any:
+        return self.group.node_for_key(self._keys()[0])
+
+    def failover_shard(self) -> int:
+        """``CLUSTER FAILOVER`` on the replica of the election's shard, waited for; returns
+        the new primary's port."""
+        return int(self.group.failover_shard(self._keys()[0]).port)
+
+    def kill_shard_primary(self) -> Any:
+        """kill -9 the election shard's primary; returns once its replica took over."""
+        node = self._primary()
+        self.group.kill(node)
+        return node
+
+    def restart_node(self, node: Any) -> None:
+        """Restart a killed node; returns once the cluster agrees (it rejoins as a replica)."""
+        self.group.restart(node)
+
+    def heal_all(self) -> None:
+        super().heal_all()
+        for node in self.group.nodes:
+            if not node.running:
+                self.group.restart(node)
+
+    def close(self) -> None:
+        self._close_links()
+        self.group.cleanup()
+
+
+def make_target(
+    kind: str,
+    workdir: Path,
+    cluster: str,
+    loop: ProxyLoop,
+    url_options: dict[str, str] | None = None,
+) -> Target:
+    """The target for ``kind`` (one of :data:`KINDS`); ``url_options`` (Sentinel and Cluster
+    only) are added to the replicas' URL."""
+    if url_options and kind not in ("sentinel", "cluster"):
+        raise ValueError(f"URL options are for the sentinel and cluster backends, not {kind!r}")
     if kind == "sqlite":
         return SqliteTarget(workdir, cluster)
     if kind == "redis":
@@ -472,4 +797,8 @@ def make_target(kind: str, workdir: Path, cluster: str, loop: ProxyLoop) -> Targ
         return ZooKeeperTarget(workdir, cluster, loop)
     if kind == "postgresql":
         return PostgreSQLTarget(workdir, cluster, loop)
+    if kind == "sentinel":
+        return SentinelTarget(workdir, cluster, loop, url_options)
+    if kind == "cluster":
+        return ClusterTarget(workdir, cluster, loop, url_options)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")

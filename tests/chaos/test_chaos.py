@@ -1,5 +1,8 @@
 """A short chaos run per backend (CI): the checker's invariants must hold.
 
+Backends: SQLite, Redis, ZooKeeper, PostgreSQL and Redis Cluster always; Redis Sentinel when
+``BATON_CHAOS_OPT_IN=sentinel`` (it finds F13 today, see CHAOS.md).
+
 Each run is about two minutes: ~90 s of faults on 5 replicas, then a quiet cool-down and
 the checker. One run per backend feeds two tests: the safety invariants (no duplicate,
 no overlap of accepted work, no stale write accepted, no lost update), asserted everywhere,
@@ -38,7 +41,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 
 #: Seconds of faults in CI; with start-up, cool-down and shut-down a run takes ~2 minutes.
 SHORT = 90.0
-BACKENDS = ("sqlite", "redis", "zookeeper", "postgresql")
+BACKENDS = ("sqlite", "redis", "zookeeper", "postgresql", "cluster")
+#: Backends run only when named in :data:`OPT_IN_ENV` (comma-separated): Sentinel, until
+#: F13 (CHAOS.md) is fixed: its run finds a duplicated tick about once in ten primary kills.
+OPT_IN = ("sentinel",)
+OPT_IN_ENV = "BATON_CHAOS_OPT_IN"
+
+
+def _backends() -> tuple[str, ...]:
+    chosen = {name.strip() for name in os.environ.get(OPT_IN_ENV, "").split(",")}
+    return BACKENDS + tuple(b for b in OPT_IN if b in chosen)
+
+
 #: Fixes every backend's seed (an integer); unset, each session draws new ones.
 SEED_ENV = "BATON_CHAOS_SEED"
 #: Drawn seeds lie in [0, SEED_RANGE): plenty of schedules, still short to type.
@@ -112,7 +126,7 @@ def _context(backend: str, seed: int, report: dict[str, Any] | None = None, abou
     return head if report is None else f"{head}\n{checker.markdown(report)}"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", _backends())
 def test_short_chaos_run_keeps_the_safety_invariants(
     backend: str, seed: int, report: dict[str, Any]
 ) -> None:
@@ -126,7 +140,7 @@ def test_short_chaos_run_keeps_the_safety_invariants(
     assert report["lost_updates"] == 0, summary
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", _backends())
 def test_short_chaos_run_misses_ticks_only_inside_fault_windows(
     backend: str, seed: int, report: dict[str, Any]
 ) -> None:

@@ -5,8 +5,11 @@ checker that always says "ok" would prove nothing."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,13 +22,24 @@ import pytest
 from tests.chaos.checker import analyse, markdown
 from tests.chaos.cluster import Replicas
 from tests.chaos.faketime import FakeClocks
-from tests.chaos.faults import FAULT_TYPES, INJECTORS, Chaos, applicable, skewed_partition
+from tests.chaos.faults import (
+    FAULT_TYPES,
+    INJECTORS,
+    Chaos,
+    FaultRecord,
+    applicable,
+    skewed_partition,
+)
 from tests.chaos.ledger import LedgerStore, Row
 from tests.chaos.proxy import Proxy, ProxyLoop
+from tests.chaos.run import _claim_epoch
 from tests.chaos.targets import (
+    NETMAP_DIR,
+    ClusterTarget,
     Holder,
     PostgreSQLTarget,
     RedisTarget,
+    SentinelTarget,
     SqliteTarget,
     Target,
     ZooKeeperTarget,
@@ -219,6 +233,105 @@ def test_a_promotion_before_the_ticks_fault_was_over_excuses_it() -> None:
     assert not _report(rows, 30, faults=[cut, late], backend="postgresql")["ok"]
 
 
+def _failover(
+    fault_id: int, kind: str, inject: float, heal: float, epoch_end: float | None
+) -> dict[str, Any]:
+    params = {} if epoch_end is None else {"claim_epoch_end": epoch_end}
+    return {**_fault(fault_id, kind, inject, heal), "victim": "server", "params": params}
+
+
+def test_a_redis_failover_excuses_ticks_up_to_the_claim_epoch_it_opened() -> None:
+    """After a Sentinel or Cluster failover the first acquisition on the new primary refuses
+    every fire without a record up to its clock + 1 s (the epoch the run read from the
+    store): those misses are explained; a later one, the same failover without an epoch,
+    and plain Redis are not."""
+    rows = Rows()
+    rows.clean(30)
+    gone = {"t8", "t9", "t10", "t11"}
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run in gone)]
+    rows.add("events", T0 + 10, "term", 6, "acquired", T0 + 10.2, op="event", replica="r2")
+    for backend, kind in (("sentinel", "primary_kill"), ("cluster", "node_kill")):
+        faults = [_failover(1, kind, T0 + 8.0, T0 + 9.5, epoch_end=T0 + 11.2)]
+        report = _report(rows, 30, faults=faults, backend=backend)
+        assert report["ok"], report["violations"]
+        verdicts = report["ticks"]["chaos.tick"]["missed_by_verdict"]
+        assert verdicts == {"refused by the claim epoch after a failover": 4}
+        assert report["failover"]["by_type"][kind]["n"] == 1
+        assert not _report(rows, 30, faults=faults, backend="redis")["ok"]
+        no_epoch = [_failover(1, kind, T0 + 8.0, T0 + 9.5, epoch_end=None)]
+        assert not _report(rows, 30, faults=no_epoch, backend=backend)["ok"]
+    # Due after the epoch's end, with a term after it to catch it up: not explained.
+    rows.add("events", T0 + 14, "term", 7, "acquired", T0 + 14.2, op="event", replica="r3")
+    short = [_failover(1, "primary_kill", T0 + 8.0, T0 + 9.5, epoch_end=T0 + 10.5)]
+    report = _report(rows, 30, faults=short, backend="sentinel")
+    assert report["ticks"]["chaos.tick"]["missed_not_caught_up"] == 1, report["ticks"]
+
+
+def test_a_claim_epoch_excuses_a_tick_only_in_its_faults_reach() -> None:
+    """An epoch opened after a fault that came while the tick's own window was open
+    explains the miss; one opened long after the window does not."""
+    rows = Rows()
+    rows.clean(30)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t8")]
+    rows.add("events", T0 + 9, "term", 6, "acquired", T0 + 9.5, op="event", replica="r2")
+    cut = _fault(1, "partition_delay", T0 + 7.5, T0 + 9.0)
+    soon = _failover(2, "sentinel_failover", T0 + 12.0, T0 + 13.0, epoch_end=T0 + 14.0)
+    report = _report(rows, 30, faults=[cut, soon], backend="sentinel")
+    assert report["ok"], report["violations"]
+    late = _failover(2, "sentinel_failover", T0 + 25.0, T0 + 26.0, epoch_end=T0 + 27.0)
+    assert not _report(rows, 30, faults=[cut, late], backend="sentinel")["ok"]
+
+
+def test_an_unanswered_claim_of_a_killed_claimant_excuses_only_its_own_tick() -> None:
+    """A missed tick whose claim its claimant logged as failed (in doubt), the claimant then
+    killed while the tick's window was open, is at most once; another replica's failed
+    claim, or a kill before the tick, does not explain it."""
+    rows = Rows()
+    rows.clean(30)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t8")]
+    rows.add("events", T0 + 12, "term", 6, "acquired", T0 + 12.5, op="event", replica="r2")
+    cut = _fault(1, "replication_partition", T0 + 7.5, T0 + 9.5)
+    kill = {**_fault(2, "kill_leader", T0 + 10.5, T0 + 11.5), "victim": "r1"}
+    claims = {("chaos.tick", T0 + 8, "r1")}
+
+    def report(faults: list[dict[str, Any]], failed: set[tuple[str, float, str]]) -> Any:
+        final = sum(1 for r in rows.rows if r.op == "store" and r.accepted)
+        meta = _meta(30, "sentinel")
+        return analyse(meta, faults, rows.rows, {"chaos.counter": final}, None, failed)
+
+    assert not report([cut, kill], set())["ok"]
+    ok = report([cut, kill], claims)
+    assert ok["ok"], ok["violations"]
+    verdicts = ok["ticks"]["chaos.tick"]["missed_by_verdict"]
+    assert verdicts == {"its claim went unanswered and its claimant was killed (at most once)": 1}
+    assert not report([cut, kill], {("chaos.tick", T0 + 8, "r3")})["ok"]
+    early = {**_fault(2, "kill_leader", T0 + 3.0, T0 + 3.4), "victim": "r1"}
+    assert not report([cut, early], claims)["ok"]
+
+
+class _EpochTarget(Target):
+    def __init__(self, epochs: list[str | None]) -> None:
+        self.epochs = epochs
+
+    def claim_epoch(self) -> str | None:
+        return self.epochs.pop(0)
+
+
+def test_the_run_notes_a_claim_epoch_only_when_it_changed() -> None:
+    """A fault gets the epoch read after it only if it differs from the one seen before (an
+    unreadable store keeps the last one seen)."""
+    target = _EpochTarget(["0:1800000010000", "0:1800000010000", None, "0:1800000020500"])
+    records = [FaultRecord(id=n, type="primary_kill") for n in range(4)]
+    seen = _claim_epoch(target, records[0], None)
+    seen = _claim_epoch(target, records[1], seen)
+    seen = _claim_epoch(target, records[2], seen)
+    _claim_epoch(target, records[3], seen)
+    assert records[0].params["claim_epoch_end"] == 1_800_000_010.0
+    assert "claim_epoch_end" not in records[1].params
+    assert "claim_epoch_end" not in records[2].params
+    assert records[3].params["claim_epoch_end"] == 1_800_000_020.5
+
+
 def test_clean_history_passes() -> None:
     """Every tick once, one token: no violation."""
     rows = Rows()
@@ -333,11 +446,21 @@ def test_every_fault_type_has_an_injector_and_each_backend_lists_its_own() -> No
     """FAULT_TYPES, INJECTORS, NOT_APPLICABLE and each backend's list agree (a new type
     cannot be drawn without an injector, nor skipped silently on one backend)."""
     assert set(INJECTORS) == set(FAULT_TYPES)
-    for target in (SqliteTarget, RedisTarget, ZooKeeperTarget, PostgreSQLTarget):
+    targets = (
+        SqliteTarget,
+        RedisTarget,
+        ZooKeeperTarget,
+        PostgreSQLTarget,
+        SentinelTarget,
+        ClusterTarget,
+    )
+    for target in targets:
         kind = target.kind
         assert target.faults == tuple(t for t in FAULT_TYPES if applicable(t, kind)), kind
     assert not applicable("skewed_partition", "sqlite")
     assert applicable("skewed_partition", "redis") and applicable("skewed_partition", "zookeeper")
+    assert not applicable("backend_restart", "sentinel") and applicable("primary_kill", "sentinel")
+    assert not applicable("sentinel_failover", "cluster") and applicable("node_kill", "cluster")
 
 
 class _Log:
@@ -420,6 +543,52 @@ def test_skewed_partition_steps_the_clock_and_cuts_at_different_moments(seed: in
     assert record.victim in _FakeReplicas.names and record.heal >= record.inject
 
 
+class _FakeSentinel(_FakeTarget):
+    """A Sentinel target whose promotion fails, logging every step."""
+
+    server_pid = 42
+
+    def __init__(self, log: _Log) -> None:
+        super().__init__(log)
+        self.log = log
+
+    def pick_replica(self, rng: random.Random) -> str:
+        return "replica-b"
+
+    def address(self, server: str) -> str:
+        return f"127.0.0.1:{server}"
+
+    def hold_replication(self, server: str | None = None) -> None:
+        self.log.step(f"hold {server}")
+
+    def release_replication(self, server: str | None = None) -> None:
+        self.log.step(f"release {server}")
+
+    def promote(self, server: str) -> None:
+        self.log.step(f"promote {server}")
+        raise TimeoutError("every Sentinel sees the new replica priorities not reached")
+
+
+def test_lagging_promotion_releases_the_held_link_even_when_the_promotion_fails() -> None:
+    """The lagging replica's link is held before the promotion and released after it,
+    whatever the promotion did: a failed fault must not leave a replica cut for the rest
+    of the run."""
+    log = _Log()
+    chaos = Chaos(
+        target=cast(Target, _FakeSentinel(log)),
+        replicas=cast(Replicas, _FakeReplicas()),
+        clocks=cast(FakeClocks, _FakeClocks(log)),
+        rng=random.Random(3),
+        ttl=2.0,
+        sleep=log.sleep,
+    )
+    with pytest.raises(TimeoutError):
+        INJECTORS["lagging_promotion"](chaos, 1)
+    names = [what for _, what in log.steps]
+    assert names == ["hold replica-b", "promote replica-b", "release replica-b"]
+    assert 0.5 <= log.steps[1][0] - log.steps[0][0] <= 3.0  # the lag before the promotion
+
+
 def test_ledger_fences_reads_and_stores(tmp_path: Path) -> None:
     """A read raises the mark: an older token can then neither read nor store."""
     store = LedgerStore(tmp_path / "ledger.db")
@@ -485,6 +654,42 @@ def test_proxy_blackhole_holds_bytes_until_heal_and_delay_delays(echo_server: in
             client.sendall(b"d")
             assert client.recv(1) == b"d"
             assert time.monotonic() - sent >= 0.5  # delayed both ways
+    finally:
+        proxy.close()
+        loop.close()
+
+
+def test_netmap_sends_a_replicas_connections_to_its_own_proxy(echo_server: int) -> None:
+    """A process started with the netmap directory and BATON_CHAOS_NETMAP connects to its
+    own proxy when it dials the mapped port (so a partition there cuts it), and only then."""
+    loop = ProxyLoop()
+    proxy = Proxy(loop, echo_server)
+    unused = socket.create_server(("127.0.0.1", 0))
+    mapped = unused.getsockname()[1]
+    unused.close()  # nothing listens on it: only the remapping can reach the echo server
+    script = (
+        "import socket, sys\n"
+        "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n"
+        "s.sendall(b'ping'); print(s.recv(4).decode())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(NETMAP_DIR)}
+    try:
+        remapped = subprocess.run(
+            [sys.executable, "-c", script, str(mapped)],
+            env={**env, "BATON_CHAOS_NETMAP": f"{mapped}:{proxy.port}"},
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert remapped.stdout.strip() == "ping", remapped.stderr
+        plain = subprocess.run(
+            [sys.executable, "-c", script, str(mapped)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert plain.returncode != 0 and "ConnectionRefused" in plain.stderr
     finally:
         proxy.close()
         loop.close()

@@ -3,12 +3,13 @@ Cluster. Each is two bounded pools (the lease's and the shared one, :mod:`.backe
 calls are bounded by ``op_timeout`` and never retried by redis-py.
 
 **Sentinel.** redis-py's ``Sentinel`` asks the Sentinels for the current primary before it
-opens a connection, and drops a pooled connection to a former primary (its ``READONLY``
-error, a refused connection) so the next call goes to the new one: a failover needs no
-restart. Each Sentinel is asked with a timeout of ``op_timeout`` divided by their number,
-so finding the primary fits in one ``op_timeout`` whatever the Sentinels do. The pool is
-redis-py's Sentinel pool made blocking (:class:`BlockingSentinelPool`): a call waits for a
-free connection up to ``op_timeout``, as on one primary.
+opens a connection (here: the primary a majority of them names, :class:`QuorumSentinel`),
+and drops a pooled connection to a former primary (its ``READONLY`` error, a refused
+connection) so the next call goes to the new one: a failover needs no restart. Each
+Sentinel is asked with a timeout of ``op_timeout`` divided by their number, so finding the
+primary fits in one ``op_timeout`` whatever the Sentinels do. The pool is redis-py's
+Sentinel pool made blocking (:class:`BlockingSentinelPool`): a call waits for a free
+connection up to ``op_timeout``, as on one primary.
 
 **Cluster.** ``RedisCluster`` routes every command by its key; all keys of an election
 share one hash tag (:mod:`.keys`), so every script touches one slot and one shard. It
@@ -20,6 +21,7 @@ takes at most two of its bounds. ``max_connections`` bounds the connections per 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -32,6 +34,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import (
+    MasterNotFoundError,
     Sentinel,
     SentinelConnectionPool,
     SentinelManagedConnection,
@@ -118,6 +121,41 @@ def _common(target: RedisTarget, op_timeout: float) -> dict[str, Any]:
     }
 
 
+class QuorumSentinel(Sentinel):
+    """redis-py's Sentinel client, but the primary is the one a **majority** of the
+    configured Sentinels name, not the first Sentinel's answer.
+
+    After a ``kill -9`` of the primary and its restart (empty, until Sentinel makes it a
+    replica), one Sentinel went on naming the restarted server as the primary for
+    0.7-0.9 s while the others named the promoted replica. A replica that asked that one
+    took the lease on the empty server while another held it on the real primary, and a
+    tick ran twice (CHAOS.md, F13). With a majority, a lone stale Sentinel is outvoted; no
+    majority is no primary (:class:`~redis.sentinel.MasterNotFoundError`, transient).
+    """
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        votes: Counter[tuple[str, int]] = Counter()
+        errors: list[str] = []
+        for sentinel in self.sentinels:
+            try:
+                masters = sentinel.sentinel_masters()
+            except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            state = cast(dict[str, Any], masters).get(service_name)
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                votes[(str(state["ip"]), int(state["port"]))] += 1
+        needed = len(self.sentinels) // 2 + 1
+        for address, count in votes.most_common(1):
+            if count >= needed:
+                return address
+        detail = f": {', '.join(errors)}" if errors else ""
+        raise MasterNotFoundError(
+            f"no primary named by a majority ({needed} of {len(self.sentinels)}) of the "
+            f"Sentinels for {service_name!r}{detail}"
+        )
+
+
 def _sentinel(target: RedisTarget, op_timeout: float) -> Sentinel:
     each = max(MIN_SENTINEL_TIMEOUT, op_timeout / max(1, len(target.hosts)))
     sentinel_kwargs: dict[str, Any] = {
@@ -129,7 +167,7 @@ def _sentinel(target: RedisTarget, op_timeout: float) -> Sentinel:
         **({"ssl": True, **_tls(target)} if target.tls else {}),
     }
     # redis-py's sentinel module is untyped
-    return Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    return QuorumSentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
 
 
 def _primary(
@@ -234,4 +272,4 @@ def open_clients(
     )
 
 
-__all__ = ["BlockingSentinelPool", "Clients", "LazyCluster", "open_clients"]
+__all__ = ["BlockingSentinelPool", "Clients", "LazyCluster", "QuorumSentinel", "open_clients"]
