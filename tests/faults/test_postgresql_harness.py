@@ -44,8 +44,10 @@ def test_app_url_connects_as_the_owner_of_its_database(postgresql_server: Postgr
             "WHERE rolname = current_user)"
         ).fetchone()
         assert row == ("baton", "baton", "127.0.0.1", "replica", False)
-        conn.execute(f"CREATE TABLE {table} (x int)")
-    assert postgresql_server.query(f"SELECT count(*) FROM {table}") == [(0,)]
+        # In public: a schema named after the role (Baton's default, "baton", made by the
+        # backend's tests on this shared server) would come first in its search_path.
+        conn.execute(f"CREATE TABLE public.{table} (x int)")
+    assert postgresql_server.query(f"SELECT count(*) FROM public.{table}") == [(0,)]
 
 
 def test_wrong_password_is_refused(postgresql_server: PostgresServer) -> None:

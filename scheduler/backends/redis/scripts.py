@@ -63,7 +63,9 @@ from redis.commands.core import Script
 # returns {1, new token} when acquired; {0, current holder's token or '0'} when held
 # The server's run_id (INFO server) changes at every restart and names another process
 # after a failover: either may have lost the last writes (AOF everysec, a replica that
-# lagged), counter kept or not, so it opens an epoch as a detected loss does.
+# lagged), counter kept or not, so it opens an epoch as a detected loss does. A name that
+# looks fresh on a promoted replica (INFO replication: a second replication ID) may be
+# wholly lost: it opens the same epoch.
 ACQUIRE_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     return {0, redis.call('HGET', KEYS[2], 'token') or '0'}
@@ -84,10 +86,18 @@ if stored < floor or (served and known and known ~= served) then
     -- last acquisition: any claim of a fire up to now + allowance may be lost.
     redis.call('SET', KEYS[4], '0:' .. string.format('%.0f', now_ms + allowance))
 elseif stored == 0 and not redis.call('GET', KEYS[4]) then
-    -- Looks fresh, but may have lost data no caller here saw: claims made early (up to the
-    -- allowance ahead) just before such a loss are the ones a new leader could repeat.
-    redis.call('SET', KEYS[4], string.format('%.0f', now_ms - allowance) .. ':' ..
-               string.format('%.0f', now_ms + allowance))
+    -- Looks fresh. On a promoted replica (a second replication ID) the whole name may be
+    -- what the promotion lost, however long that replica lagged: every fire up to now +
+    -- allowance. Elsewhere it may have lost data no caller here saw: claims made early (up
+    -- to the allowance ahead) just before such a loss are the ones a new leader could repeat.
+    local repl_ok, repl = pcall(redis.call, 'INFO', 'replication')
+    local previous = repl_ok and string.match(repl, 'master_replid2:(%x+)') or nil
+    if previous and string.find(previous, '[^0]') then
+        redis.call('SET', KEYS[4], '0:' .. string.format('%.0f', now_ms + allowance))
+    else
+        redis.call('SET', KEYS[4], string.format('%.0f', now_ms - allowance) .. ':' ..
+                   string.format('%.0f', now_ms + allowance))
+    end
 end
 local token = string.format('%.0f', math.max(stored + 1, floor + 1, now_us))
 redis.call('SET', KEYS[3], token)
