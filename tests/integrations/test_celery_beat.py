@@ -10,6 +10,10 @@ first one to the end executed, except those within :data:`FAULT_WINDOW` of an in
 (a ``kill -9`` or a SIGSTOP can take the leader down between a tick's claim and its send:
 that tick is lost, never repeated). A graceful stop may lose only a tick that Baton's records
 show started and not yet called when the replica shut down (README, "Logs").
+
+The cut from the backend puts each beat's link to Baton's backend behind a TCP proxy of its
+own (tests/chaos/proxy.py, as benchmarks/celery_beat.py does) and blackholes the leader's;
+its broker link stays up: the dangerous case, a deposed beat that can still publish.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +38,7 @@ import pytest
 from scheduler.backends import from_url
 from scheduler.backends.runs import RunRecord
 from scheduler.firing.execution import NOT_CALLED_SHUTDOWN
+from tests.chaos.proxy import Proxy, ProxyLoop
 from tests.harness.redis_server import RedisServer
 from tests.harness.replicas import ROOT, wait_for
 
@@ -53,6 +59,8 @@ START_TIMEOUT = 60.0
 FAILOVER_TIMEOUT = 30.0
 #: Seconds the worker may take to execute what was sent before the check.
 DRAIN_TIMEOUT = 15.0
+#: Seconds a cut from the backend lasts beyond the lease TTL.
+HOLD_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Row:
     token: int | None
     replica: str | None
     key: str | None
+    sent: float | None  # Unix time of the publish, stamped by the beat that sent it
 
 
 @dataclass
@@ -96,7 +105,8 @@ class Stack:
         conn = sqlite3.connect(self.ledger, timeout=10)
         try:
             found = conn.execute(
-                "SELECT scheduled, token, replica, key FROM runs WHERE entry = ? ORDER BY rowid",
+                "SELECT scheduled, token, replica, key, sent FROM runs WHERE entry = ?"
+                " ORDER BY rowid",
                 (entry,),
             ).fetchall()
         except sqlite3.OperationalError:  # the worker has not created the table yet
@@ -104,8 +114,8 @@ class Stack:
         finally:
             conn.close()
         return [
-            Row(datetime.fromisoformat(s) if s else None, token, replica, key)
-            for s, token, replica, key in found
+            Row(datetime.fromisoformat(s) if s else None, token, replica, key, sent)
+            for s, token, replica, key, sent in found
         ]
 
 
@@ -155,6 +165,8 @@ class Beats:
     workdir: Path
     entry: str = field(default_factory=lambda: f"tick-{uuid.uuid4().hex[:8]}")
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Baton's backend URL per beat name; a beat not named here reaches Redis directly.
+    backends: dict[str, str] = field(default_factory=dict)
 
     def start(self, count: int = 3) -> Beats:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +176,7 @@ class Beats:
             env.update(
                 {
                     "CELERY_TEST_ENTRY": self.entry,
-                    "BATON_BACKEND": f"{self.stack.base_url}/1",
+                    "BATON_BACKEND": self.backends.get(name, f"{self.stack.base_url}/1"),
                     "BATON_CLUSTER": self.entry,
                     "BATON_REPLICA_ID": name,
                     "BATON_LEASE_TTL": str(LEASE_TTL),
@@ -239,6 +251,27 @@ def beats(stack: Stack, tmp_path: Path) -> Iterator[Beats]:
         yield group
     finally:
         group.stop()
+
+
+@pytest.fixture
+def proxied_beats(stack: Stack, tmp_path: Path) -> Iterator[tuple[Beats, dict[str, Proxy]]]:
+    """Three beats, each reaching Baton's backend through its own proxy (the broker directly)."""
+    loop = ProxyLoop()
+    proxies = {f"beat-{n}": Proxy(loop, stack.redis.port) for n in range(1, 4)}
+    group = Beats(
+        stack,
+        tmp_path / "beats",
+        backends={name: f"redis://127.0.0.1:{p.port}/1" for name, p in proxies.items()},
+    )
+    try:
+        yield group, proxies
+    finally:
+        for proxy in proxies.values():
+            proxy.heal()
+        group.stop()
+        for proxy in proxies.values():
+            proxy.close()
+        loop.close()
 
 
 def settle(
@@ -353,3 +386,60 @@ def test_sigstop_of_the_leader_past_its_lease(beats: Beats) -> None:
     late = [r for r in rows if r.replica == leader and r.scheduled and r.scheduled > frozen + TICK]
     assert not late, f"the resumed beat sent after its lease was gone: {late}"
     assert beats.procs[leader].poll() is None, "the resumed beat died instead of following"
+
+
+def test_a_leader_cut_from_the_backend_sends_nothing_and_another_takes_over(
+    proxied_beats: tuple[Beats, dict[str, Proxy]],
+) -> None:
+    """A leader cut from Baton's backend past its lease, its broker still reachable, sends
+    nothing after the lease's deadline; another beat takes over; nothing runs twice."""
+    beats, proxies = proxied_beats
+    start = datetime.now(UTC)
+    rows = beats.start().wait_rows(3, START_TIMEOUT, "3 sends", since=start)
+    assert all(r.sent is not None for r in rows), "a send without its publish time"
+    leader, term = rows[-1].replica, rows[-1].token
+    assert leader is not None and term is not None
+    first = min(r.scheduled for r in rows if r.scheduled is not None)
+    cut = datetime.now(UTC)
+    proxies[leader].blackhole()
+    cut_at = time.time()
+    # The lease was renewed before the cut at the latest: it is gone by then, whatever the
+    # leader believes.
+    deadline = cut_at + LEASE_TTL
+
+    def taken_over() -> list[Row] | None:
+        late = [r for r in beats.rows() if r.replica != leader and (r.sent or 0) > cut_at]
+        return late if len(late) >= 2 else None
+
+    try:
+        wait_for(taken_over, FAILOVER_TIMEOUT, "2 sends by another beat during the cut", 0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{beats.logs()}") from None
+    time.sleep(max(0.0, deadline + HOLD_MARGIN - time.time()))
+    proxies[leader].heal()
+    healed_at = time.time()
+    healed = datetime.now(UTC)
+    rows = beats.wait_rows(3, FAILOVER_TIMEOUT, "3 sends after the heal", since=healed)
+    last = max(r.scheduled for r in rows if r.scheduled is not None)
+    rows = settle(beats, first, last, faults=[cut])
+
+    # After its deadline the cut beat may send again only as a new leader: after the heal,
+    # under a higher token.
+    stale = [
+        r
+        for r in rows
+        if r.replica == leader
+        and r.sent is not None
+        and r.sent > deadline
+        and (r.sent <= healed_at or (r.token or 0) <= term)
+    ]
+    assert not stale, (
+        f"the cut beat sent after its lease's deadline ({deadline:.3f}, cut at {cut_at:.3f}, "
+        f"healed at {healed_at:.3f}): {stale}\n{beats.logs()}"
+    )
+    successor = [r for r in rows if r.replica != leader and (r.sent or 0) > cut_at]
+    assert successor, "no other beat sent during the cut"
+    assert all((r.token or 0) > term for r in successor), (
+        f"another beat sent under a token not above the cut leader's {term}: {successor}"
+    )
+    assert beats.procs[leader].poll() is None, "the cut beat died instead of following"
