@@ -43,7 +43,7 @@ bench: $(VENV)/.installed servers
 	$(BIN)/python -m benchmarks.run --write BENCHMARKS.md
 
 ## Chaos: 5 replicas, seeded faults, checker verdict (exit 1 on a violated invariant).
-## make chaos DURATION=600 BACKEND=redis|zookeeper|sqlite SEED=7
+## make chaos DURATION=600 BACKEND=sqlite|redis|zookeeper|postgresql|sentinel|cluster SEED=7
 chaos: $(VENV)/.installed servers
 	mkdir -p .baton
 	$(BIN)/python -m tests.chaos.run --backend $(BACKEND) --duration $(DURATION) --seed $(SEED) \
