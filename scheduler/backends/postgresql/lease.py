@@ -35,6 +35,7 @@ from typing import Any
 
 import psycopg
 
+from scheduler.backends.floors import TokenFloors
 from scheduler.backends.postgresql.database import Database, conninfo
 from scheduler.backends.postgresql.schema import CHANNEL, CLAIM_ALLOWANCE_MS
 from scheduler.backends.rules import granted, ttl_ms
@@ -46,26 +47,6 @@ from scheduler.leadership.lease import Holder, Lease, LeaseRecord
 #: Seconds between two reads of the lease row while a follower waits without
 #: notifications (PgBouncer): a released lease is noticed this late at most.
 POLL_INTERVAL = 0.05
-
-
-class TokenFloors:
-    """The highest fencing token this process has seen per election name (as on Redis),
-    passed to every acquire: a restored older database still issues larger tokens."""
-
-    def __init__(self) -> None:
-        self._floors: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def floor(self, name: str) -> int:
-        """The highest token seen for ``name``; 0 before any."""
-        with self._lock:
-            return self._floors.get(name, 0)
-
-    def observe(self, name: str, token: int) -> None:
-        """Remember ``token`` if it is the highest seen for ``name``."""
-        with self._lock:
-            if token > self._floors.get(name, 0):
-                self._floors[name] = token
 
 
 class PostgresLeases:

@@ -21,6 +21,7 @@ from datetime import datetime
 import redis as redis_lib
 from redis.client import PubSub
 
+from scheduler.backends.floors import TokenFloors
 from scheduler.backends.redis.acks import Acks, NotAcknowledged
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.keys import channel, epoch_key, lease_keys, server_key
@@ -37,26 +38,6 @@ def lease_lost(name: str, reply: object) -> LeaseLost:
     """The :class:`LeaseLost` for a script's ``lost`` reply (``expired``, ``not-holder``,
     ``stale-token``)."""
     return LeaseLost(name, LossReason(str(reply)))
-
-
-class TokenFloors:
-    """The highest fencing token this process has seen, per election name, so that tokens
-    issued after a Redis data loss still exceed it (see :mod:`.scripts`). Thread-safe."""
-
-    def __init__(self) -> None:
-        self._floors: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def floor(self, name: str) -> int:
-        """The highest token seen for ``name``; 0 before any."""
-        with self._lock:
-            return self._floors.get(name, 0)
-
-    def observe(self, name: str, token: int) -> None:
-        """Remember ``token`` if it is the highest seen for ``name``."""
-        with self._lock:
-            if token > self._floors.get(name, 0):
-                self._floors[name] = token
 
 
 class RedisLeases:
