@@ -36,6 +36,25 @@ def lateness_row(values: list[float]) -> tuple[str, str, str]:
     return ms(percentile(values, 50), 2), ms(percentile(values, 99), 2), ms(max(values), 2)
 
 
+def measure_backend(
+    label: str, url: str, cluster: str, workdir: Path, fires: int
+) -> tuple[list[float], list[float]]:
+    """The lateness of ``fires`` runs of 2 Baton replicas on ``url`` (named ``label``, in
+    election ``cluster``) next to bare APScheduler's: :func:`measure_pair` set up for one
+    backend, as the backend sections measure it."""
+    baton_out, bare_out = workdir / "baton-fires.jsonl", workdir / "bare-fires.jsonl"
+    group = BatonGroup(
+        label,
+        url,
+        cluster,
+        workdir / "lateness",
+        ["f1", "f2"],
+        {},
+        env={"BATON_BENCH_EVERY": f"{round(EVERY * 1000)}ms", "BATON_BENCH_OUT": str(baton_out)},
+    )
+    return measure_pair(group, baton_out, bare_out, workdir, fires)
+
+
 def measure_pair(
     baton: BatonGroup, baton_out: Path, bare_out: Path, workdir: Path, fires: int
 ) -> tuple[list[float], list[float]]:

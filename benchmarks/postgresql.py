@@ -60,6 +60,9 @@ BATON_PG = "Baton, PostgreSQL backend"
 TOOZ = "tooz PostgreSQL driver lock (reference)"
 BARE = "bare APScheduler 3 BackgroundScheduler (reference)"
 
+#: The lateness table's name for the Baton leader.
+LATENESS_LABEL = "Baton leader (PostgreSQL backend, 2 replicas)"
+
 
 def tooz_key(name: str) -> tuple[int, int]:
     """The two int4 keys tooz passes to ``pg_advisory_lock`` for lock ``name`` (the first
@@ -517,21 +520,8 @@ def run(quick: bool, base: Path) -> Section:
         finally:
             redis.cleanup()
 
-        baton_out, bare_out = base / "baton-fires.jsonl", base / "bare-fires.jsonl"
-        lateness_group = BatonGroup(
-            "Baton leader (PostgreSQL backend, 2 replicas)",
-            url,
-            "bench-pg-lateness",
-            base / "lateness",
-            ["f1", "f2"],
-            {},
-            env={
-                "BATON_BENCH_EVERY": f"{round(lateness.EVERY * 1000)}ms",
-                "BATON_BENCH_OUT": str(baton_out),
-            },
-        )
-        baton_fires, bare_fires = lateness.measure_pair(
-            lateness_group, baton_out, bare_out, base, fires
+        baton_fires, bare_fires = lateness.measure_backend(
+            LATENESS_LABEL, url, "bench-pg-lateness", base, fires
         )
         observer.close()
     finally:
@@ -613,9 +603,9 @@ def run(quick: bool, base: Path) -> Section:
     )
 
     fire_table = lateness.table(
-        [(lateness_group.label, baton_fires), (BARE, bare_fires)],
+        [(LATENESS_LABEL, baton_fires), (BARE, bare_fires)],
         bare_fires,
-        {lateness_group.label},
+        {LATENESS_LABEL},
     )
     section.tables = [
         handover_table(term, tooz_term),

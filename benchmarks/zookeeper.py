@@ -37,6 +37,9 @@ BATON_ZK = "Baton, ZooKeeper backend"
 KAZOO = "kazoo Election recipe (reference)"
 BARE = "bare APScheduler 3 BackgroundScheduler (reference)"
 
+#: The lateness table's name for the Baton leader.
+LATENESS_LABEL = "Baton leader (ZooKeeper backend, 2 replicas)"
+
 
 def _seq(node: str, mark: str) -> int:
     try:
@@ -311,21 +314,8 @@ def run(quick: bool, base: Path) -> Section:
         finally:
             redis.cleanup()
 
-        baton_out, bare_out = base / "baton-fires.jsonl", base / "bare-fires.jsonl"
-        lateness_group = BatonGroup(
-            "Baton leader (ZooKeeper backend, 2 replicas)",
-            url,
-            "bench-zk-lateness",
-            base / "lateness",
-            ["f1", "f2"],
-            {},
-            env={
-                "BATON_BENCH_EVERY": f"{round(lateness.EVERY * 1000)}ms",
-                "BATON_BENCH_OUT": str(baton_out),
-            },
-        )
-        baton_fires, bare_fires = lateness.measure_pair(
-            lateness_group, baton_out, bare_out, base, fires
+        baton_fires, bare_fires = lateness.measure_backend(
+            LATENESS_LABEL, url, "bench-zk-lateness", base, fires
         )
         zk.stop()
         zk.close()
@@ -413,9 +403,9 @@ def run(quick: bool, base: Path) -> Section:
     )
 
     fire_table = lateness.table(
-        [(lateness_group.label, baton_fires), (BARE, bare_fires)],
+        [(LATENESS_LABEL, baton_fires), (BARE, bare_fires)],
         bare_fires,
-        {lateness_group.label},
+        {LATENESS_LABEL},
     )
     section.tables = [graceful, crash, claim_table, fire_table]
     section.method = [

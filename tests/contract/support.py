@@ -30,6 +30,13 @@ def at(seconds: float) -> datetime:
     return BASE + timedelta(seconds=seconds)
 
 
+def now_ms(ahead: float = 0.0) -> datetime:
+    """A real fire instant: now (plus ``ahead`` seconds), in whole milliseconds as fire keys
+    are (for tests on servers whose clocks refuse fires far from now)."""
+    moment = datetime.now(UTC) + timedelta(seconds=ahead)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def run_for(lease: Lease, when: datetime, job: str = "job") -> RunRecord:
     """A new claim (fresh attempt) of ``job``'s fire at ``when`` under ``lease``."""
     return RunRecord(

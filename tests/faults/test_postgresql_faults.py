@@ -28,7 +28,7 @@ from scheduler.errors import (
     LeaseLost,
 )
 from scheduler.leadership.lease import Lease
-from tests.contract.support import acquire, holder, wait_until
+from tests.contract.support import acquire, holder, now_ms, run_for, wait_until
 from tests.harness.cli import baton
 from tests.harness.pgbouncer import PgBouncer
 from tests.harness.postgresql_server import PostgresServer
@@ -65,23 +65,6 @@ def own_server() -> Iterator[PostgresServer]:
         server.cleanup()
 
 
-def fire_run(lease: Lease, when: datetime, job: str = "job") -> RunRecord:
-    """A fresh claim of ``job``'s fire at ``when`` under ``lease``."""
-    return RunRecord(
-        job=job,
-        scheduled_time=when,
-        replica_id=lease.holder.replica_id,
-        token=lease.token,
-        started=datetime.now(UTC),
-    )
-
-
-def whole_second_ahead(seconds: float) -> datetime:
-    """A fire instant ``seconds`` from now, in whole milliseconds."""
-    now = datetime.now(UTC) + timedelta(seconds=seconds)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
 # -- failover to an asynchronous standby ------------------------------------------------------
 
 
@@ -106,8 +89,8 @@ def test_a_promoted_standby_issues_larger_tokens_and_refuses_fires_it_may_have_l
 
         old.release(first)
         newest = acquire(old, election, holder("r2"), ttl=2.0)
-        lost_fire = whole_second_ahead(0.0)
-        assert old.claim(newest, fire_run(newest, lost_fire), RETENTION) is not None
+        lost_fire = now_ms(0.0)
+        assert old.claim(newest, run_for(newest, lost_fire), RETENTION) is not None
         issued_before = newest.token
         primary.kill()
 
@@ -126,11 +109,11 @@ def test_a_promoted_standby_issues_larger_tokens_and_refuses_fires_it_may_have_l
         assert successor.token > issued_before
 
         # The fire claimed only on the old primary may have run: it is not claimed again.
-        assert fresh.claim(successor, fire_run(successor, lost_fire), RETENTION) is None
+        assert fresh.claim(successor, run_for(successor, lost_fire), RETENTION) is None
         # A fire after the epoch is claimed as usual.
-        later = whole_second_ahead(1.3)
+        later = now_ms(1.3)
         assert wait_until(lambda: later <= datetime.now(UTC) + timedelta(seconds=0.9), timeout=5)
-        assert fresh.claim(successor, fire_run(successor, later), RETENTION) is not None
+        assert fresh.claim(successor, run_for(successor, later), RETENTION) is not None
     finally:
         standby.cleanup()
 
@@ -198,7 +181,7 @@ def test_a_killed_and_restarted_server_keeps_the_lease_and_the_runs(
     lease renews with its token and the claimed fire is still claimed."""
     backend = opened(own_server.url())
     lease = acquire(backend, election, holder("r1"))
-    run = fire_run(lease, whole_second_ahead(0.0))
+    run = run_for(lease, now_ms(0.0))
     assert backend.claim(lease, run, RETENTION) == run
     own_server.kill()
     with pytest.raises(BackendUnavailable):
@@ -268,7 +251,7 @@ def test_a_whole_term_works_through_pgbouncer_in_transaction_mode(
     first.preflight(election)
     lease = acquire(first, election, holder("r1"))
     assert second.try_acquire(election, holder("r2"), 30.0) is None
-    run = fire_run(lease, whole_second_ahead(0.0))
+    run = run_for(lease, now_ms(0.0))
     assert first.claim_many(lease, [run], RETENTION) == [run]
     [started] = first.start_many(lease, [run.started_now(datetime.now(UTC))])
     assert isinstance(started, RunRecord)
@@ -307,7 +290,7 @@ def test_a_role_with_only_the_documented_grants_runs_a_whole_term(
     backend = opened(f"{url}?schema={schema}&create_schema=false")
     backend.preflight(election)
     lease = acquire(backend, election, holder("r1"))
-    run = fire_run(lease, whole_second_ahead(0.0))
+    run = run_for(lease, now_ms(0.0))
     assert backend.claim(lease, run, RETENTION) == run
     backend.start(lease, run.started_now(datetime.now(UTC)))
     backend.finish(election, run.finished("ok", datetime.now(UTC)))

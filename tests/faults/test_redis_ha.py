@@ -18,8 +18,7 @@ from scheduler.backends import from_url
 from scheduler.backends.base import Backend
 from scheduler.backends.runs import Retention, RunRecord
 from scheduler.errors import BackendUnavailable, LeaseLost
-from scheduler.leadership.lease import Lease
-from tests.contract.support import acquire, holder, wait_until
+from tests.contract.support import acquire, holder, now_ms, run_for, wait_until
 from tests.harness.redis_cluster import RedisClusterGroup
 from tests.harness.redis_sentinel import SentinelGroup
 from tests.harness.redis_server import AofServer
@@ -46,28 +45,15 @@ def opened() -> Iterator[Callable[..., Backend]]:
 
 
 @pytest.fixture
-def sentinel(redis_sentinel: SentinelGroup) -> Iterator[SentinelGroup]:
-    """The session's Sentinel group, healed after the test's faults."""
+def sentinel() -> Iterator[SentinelGroup]:
+    """A Sentinel group of the test's own (under a second to start): a promoted replica
+    makes every election name new to it refuse past fires (the claim epoch), which the
+    session's group, shared with the contract suite, must not inherit."""
+    group = SentinelGroup().start()
     try:
-        yield redis_sentinel
+        yield group
     finally:
-        redis_sentinel.heal()
-
-
-def fire_run(lease: Lease, when: datetime, job: str = "job") -> RunRecord:
-    return RunRecord(
-        job=job,
-        scheduled_time=when,
-        replica_id=lease.holder.replica_id,
-        token=lease.token,
-        started=datetime.now(UTC),
-    )
-
-
-def now_ms(ahead: float = 0.0) -> datetime:
-    """Now (plus ``ahead`` seconds) in whole milliseconds, as fire instants are."""
-    t = datetime.now(UTC) + timedelta(seconds=ahead)
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+        group.cleanup()
 
 
 def past_fresh_epoch() -> datetime:
@@ -98,7 +84,7 @@ def test_a_promoted_replica_that_missed_the_last_claim_does_not_run_it_again(
     lagging, _ = sentinel.replicas()
     sentinel.pause_replication(lagging)
     fire = past_fresh_epoch()
-    run = fire_run(lease, fire)
+    run = run_for(lease, fire)
     assert old.claim(lease, run, RETENTION) == run
     old.start(lease, run.started_now(datetime.now(UTC)))  # the job ran on the old primary
     sentinel.promote(lagging)  # it never saw the claim, nor the start
@@ -109,10 +95,10 @@ def test_a_promoted_replica_that_missed_the_last_claim_does_not_run_it_again(
     successor = acquire(new, election, holder("r2"))
     assert successor.token > lease.token
     assert new.lookup(election, "job", fire) is None, "the promoted replica lacks the claim"
-    assert new.claim(successor, fire_run(successor, fire), RETENTION) is None
+    assert new.claim(successor, run_for(successor, fire), RETENTION) is None
     later = now_ms(1.3)
     assert wait_until(lambda: later <= now_ms(0.9), 5)
-    assert new.claim(successor, fire_run(successor, later), RETENTION) is not None
+    assert new.claim(successor, run_for(successor, later), RETENTION) is not None
 
 
 def test_a_claim_not_acknowledged_by_the_replicas_fails_and_is_not_lost_by_a_failover(
@@ -128,7 +114,7 @@ def test_a_claim_not_acknowledged_by_the_replicas_fails_and_is_not_lost_by_a_fai
     sentinel.pause_replication(lagging)
     fire = past_fresh_epoch()
     with pytest.raises(BackendUnavailable, match="acknowledged by 1 of the 2 replicas"):
-        old.claim(lease, fire_run(lease, fire), RETENTION)
+        old.claim(lease, run_for(lease, fire), RETENTION)
     sentinel.promote(lagging)
 
     new = opened(url)
@@ -138,7 +124,7 @@ def test_a_claim_not_acknowledged_by_the_replicas_fails_and_is_not_lost_by_a_fai
     assert successor.token > lease.token
     # Never confirmed to a job, so the old leader did not run it; the epoch refuses it now
     # (it may have landed): skipped, never run twice.
-    assert new.claim(successor, fire_run(successor, fire), RETENTION) is None
+    assert new.claim(successor, run_for(successor, fire), RETENTION) is None
 
 
 def test_a_leader_follows_a_sentinel_failover_without_a_restart(
@@ -150,7 +136,7 @@ def test_a_leader_follows_a_sentinel_failover_without_a_restart(
     # Longer than a failover the harness may have to ask for twice (an aborted election).
     lease = acquire(backend, election, holder("r1"), ttl=FAILOVER_WAIT)
     fire = past_fresh_epoch()
-    run = fire_run(lease, fire)
+    run = run_for(lease, fire)
     assert backend.claim(lease, run, RETENTION) == run
     sentinel.failover()
     assert wait_until(lambda: _answers(lambda: backend.renew(lease)), FAILOVER_WAIT)
@@ -177,7 +163,7 @@ def test_a_restart_from_an_older_aof_is_detected(
         first = acquire(old, election, holder("r1"), ttl=1.0)
         snapshot = server.snapshot()
         fire = past_fresh_epoch()
-        run = fire_run(first, fire)
+        run = run_for(first, fire)
         assert old.claim(first, run, RETENTION) == run
         old.start(first, run.started_now(datetime.now(UTC)))
         server.crash_to(snapshot)
@@ -187,7 +173,7 @@ def test_a_restart_from_an_older_aof_is_detected(
         successor = acquire(new, election, holder("r2"))
         assert successor.token > first.token
         assert new.lookup(election, "job", fire) is None, "the claim was lost"
-        assert new.claim(successor, fire_run(successor, fire), RETENTION) is None
+        assert new.claim(successor, run_for(successor, fire), RETENTION) is None
     finally:
         server.cleanup()
 
@@ -201,7 +187,7 @@ def test_a_cluster_shard_failover_under_a_leader(
     backend = opened(redis_cluster.url())
     lease = acquire(backend, election, holder("r1"), ttl=10.0)
     fire = past_fresh_epoch()
-    run = fire_run(lease, fire)
+    run = run_for(lease, fire)
     assert backend.claim(lease, run, RETENTION) == run
     redis_cluster.failover_shard(f"baton:{{{election}}}:lease")
 
@@ -225,7 +211,7 @@ def test_automatic_acknowledgements_stop_waiting_for_a_replica_that_died(
     claim failed until the dead replica came back, seen in the Sentinel benchmark)."""
     backend = opened(sentinel.url())
     lease = acquire(backend, election, holder("r1"), ttl=10.0)
-    first = fire_run(lease, past_fresh_epoch())
+    first = run_for(lease, past_fresh_epoch())
     assert backend.claim(lease, first, RETENTION) == first
     dead, _ = sentinel.replicas()
     dead.kill()
@@ -238,5 +224,5 @@ def test_automatic_acknowledgements_stop_waiting_for_a_replica_that_died(
     lease = backend.renew(lease)
     instant = first.scheduled_time + timedelta(seconds=1)  # past the fresh name's epoch
     assert wait_until(lambda: instant <= now_ms(0.9), 5)
-    later = fire_run(lease, instant)
+    later = run_for(lease, instant)
     assert backend.claim(lease, later, RETENTION) == later
