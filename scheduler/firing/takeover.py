@@ -13,7 +13,9 @@ per job), and under load it missed its ``op_timeout`` again and again, so no job
 caught up (a chaos run with 2,000 jobs: 40 ticks of a ``catch_up="all"`` job not caught up).
 A chunk that fails leaves the others done; the whole catch-up is owed again (the
 maintenance loop), and the fires the done chunks queued are not proposed twice (one
-attempt per fire per term).
+attempt per fire per term). The chunks go most urgent first
+(:func:`~scheduler.firing.catchup.by_urgency`): a term too short for the whole catch-up
+catches up the jobs with the most fires at stake.
 """
 
 from __future__ import annotations
@@ -105,7 +107,11 @@ class Takeover:
             return queued
         unread = 0
         failure: BackendError | None = None
-        for chunk in chunks(self._specs, CHUNK):
+        try:
+            ordered = catchup.by_urgency(self._specs, now)
+        except OverflowError:  # a look-back past the calendar: planning says so, per job
+            ordered = self._specs
+        for chunk in chunks(ordered, CHUNK):
             if not term.valid():
                 break
             try:

@@ -137,3 +137,32 @@ def test_a_fire_claimed_by_anyone_is_never_planned_again() -> None:
     assert plan(job("all"), range(11), claimed=[*range(11), 15, 16]) == [
         at(s) for s in range(11, 31) if s not in (15, 16)
     ]
+
+
+def test_by_urgency_orders_by_policy_then_fires_at_stake() -> None:
+    """by_urgency: "all" jobs, then "latest", then "none"; within a policy the most fires in
+    the look-back window first, otherwise the given order; a huge window is counted only up
+    to MOST_READ (never listed)."""
+
+    def spec(name: str, policy: str, every: str, grace: float) -> JobSpec:
+        return build_spec(_noop, every=every, name=name, catch_up=policy, misfire_grace=grace)
+
+    specs = [
+        spec("none.fast", "none", "1s", 60),
+        spec("latest.slow", "latest", "10s", 10),
+        spec("all.slow", "all", "10s", 10),
+        spec("latest.fast", "latest", "1s", 30),
+        spec("all.huge", "all", "100ms", 604800),
+        spec("all.fast", "all", "1s", 30),
+        spec("all.slow2", "all", "10s", 10),
+    ]
+    ordered = [s.name for s in catchup.by_urgency(specs, NOW)]
+    assert ordered == [
+        "all.huge",
+        "all.fast",
+        "all.slow",
+        "all.slow2",
+        "latest.fast",
+        "latest.slow",
+        "none.fast",
+    ]

@@ -426,3 +426,41 @@ def test_a_catch_up_chunk_that_fails_leaves_the_other_chunks_caught_up(
 
     assert set(queued) == set(names[:10] + names[20:])
     assert leader.runner.claims.pending(), "the catch-up is owed again"
+
+
+def test_a_catch_up_cut_short_has_caught_up_the_jobs_with_most_at_stake_first(
+    leaders: Callable[..., Leader], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catch-up reads the jobs most at risk first: catch_up="all" before "latest" before
+    "none", and within a policy the jobs with the most fires in their look-back window. A
+    term whose backend stops answering after the first chunk (a chaos run with 2,000 jobs:
+    terms shorter than a whole catch-up) has still caught up the 1-second "all" job, although
+    it is the last job defined (before: read in the last chunk, never caught up)."""
+    monkeypatch.setattr(takeover, "CHUNK", 10)
+    crowd = [
+        build_spec(_noop, every="10s", name=f"crowd.j{n:03d}", catch_up=policy, misfire_grace=10)
+        for n, policy in enumerate(["none", "latest", "all"] * 10)
+    ]
+    tick = build_spec(_noop, every="1s", name="tick", catch_up="all", misfire_grace=30)
+    leader = leaders([*crowd, tick])
+    _seed(leader.backend.backend, leader.term.lease, ["tick"], _just_past() - timedelta(seconds=5))
+    real = leader.backend.backend.history_many
+    read: list[list[str]] = []
+
+    def only_the_first_chunk_answers(name: str, jobs: Iterable[str], limit: int) -> Any:
+        wanted = list(jobs)
+        read.append(wanted)
+        if len(read) > 1:
+            raise BackendUnavailable(leader.backend.backend.url, "no answer (the test)")
+        return real(name, wanted, limit)
+
+    monkeypatch.setattr(leader.backend.backend, "history_many", only_the_first_chunk_answers)
+    queued = leader.runner.catch_up(leader.term)
+
+    assert read[0][0] == "tick", read[0]
+    assert all(
+        job.startswith("crowd.") and job in {s.name for s in crowd if s.catch_up == "all"}
+        for job in read[0][1:]
+    ), read[0]
+    assert len(queued.get("tick", [])) >= 4, queued
+    assert leader.runner.claims.pending(), "the rest of the catch-up is owed again"
