@@ -195,8 +195,19 @@ def test_a_killed_and_restarted_server_keeps_the_lease_and_the_runs(
 # -- handover -----------------------------------------------------------------------------------
 
 
-def _waits_until_released(backend: Backend, other: Backend, name: str, lease: Lease) -> float:
-    """Seconds a follower's 10 s wait took when ``lease`` was released 0.3 s into it."""
+#: Server sessions whose last statement was a LISTEN (a follower waiting for a notification).
+_LISTENERS = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"
+#: Server sessions whose last statement read the lease (a follower through PgBouncer polls;
+#: the one server connection's statement before the wait renewed the lease).
+_READERS = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT replica, host, %'"
+
+
+def _waits_until_released(
+    server: PostgresServer, waiting: str, backend: Backend, other: Backend, name: str, lease: Lease
+) -> float:
+    """Seconds a follower's 10 s wait took when ``lease`` was released once the follower was
+    seen waiting (more server sessions counted by the query ``waiting`` than before it)."""
+    before = server.query(waiting)[0][0]
     returned = threading.Event()
     took: list[float] = []
 
@@ -208,7 +219,8 @@ def _waits_until_released(backend: Backend, other: Backend, name: str, lease: Le
 
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
-    time.sleep(0.3)  # the follower is waiting (a release before it waits proves nothing)
+    # A release before the follower waits proves nothing: wait until the server sees it.
+    assert wait_until(lambda: server.query(waiting)[0][0] > before, timeout=10)
     backend.release(lease)
     assert returned.wait(12)
     thread.join()
@@ -222,8 +234,8 @@ def test_a_release_wakes_a_waiting_follower_at_once_through_listen(
     leader = opened(postgresql_server.url())
     follower = opened(postgresql_server.url())
     lease = acquire(leader, election, holder("r1"))
-    took = _waits_until_released(leader, follower, election, lease)
-    assert took < 5.0, f"the follower waited {took:.2f} s for a release at 0.3 s"
+    took = _waits_until_released(postgresql_server, _LISTENERS, leader, follower, election, lease)
+    assert took < 5.0, f"the follower waited {took:.2f} s of its 10 s for the release"
 
 
 # -- PgBouncer ----------------------------------------------------------------------------------
@@ -241,7 +253,10 @@ def bouncer(postgresql_server: PostgresServer) -> Iterator[PgBouncer]:
 
 
 def test_a_whole_term_works_through_pgbouncer_in_transaction_mode(
-    bouncer: PgBouncer, opened: Callable[..., Backend], election: str
+    bouncer: PgBouncer,
+    postgresql_server: PostgresServer,
+    opened: Callable[..., Backend],
+    election: str,
 ) -> None:
     """Acquire, claim, start, finish, renew, presence, controls and release through
     PgBouncer (pgbouncer=true), two replicas sharing one server connection; the follower,
@@ -260,8 +275,8 @@ def test_a_whole_term_works_through_pgbouncer_in_transaction_mode(
     first.set_control(election, "pause:job", "x")
     assert second.controls(election) == {"pause:job": "x"}
     lease = first.renew(lease)
-    took = _waits_until_released(first, second, election, lease)
-    assert took < 5.0, f"the polling follower waited {took:.2f} s for a release at 0.3 s"
+    took = _waits_until_released(postgresql_server, _READERS, first, second, election, lease)
+    assert took < 5.0, f"the polling follower waited {took:.2f} s of its 10 s for the release"
     assert second.try_acquire(election, holder("r2"), 30.0) is not None
 
 
