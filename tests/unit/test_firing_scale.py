@@ -299,12 +299,16 @@ def _seed(backend: SqliteBackend, lease: Lease, names: Sequence[str], fire: date
     ids=["none", "none+latest", "none+latest+all"],
 )
 def test_the_catch_up_reads_history_in_one_ranged_read(
-    leaders: Callable[..., Leader], policies: dict[str, int], reads: int
+    leaders: Callable[..., Leader],
+    policies: dict[str, int],
+    reads: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A new leader's catch-up reads every job's history together: history_many once (twice
-    with catch_up="all" jobs), never history or claimed per job (before: one history read,
-    and for "all" one claimed read, per job, also for catch_up="none"). A run a dead leader
-    left running is still closed, also for a catch_up="none" job."""
+    """A new leader's catch-up reads the history of a chunk of jobs together: history_many
+    once (twice with catch_up="all" jobs), never history or claimed per job (before: one
+    history read, and for "all" one claimed read, per job, also for catch_up="none"). A run
+    a dead leader left running is still closed, also for a catch_up="none" job."""
+    monkeypatch.setattr(takeover, "FIRST_CHUNK", takeover.CHUNK)  # these jobs: one chunk
     specs = [
         build_spec(_noop, every="1s", name=f"{policy}.j{n:03d}", catch_up=policy)
         for policy, count in policies.items()
@@ -409,6 +413,7 @@ def test_a_catch_up_chunk_that_fails_leaves_the_other_chunks_caught_up(
     no job was ever caught up), the other chunks' missed fires are still queued, and the
     catch-up is owed again for the term."""
     monkeypatch.setattr(takeover, "CHUNK", 10)
+    monkeypatch.setattr(takeover, "FIRST_CHUNK", 10)
     specs = [build_spec(_noop, every="1s", name=f"all.j{n:03d}", catch_up="all") for n in range(30)]
     leader = leaders(specs)
     names = [spec.name for spec in specs]
@@ -437,6 +442,7 @@ def test_a_catch_up_cut_short_has_caught_up_the_jobs_with_most_at_stake_first(
     terms shorter than a whole catch-up) has still caught up the 1-second "all" job, although
     it is the last job defined (before: read in the last chunk, never caught up)."""
     monkeypatch.setattr(takeover, "CHUNK", 10)
+    monkeypatch.setattr(takeover, "FIRST_CHUNK", 10)
     crowd = [
         build_spec(_noop, every="10s", name=f"crowd.j{n:03d}", catch_up=policy, misfire_grace=10)
         for n, policy in enumerate(["none", "latest", "all"] * 10)
@@ -464,3 +470,14 @@ def test_a_catch_up_cut_short_has_caught_up_the_jobs_with_most_at_stake_first(
     ), read[0]
     assert len(queued.get("tick", [])) >= 4, queued
     assert leader.runner.claims.pending(), "the rest of the catch-up is owed again"
+
+
+def test_catch_up_chunks_grow_from_a_small_first_one() -> None:
+    """The first chunk is small (the most urgent jobs are read in one quick round trip), each
+    next one twice as big, up to the most; every job exactly once, in order."""
+    specs = [build_spec(_noop, every="1s", name=f"j{n:03d}") for n in range(100)]
+    sizes = [len(chunk) for chunk in takeover.growing_chunks(specs, 8, 30)]
+    assert sizes == [8, 16, 30, 30, 16]
+    flat = [spec for chunk in takeover.growing_chunks(specs, 8, 30) for spec in chunk]
+    assert flat == specs
+    assert list(takeover.growing_chunks([], 8, 30)) == []
