@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.backends.postgresql.schema import CLAIM_ALLOWANCE_MS
+from tests.chaos import records
 from tests.chaos.faults import FAULT_TYPES, NOT_APPLICABLE
 from tests.chaos.ledger import LedgerStore, Row
 from tests.chaos.workload import JOBS
@@ -226,7 +227,7 @@ def check(workdir: Path) -> dict[str, Any]:
     finally:
         store.close()
     events, reasons, tracebacks, unanswered, claims = _scan_logs(meta.get("logs", []))
-    report = analyse(meta, faults, rows, counters, unanswered, claims)
+    report = analyse(meta, faults, rows, counters, unanswered, claims, records.load(workdir))
     report["replica_logs"] = {
         "events": events,
         "leadership_lost_reasons": reasons,
@@ -245,6 +246,7 @@ def analyse(
     counters: dict[str, int],
     unanswered_starts: set[tuple[str, float]] | None = None,
     unanswered_claims: set[tuple[str, float, str]] | None = None,
+    recorded: dict[tuple[str, float], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report for one run (pure: the inputs are what the run recorded).
 
@@ -252,6 +254,8 @@ def analyse(
     ``start_failed`` (a start sent and not answered), from the replica logs.
     ``unanswered_claims``: (job, instant, claimant) of the fires whose claimant logged
     ``claim_failed`` (a claim sent and not answered, or not acknowledged by replicas).
+    ``recorded``: Baton's own run records of the ``all`` jobs by (job, instant), as the
+    run's recorder read them from the store (:mod:`tests.chaos.records`).
     """
     claimants: dict[tuple[str, float], set[str]] = defaultdict(set)
     for job, instant, replica in unanswered_claims or set():
@@ -320,6 +324,7 @@ def analyse(
                     faults,
                     (job, instant) in (unanswered_starts or set()),
                     claimants.get((job, instant), set()),
+                    (recorded or {}).get((job, instant)),
                 )
             else:
                 entry["verdict"] = f"in window (catch_up={policy})"
@@ -588,6 +593,7 @@ def _all_policy_verdict(
     faults: list[dict[str, Any]],
     start_unanswered: bool,
     claim_unanswered_by: set[str] | frozenset[str] = frozenset(),
+    record: dict[str, Any] | None = None,
 ) -> str:
     """Why a catch_up="all" tick in a fault window was not run (or that it should have been)."""
     kinds = {w[2]["type"] for w in inside}
@@ -647,6 +653,16 @@ def _all_policy_verdict(
             f["inject"] - 1.5 <= instant <= f["inject"] + interval + 0.5
         ):
             return "claimed by the killed leader (at most once)"
+    if record is not None and any(
+        f["type"] == "kill_leader"
+        and f["victim"] == record["replica_id"]
+        and f.get("old_token") == record["token"]
+        for f in faults
+    ):
+        # The store has its claim, by a leader killed before it started the job (its
+        # catch-up claimed it, say, a second before the kill): claims are at most once and
+        # nobody else may run it. Evidence, not timing: Baton's record, read during the run.
+        return "claimed by the killed leader (at most once)"
     if backend == "redis" and any(
         f["type"] == "backend_restart" and instant <= f["inject"] <= w[1]
         for f in faults

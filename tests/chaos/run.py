@@ -34,7 +34,9 @@ from tests.chaos.cluster import Replicas
 from tests.chaos.faketime import FakeClocks, probe
 from tests.chaos.faults import FAULT_TYPES, INJECTORS, Chaos, FaultRecord, applicable
 from tests.chaos.proxy import ProxyLoop
+from tests.chaos.records import ClaimRecorder
 from tests.chaos.targets import KINDS, Target, make_target
+from tests.chaos.workload import JOBS
 from tests.harness.replicas import ROOT
 
 REPLICAS = 5
@@ -165,6 +167,7 @@ def run(options: Options) -> dict[str, Any]:
     target = make_target(options.backend, workdir, cluster, loop, options.url_options)
     ledger = LedgerProcess(workdir)
     replicas: Replicas | None = None
+    recorder: ClaimRecorder | None = None
     records: list[FaultRecord] = []
     meta: dict[str, Any] = {
         "backend": options.backend,
@@ -201,6 +204,14 @@ def run(options: Options) -> dict[str, Any]:
         (workdir / "faults.jsonl").write_text("")
         (workdir / "run.json").write_text(json.dumps(meta, indent=2))
         log(f"{options.backend}: up; faults for {options.duration:.0f} s, seed {options.seed}")
+        # The checker's evidence for ticks claimed by a leader killed before it ran them.
+        recorder = ClaimRecorder(
+            target.url_for("observer"),
+            cluster,
+            [job for job, (_, policy, _) in JOBS.items() if policy == "all"],
+            workdir,
+        )
+        recorder.start()
         chaos = Chaos(target, replicas, clocks, rng, LEASE_TTL)
         end = time.monotonic() + options.duration
         fault_id = 0
@@ -244,9 +255,13 @@ def run(options: Options) -> dict[str, Any]:
         if records:
             _claim_epoch(target, records[-1], epoch)  # opened after the last recovery
         meta["measure_end"] = time.time() - 2.0
+        recorder.stop()
+        recorder = None
         replicas.stop_all()
         meta["stopped"] = time.time()
     finally:
+        if recorder is not None:  # an interrupted run: no last read, the server may be gone
+            recorder.abandon()
         if replicas is not None:
             replicas.stop_all(timeout=15)
             meta["unexpected_exits"] = replicas.unexpected_exits

@@ -309,6 +309,32 @@ def test_an_unanswered_claim_of_a_killed_claimant_excuses_only_its_own_tick() ->
     assert not report([cut, early], claims)["ok"]
 
 
+def test_a_recorded_claim_of_a_killed_leader_excuses_only_its_own_tick() -> None:
+    """A missed tick that Baton's own records show claimed under the token of a leader
+    killed afterwards is at most once (its catch-up claimed it, then the kill); the same
+    record under another token, or by a replica nobody killed, does not explain it."""
+    rows = Rows()
+    rows.clean(30)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t8")]
+    rows.add("events", T0 + 15, "term", 6, "acquired", T0 + 15.5, op="event", replica="r2")
+    cut = _fault(1, "backend_restart", T0 + 6.0, T0 + 8.5)
+    kill = {**_fault(2, "kill_leader", T0 + 10.5, T0 + 11.5), "victim": "r1", "old_token": 41}
+
+    def report(record: dict[str, Any] | None) -> Any:
+        final = sum(1 for r in rows.rows if r.op == "store" and r.accepted)
+        meta = _meta(30, "zookeeper")
+        recorded = {} if record is None else {("chaos.tick", T0 + 8): record}
+        return analyse(meta, [cut, kill], rows.rows, {"chaos.counter": final}, None, None, recorded)
+
+    assert not report(None)["ok"]
+    ok = report({"replica_id": "r1", "token": 41, "outcome": "claimed"})
+    assert ok["ok"], ok["violations"]
+    verdicts = ok["ticks"]["chaos.tick"]["missed_by_verdict"]
+    assert verdicts == {"claimed by the killed leader (at most once)": 1}
+    assert not report({"replica_id": "r1", "token": 40, "outcome": "claimed"})["ok"]
+    assert not report({"replica_id": "r3", "token": 41, "outcome": "claimed"})["ok"]
+
+
 class _EpochTarget(Target):
     def __init__(self, epochs: list[str | None]) -> None:
         self.epochs = epochs
@@ -693,3 +719,34 @@ def test_netmap_sends_a_replicas_connections_to_its_own_proxy(echo_server: int) 
     finally:
         proxy.close()
         loop.close()
+
+
+def test_the_claim_recorder_keeps_every_record_it_saw_with_its_newest_state(
+    tmp_path: Path,
+) -> None:
+    """The recorder reads a real store's records of the jobs it watches and writes them,
+    each in the newest state it saw; load() gives them by (job, instant) for the checker."""
+    from scheduler.backends import from_url
+    from scheduler.backends.runs import Retention
+    from tests.chaos import records
+    from tests.contract.support import acquire, holder, now_ms, run_for
+
+    url = f"sqlite:///{tmp_path / 'baton.db'}"
+    backend = from_url(url)
+    try:
+        lease = acquire(backend, "chaos", holder("r1"))
+        first, second = run_for(lease, now_ms(-2.0), "chaos.tick"), run_for(lease, now_ms(-1.0))
+        backend.claim(lease, first, Retention())
+        backend.claim(lease, second, Retention())
+        recorder = records.ClaimRecorder(url, "chaos", ["chaos.tick"], tmp_path)
+        recorder.start()
+        backend.finish("chaos", first.started_now(now_ms()).finished("ok", now_ms()))
+        recorder.stop()
+    finally:
+        backend.close()
+    found = records.load(tmp_path)
+    assert list(found) == [("chaos.tick", first.scheduled_time.timestamp())]
+    recorded = found[("chaos.tick", first.scheduled_time.timestamp())]
+    assert recorded["replica_id"] == "r1" and recorded["token"] == lease.token
+    assert recorded["outcome"] == "ok"
+    assert records.load(tmp_path / "nothing") == {}
