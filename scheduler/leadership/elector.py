@@ -293,6 +293,13 @@ class Elector:
     def _lead(self, term: Term) -> None:
         lease = term.lease
         next_renewal = lease.sent_at + self.timings.renew_interval
+        spare = lease.sent_at + self.timings.renew_deadline - self.clock.monotonic()
+        if self.presence.never_announced() and spare > 2 * self.timings.op_timeout:
+            # A replica that won the lease at start-up has not said who it is yet: say it now
+            # (one bounded call, still leaving a whole renewal attempt before the deadline),
+            # not a renew interval later: the status page and `baton status` would list a
+            # leader without a presence record until then.
+            self.presence.announce()
         self._sleep(next_renewal - self.clock.monotonic())
         if self._stop.is_set() or term.lost.is_set():
             if term.lost.is_set() and self._term is term:

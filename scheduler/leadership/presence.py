@@ -64,6 +64,10 @@ class Announcer:
         last = self._announced_at
         return last is None or self._clock.monotonic() - last >= self._timings.renew_interval
 
+    def never_announced(self) -> bool:
+        """True until this replica's first announcement that the backend took."""
+        return self._announced_at is None
+
     def announce(self) -> None:
         """Refresh this replica's presence record; a failure is reported (permanent) or
         logged as ``announce_failed`` (transient), and retried when next due."""

@@ -115,6 +115,18 @@ def test_acquires_on_start(rig: Rig) -> None:
     assert rig.count("r1", "baton_leader_transitions_total") == 1
 
 
+def test_a_replica_that_leads_from_its_start_announces_itself_before_its_first_renewal(
+    rig: Rig,
+) -> None:
+    """Presence is announced as soon as the first term began (before: only with the first
+    renewal, a renew interval later, so a new leader had no presence record meanwhile)."""
+    elector = rig.elector("r1", SLOW)
+    rig.lead(elector)
+    observer = rig.backend()
+    assert [m.replica_id for m in observer.members(CLUSTER)] == ["r1"]
+    assert rig.renewals("r1", "ok") == 0
+
+
 def test_renews_each_renew_interval(rig: Rig) -> None:
     """No renewal before renew_interval has passed; then one per interval, each sent at the
     instant it fell due, in the same term."""
