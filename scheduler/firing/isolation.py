@@ -89,20 +89,21 @@ def _child_main(
                 os._exit(EXIT_DEADLINE)
             time.sleep(min(left, 0.05))
 
-    threading.Thread(target=guard, name="baton-deadline", daemon=True).start()
-    ctx = JobContext(
-        job=job,
-        scheduled_time=datetime.fromisoformat(scheduled),
-        fencing_token=token,
-        replica_id=replica_id,
-        lost=_SharedLost(lost),  # type: ignore[arg-type]  # duck-typed threading.Event
-        _deadline=lambda: float(deadline.value),
-        _clock=SYSTEM_CLOCK,
-    )
     try:
-        # The import too: an abort (SIGTERM) or a failure while the child still imports the
-        # jobs module is an outcome, not a traceback on the replica's stderr (seen in a
-        # chaos run: the term ended while a spawned child was importing).
+        # Everything after the handler, the import too: an abort (SIGTERM) or a failure while
+        # the child still starts is an outcome, not a traceback on the replica's stderr (seen
+        # in chaos runs: the term ended while a spawned child was importing, and while it was
+        # starting its deadline guard).
+        threading.Thread(target=guard, name="baton-deadline", daemon=True).start()
+        ctx = JobContext(
+            job=job,
+            scheduled_time=datetime.fromisoformat(scheduled),
+            fencing_token=token,
+            replica_id=replica_id,
+            lost=_SharedLost(lost),  # type: ignore[arg-type]  # duck-typed threading.Event
+            _deadline=lambda: float(deadline.value),
+            _clock=SYSTEM_CLOCK,
+        )
         func: Any = importlib.import_module(module)
         for part in qualname.split("."):
             func = getattr(func, part)

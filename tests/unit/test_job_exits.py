@@ -184,10 +184,24 @@ def test_liveness_reports_a_dead_fire_loop(make_rig: Callable[[Callable[[], None
     """The APScheduler loop thread dies: loop_problem names it."""
     rig = make_rig(_exit_plain)
     loop = rig.runner.threads()["fire loop"]
+    # Raised while the loop waits for its next instant: raised while it held its lock (say,
+    # just inside Condition.__enter__), the exception would kill the thread with the lock
+    # held and wake() would wait for ever (seen once under load): a test artefact.
+    wait_for(lambda: _waiting(loop), 5, "the loop thread to wait for its next instant")
     _raise_in(loop, SystemExit)
     rig.runner.wake()
     wait_for(lambda: not loop.is_alive(), 5, "the loop thread to die")
     assert rig.runner.loop_problem() == "scheduler loop is not running"
+
+
+def _waiting(thread: threading.Thread) -> bool:
+    """True while ``thread`` waits in ``Condition.wait`` (its lock released)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return (
+        frame is not None
+        and frame.f_code.co_name == "wait"
+        and (frame.f_code.co_filename == threading.__file__)
+    )
 
 
 @killing
