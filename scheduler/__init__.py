@@ -3,7 +3,10 @@
 Public API::
 
     from scheduler import singleton_job, JobContext, LeadershipLost
+    from scheduler import BatonReplica      # embed a replica in an app (scheduler.ops.embed)
 """
+
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import (
     BackendAuthError,
@@ -19,6 +22,7 @@ from scheduler.errors import (
     JobsModuleError,
     LeadershipLost,
     LeaseLost,
+    ReplicaAlreadyRunning,
     UserError,
 )
 from scheduler.fencing import RedisFence, SqlFence, StaleFencingToken
@@ -31,7 +35,21 @@ from scheduler.leadership.hooks import (
     on_leadership_lost,
 )
 
+if TYPE_CHECKING:
+    from scheduler.ops.embed import BatonReplica
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``BatonReplica`` is imported on first use: a jobs module importing ``scheduler``
+    must not pull in the election, firing and HTTP machinery (nor import it circularly)."""
+    if name == "BatonReplica":
+        from scheduler.ops.embed import BatonReplica
+
+        return BatonReplica
+    raise AttributeError(f"module 'scheduler' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendAuthError",
@@ -42,6 +60,7 @@ __all__ = [
     "BackendUnavailable",
     "BackendUnprotectedError",
     "BatonError",
+    "BatonReplica",
     "ConfigError",
     "JobContext",
     "JobDefinitionError",
@@ -52,6 +71,7 @@ __all__ = [
     "LeadershipLostEvent",
     "LeaseLost",
     "RedisFence",
+    "ReplicaAlreadyRunning",
     "SqlFence",
     "StaleFencingToken",
     "UserError",

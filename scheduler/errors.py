@@ -192,3 +192,15 @@ class LeadershipLost(BatonError):
         self.job = job
         self.reason = reason
         super().__init__(f"job {job!r}: leadership lost ({reason})")
+
+
+class ReplicaAlreadyRunning(BatonError, RuntimeError):
+    """A second embedded replica was started in a process that already runs one.
+
+    One replica per process: N workers on M hosts are N x M replicas, each with its own
+    presence record; two in one process would share its threads and its replica id.
+    """
+
+    def __init__(self, replica_id: str, message: str) -> None:
+        self.replica_id = replica_id
+        super().__init__(f"replica {excerpt(replica_id, 80)}: {message}")

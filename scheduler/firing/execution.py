@@ -20,6 +20,7 @@ from scheduler.backends.runs import RunRecord
 from scheduler.clock import Clock
 from scheduler.errors import LeadershipLost
 from scheduler.firing.claims import Claims
+from scheduler.firing.coroutines import Coroutines
 from scheduler.firing.isolation import run_in_child
 from scheduler.firing.lanes import Lane
 from scheduler.firing.tally import SkipReason, Tally
@@ -82,6 +83,7 @@ class Execution:
         metrics: where runs, durations and lateness are counted.
         clock: wall clock for lateness and outcomes, monotonic for durations.
         log: the runner's logger.
+        coroutines: where ``async def`` jobs run (``None`` when there are none).
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class Execution:
         metrics: Metrics,
         clock: Clock,
         log: Any,
+        coroutines: Coroutines | None = None,
     ) -> None:
         self.pool = pool
+        self._coroutines = coroutines
         self._claims = claims
         self._tally: Tally = claims.tally
         self._leadership = leadership
@@ -179,6 +183,7 @@ class Execution:
             _deadline=term.lease_deadline,
             _clock=self._clock,
             _suspect=self._leadership.stall_reason,
+            _on_lost=term.on_end,
         )
         log = self._log
         lateness = (self._clock.now() - run.scheduled_time).total_seconds()
@@ -205,7 +210,11 @@ class Execution:
                 )
         else:
             try:
-                lane.spec.func(ctx)
+                if self._coroutines is not None and lane.spec.is_async:
+                    # A task on the event loop; this worker waits for it, off the loop.
+                    self._coroutines.run(lane.spec.func, ctx, term)  # type: ignore[arg-type]
+                else:
+                    lane.spec.func(ctx)
             except LeadershipLost as exc:
                 outcome, message = "lost", str(exc)
             except BaseException as exc:

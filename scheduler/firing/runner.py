@@ -34,6 +34,7 @@ claims in doubt, queues the fires settling hands back, and writes the burst summ
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ from scheduler.backends.runs import RunRecord
 from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.firing.catchup import CLAIM_AHEAD, ORPHAN_SCAN
 from scheduler.firing.claims import Claims
+from scheduler.firing.coroutines import Coroutines
 from scheduler.firing.dispatch import Dispatch
 from scheduler.firing.execution import Execution, abort_grace, describe_error, pool_problem
 from scheduler.firing.fireloop import FireLoop, Pace
@@ -98,6 +100,8 @@ class Runner:
         max_workers: worker threads of the job pool: the most jobs running at once (a
             process job holds a worker while its child runs). More fires due than workers
             free wait for one (their lateness shows it); see the ``max_workers`` setting.
+        loop: the event loop ``async def`` jobs run on (the host application's, when
+            embedded); ``None``: Baton's own loop thread, started only if a job is async.
     """
 
     def __init__(
@@ -114,8 +118,11 @@ class Runner:
         timings: LeaseTimings,
         metrics: Metrics | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.specs = list(specs)
+        #: Where ``async def`` jobs run (scheduler.firing.coroutines); None without any.
+        self.coroutines = Coroutines(loop) if any(spec.is_async for spec in self.specs) else None
         self.exit_on_lost = exit_on_lost
         self.leadership = leadership
         self.backend = backend
@@ -161,6 +168,7 @@ class Runner:
             metrics=self.metrics,
             clock=clock,
             log=self.log,
+            coroutines=self.coroutines,
         )
         #: How far ahead of its instant a burst is handed over (claims time it).
         self.pace = Pace()
@@ -207,6 +215,8 @@ class Runner:
 
     def start(self) -> None:
         """Start the fire loop (on every replica, leader or not)."""
+        if self.coroutines is not None:
+            self.coroutines.start()
         self._dispatch.start()
         self._loop.start()
         self._maintenance = threading.Thread(
@@ -252,6 +262,8 @@ class Runner:
                 thread = threads.get(role)
                 if thread is not None and not thread.is_alive():
                     return f"{role} loop is not running"
+        if self.coroutines is not None and (problem := self.coroutines.problem()):
+            return problem
         return pool_problem(self.pool, "job pool") or pool_problem(self.hook_pool, "hook pool")
 
     def hold_fires(self, held: bool) -> None:
@@ -300,6 +312,8 @@ class Runner:
         self._maintenance_wake.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.hook_pool.shutdown(wait=False)
+        if self.coroutines is not None:
+            self.coroutines.close()
 
     def _hand_over(self, fires: list[tuple[str, datetime]]) -> None:
         """The fire loop's fires: each to its job's lane."""

@@ -12,6 +12,7 @@ number, nothing that overflows a datetime): see :func:`build_spec` for the bound
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import pkgutil
 import re
@@ -94,7 +95,9 @@ class JobSpec:
     Attributes:
         name: unique job name (default ``module.qualname``); with a fire instant it
             identifies a tick in the run history.
-        func: the job function, called with a :class:`~scheduler.jobs.context.JobContext`.
+        func: the job function, called with a :class:`~scheduler.jobs.context.JobContext`;
+            an ``async def`` function runs on an event loop (Baton's own loop thread, or the
+            host application's loop when embedded) and is cancelled on leadership loss.
         schedule: human description, e.g. ``cron '*/5 * * * *' (UTC)`` or ``every 30s``.
         trigger: the APScheduler trigger computing fire instants (identical on all replicas).
         misfire_grace: seconds; a fire that cannot start within this long after its instant
@@ -118,6 +121,11 @@ class JobSpec:
     catch_up: CatchUp
     on_lost: Callable[[JobContext], object] | None = None
     isolation: Isolation = "thread"
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the job is an ``async def`` function (run on an event loop)."""
+        return inspect.iscoroutinefunction(self.func)
 
     def next_fire(self, after: datetime) -> datetime | None:
         """The first fire instant at or after ``after``, in UTC."""
@@ -257,10 +265,22 @@ def build_spec(
         )
     if on_lost is not None and not callable(on_lost):
         raise JobDefinitionError(job_name, f"on_lost must be callable, got {excerpt(on_lost)}")
+    if on_lost is not None and inspect.iscoroutinefunction(on_lost):
+        raise JobDefinitionError(
+            job_name,
+            "on_lost must be a plain function (it runs on the hook thread); an async job "
+            "sees the loss as CancelledError, or awaits ctx.wait_lost()",
+        )
     if not isinstance(isolation, str) or isolation not in ISOLATIONS:
         raise JobDefinitionError(
             job_name,
             f"isolation must be one of {', '.join(ISOLATIONS)}, got {excerpt(isolation)}",
+        )
+    if isolation == "process" and inspect.iscoroutinefunction(func):
+        raise JobDefinitionError(
+            job_name,
+            "isolation='process' runs plain functions only; an async def job runs on an "
+            "event loop and is cancelled on leadership loss (use isolation='thread')",
         )
     if isolation == "process" and not _importable(func):
         raise JobDefinitionError(

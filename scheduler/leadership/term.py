@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Callable
 
 from scheduler.clock import Clock
 from scheduler.leadership.lease import Lease
@@ -31,6 +33,8 @@ class Term:
         self.lost = threading.Event()
         self.token = lease.token
         self.reason = ""
+        # Called once when the term ends (async jobs: cancel the task, wake ctx.wait_lost).
+        self._on_end: list[Callable[[], None]] = []
 
     @property
     def lease(self) -> Lease:
@@ -57,6 +61,26 @@ class Term:
         """True while the term has not ended and its renew deadline has not passed."""
         return not self.lost.is_set() and self._clock.monotonic() < self.leads_until()
 
+    def on_end(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` once when the term ends (at once if it has already ended).
+
+        It runs on the thread that ends the term (the elector's, or a claim's), after
+        :attr:`lost` is set, so it must not block; an exception from it is swallowed.
+
+        Returns:
+            A function that removes ``callback`` (harmless once it has run).
+        """
+        with self._lock:
+            if not self.lost.is_set():
+                self._on_end.append(callback)
+                return lambda: self._forget(callback)
+        _call(callback)
+        return lambda: None
+
+    def _forget(self, callback: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._on_end.remove(callback)
+
     def end(self, reason: str) -> bool:
         """End the term; returns False if it had already ended."""
         with self._lock:
@@ -64,4 +88,13 @@ class Term:
                 return False
             self.reason = reason
             self.lost.set()
-            return True
+            callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            _call(callback)
+        return True
+
+
+def _call(callback: Callable[[], None]) -> None:
+    """Run an end-of-term callback; one that fails never stops the term from ending."""
+    with contextlib.suppress(Exception):
+        callback()

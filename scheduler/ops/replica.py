@@ -5,6 +5,7 @@ It is also what the HTTP endpoints read (a :class:`~scheduler.ops.http.StatusSou
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from scheduler.clock import SYSTEM_CLOCK, Clock
 from scheduler.errors import BackendError, BackendPermanentError, ConfigError
 from scheduler.firing.runner import Runner
 from scheduler.jobs.spec import JobSpec
+from scheduler.leadership.controls import OperatorControls
 from scheduler.leadership.elector import Elector
 from scheduler.leadership.lease import Holder
 from scheduler.ops.config import Settings
@@ -25,6 +27,13 @@ from scheduler.ops.metrics import Metrics
 #: Seconds between reads of the presence records while checking that no live replica uses
 #: this replica's id (see Replica.check_replica_id).
 DUPLICATE_POLL = 0.2
+#: Runs per job in /status (and the status page): the last few outcomes at a glance.
+RECENT_RUNS = 5
+#: Above this many jobs /status reads one run per job, not RECENT_RUNS (it is polled by the
+#: status page every few seconds; 10,000 jobs x 5 runs would be a 10 MB document).
+RECENT_JOBS_MAX = 500
+#: Runs, newest first across every job, in /status ``recent_runs``.
+RECENT_LIMIT = 30
 
 
 class StopFlag(Protocol):
@@ -44,6 +53,8 @@ class Replica:
         specs: the loaded jobs.
         backend: an open backend (default: opened from ``settings.backend``).
         clock: time source for every deadline.
+        loop: the event loop ``async def`` jobs run on (an embedding host's); ``None``:
+            Baton's own loop thread.
     """
 
     def __init__(
@@ -52,6 +63,7 @@ class Replica:
         specs: Sequence[JobSpec],
         backend: LeaseBackend | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -81,6 +93,7 @@ class Replica:
             timings=timings,
             metrics=self.metrics,
             max_workers=settings.max_workers,
+            loop=loop,
         )
         self.log = get_logger(replica=settings.replica_id)
         self._timings = timings
@@ -132,18 +145,27 @@ class Replica:
         return self.metrics.render()
 
     def status(self) -> dict[str, Any]:
-        """The /status document: who this replica is, whether it leads, and its jobs."""
+        """The /status document: who this replica is, whether it leads, its jobs with their
+        recent runs, and what it sees of the cluster (the leader, live replicas, pauses).
+
+        Failed runs show their exception type only unless ``http.status_error_text``. Each
+        backend read is bounded by the operation timeout; one that fails leaves its part
+        out, saying why (``last_run_error``, ``cluster_error``).
+        """
         error_text = self.settings.http.status_error_text
         term = self.elector.current_term()
         now = self._clock.now()
+        cluster = self.settings.cluster
         jobs = []
-        # Every job's last run in one read (not one round trip per job).
+        # Every job's recent runs in one read (not one round trip per job).
         names = [spec.name for spec in self.runner.specs]
+        per_job = RECENT_RUNS if len(names) <= RECENT_JOBS_MAX else 1
         try:
-            last_runs = self.backend.history_many(self.settings.cluster, names, 1)
+            last_runs = self.backend.history_many(cluster, names, per_job)
             error = None
         except BackendError as exc:
             last_runs, error = {}, str(exc)
+        recent: list[dict[str, Any]] = []
         for spec in self.runner.specs:
             next_fire = spec.next_fire(now)
             item: dict[str, Any] = {
@@ -151,16 +173,20 @@ class Replica:
                 "schedule": spec.schedule,
                 "next_fire": next_fire.isoformat() if next_fire else None,
                 "last_run": None,
+                "recent": [],
             }
             if error is not None:
                 item["last_run_error"] = error
             else:
-                last = last_runs.get(spec.name)
-                item["last_run"] = public_run(last[0], error_text) if last else None
+                runs = [public_run(run, error_text) for run in last_runs.get(spec.name, [])]
+                item["last_run"] = runs[0] if runs else None
+                item["recent"] = runs
+                recent.extend(runs)
             jobs.append(item)
-        return {
+        recent.sort(key=lambda run: run["scheduled_time"], reverse=True)
+        doc: dict[str, Any] = {
             "replica_id": self.settings.replica_id,
-            "cluster": self.settings.cluster,
+            "cluster": cluster,
             "backend": self.backend.url,
             "version": __version__,
             "is_leader": term is not None,
@@ -170,7 +196,38 @@ class Replica:
             else None,
             "backend_reachable": self.elector.backend_ok,
             "jobs": jobs,
+            "recent_runs": recent[:RECENT_LIMIT],
+            "paused": sorted(self.elector.controls.current.paused),
+            "leader": None,
+            "replicas": [],
         }
+        try:
+            record = self.backend.read(cluster)
+            members = self.backend.members(cluster)
+            # As stored now, not as this replica last refreshed them (up to 2 renewals ago).
+            doc["paused"] = sorted(OperatorControls.parse(self.backend.controls(cluster)).paused)
+        except BackendError as exc:
+            doc["cluster_error"] = str(exc)
+            return doc
+        if record is not None:
+            doc["leader"] = {
+                "replica_id": record.replica_id,
+                "host": record.host,
+                "token": record.token,
+                "since": record.since.isoformat(),
+                "ttl_left": None if record.ttl_left is None else round(record.ttl_left, 3),
+            }
+        doc["replicas"] = [
+            {
+                "replica_id": m.replica_id,
+                "host": m.host,
+                "version": m.version,
+                "started": m.started.isoformat(),
+                "last_seen": m.last_seen.isoformat(),
+            }
+            for m in sorted(members, key=lambda m: m.replica_id)
+        ]
+        return doc
 
     def preflight(self) -> None:
         """Check, before joining, that the backend allows every operation a replica needs.
@@ -247,10 +304,24 @@ class Replica:
         Raises:
             ConfigError: another live replica uses this replica id (nothing was started).
         """
+        if not self.begin(stop):
+            return
+        stop.wait()
+        self.shutdown()
+
+    def begin(self, stop: StopFlag) -> bool:
+        """Check the replica id, then start the runner, the elector and the HTTP server.
+
+        Returns:
+            False if ``stop`` was set while checking (nothing started, backend closed).
+
+        Raises:
+            ConfigError: another live replica uses this replica id (nothing was started).
+        """
         self.check_replica_id(stop)
         if stop.is_set():  # a signal while checking: nothing was started
             self.backend.close()
-            return
+            return False
         t = self._timings
         self.log.info(
             "replica_started",
@@ -268,8 +339,7 @@ class Replica:
         if self.http is not None:
             self.http.start()
             self.log.info("http_serving", host=self.settings.http.host, port=self.http.port)
-        stop.wait()
-        self.shutdown()
+        return True
 
     def shutdown(self) -> None:
         """Stop new fires, wait ``shutdown_grace`` for running jobs, release, close."""

@@ -84,7 +84,8 @@ CASES = [
     HttpCase("keep-alive-asked", get("/healthz", b"Connection: keep-alive"), (200,)),
     # -- unknown paths: 404, nothing echoed ------------------------------------------------
     HttpCase("unknown-path", get(f"/{ECHO}"), (404,), says="/healthz"),
-    HttpCase("root", get("/"), (404,)),
+    # The read-only status page (issue 17): rendered from /status, so no secret either.
+    HttpCase("root", get("/"), (200,)),
     HttpCase("trailing-slash", get("/healthz/"), (404,)),
     HttpCase("double-slash", get("//healthz"), (404,)),
     HttpCase("upper-case-path", get("/HEALTHZ"), (404,)),

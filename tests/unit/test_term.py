@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from scheduler.clock import FakeClock
 from scheduler.errors import LeadershipLost
-from scheduler.jobs.context import JobContext
-from scheduler.leadership.lease import Holder, Lease, local_deadline
-from scheduler.leadership.term import Term
-from scheduler.leadership.timings import LeaseTimings
-
-TIMINGS = LeaseTimings.of(9)  # renew every 3 s, give up after 6 s
-
-
-def make_term(clock: FakeClock) -> Term:
-    sent = clock.monotonic()
-    lease = Lease("c", Holder.new("r1"), 42, 9.0, sent, local_deadline(sent, 9.0))
-    return Term(lease, TIMINGS, clock)
-
-
-def context(term: Term, clock: FakeClock) -> JobContext:
-    return JobContext(
-        job="j",
-        scheduled_time=datetime(2026, 1, 1, tzinfo=UTC),
-        fencing_token=term.token,
-        replica_id="r1",
-        lost=term.lost,
-        _deadline=term.lease_deadline,
-        _clock=clock,
-    )
+from scheduler.leadership.lease import local_deadline
+from tests.unit.terms import context, make_term
 
 
 def test_local_deadline_counts_from_send_time_minus_drift() -> None:

@@ -9,16 +9,18 @@ from typing import Any, Protocol
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler.backends.runs import RunRecord
+from scheduler.ops.http.page import CONTENT_TYPE, HEADERS, render_page
 from scheduler.ops.http.protocol import Request, Response
 
 #: Endpoints answered by the selector thread: in-memory state only, never a backend call.
 PROBES = ("/healthz", "/readyz")
-#: Endpoints answered by a worker: they may take a while (rendering, backend reads).
-POOLED = ("/metrics", "/status")
+#: Endpoints answered by a worker: they may take a while (rendering, backend reads). ``/``
+#: is the read-only status page (scheduler/ops/http/page.py), rendered from /status.
+POOLED = ("/metrics", "/status", "/")
 ENDPOINTS = (*PROBES, *POOLED)
 
 _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_NOT_FOUND = "not found: try /healthz, /readyz, /metrics or /status"
+_NOT_FOUND = "not found: try /, /healthz, /readyz, /metrics or /status"
 
 
 def error_summary(message: str) -> str:
@@ -39,6 +41,9 @@ def public_run(run: RunRecord, error_text: bool = False) -> dict[str, Any]:
     doc = run.to_dict()
     if run.outcome == "error" and not error_text:
         doc["message"] = error_summary(run.message)
+    # Seconds the run started after its instant (a claim not yet started has none).
+    late = (run.started - run.scheduled_time).total_seconds()
+    doc["lateness"] = None if run.outcome == "claimed" else round(late, 3)
     return doc
 
 
@@ -85,4 +90,7 @@ def route(source: StatusSource, request: Request) -> Response:
     if path == "/status":
         body = json.dumps(source.status(), indent=2).encode()
         return Response(200, body, "application/json")
+    if path == "/":
+        page = render_page(source.status()).encode()
+        return Response(200, page, CONTENT_TYPE, HEADERS)
     return Response.text(404, _NOT_FOUND)

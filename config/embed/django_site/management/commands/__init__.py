@@ -1,0 +1,1 @@
+"""``manage.py baton_worker``: see baton_worker.py."""
