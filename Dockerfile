@@ -22,8 +22,9 @@ WORKDIR /src
 # Only what the wheel needs: the package, its metadata and the README it names.
 COPY pyproject.toml README.md ./
 COPY scheduler/ scheduler/
-# The postgresql extra (psycopg 3, binary wheel): one image for every backend.
-RUN pip wheel --wheel-dir /wheels ".[postgresql]"
+# The postgresql extra (psycopg 3, binary wheel) and the etcd extra (httpx): one image for
+# every backend.
+RUN pip wheel --wheel-dir /wheels ".[postgresql,etcd]"
 
 # ---- runtime: slim base, runtime dependencies only, non-root -----------------------------
 FROM ${PYTHON_IMAGE}

@@ -18,9 +18,12 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/python -m scheduler.ops.demo
 
-## The whole suite on real servers (installs redis-server/zookeeper if missing).
+## The whole suite on real servers (installs redis-server/zookeeper if missing). Two pytest
+## workers (pytest-xdist): most tests wait on servers and timeouts, not on the CPU, so two
+## halve the wall time on 2 cores; --dist loadscope keeps each module on one worker (the
+## chaos module's runs one after another, a module's session servers started once).
 test: $(VENV)/.installed servers lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadscope
 
 ## The fast tier (under a minute, no servers): lint, types, unit tests, the contract suite on
 ## the embedded backend (SQLite) and the chaos checker's tests. Run it while you work.
@@ -43,7 +46,7 @@ bench: $(VENV)/.installed servers
 	$(BIN)/python -m benchmarks.run --write BENCHMARKS.md
 
 ## Chaos: 5 replicas, seeded faults, checker verdict (exit 1 on a violated invariant).
-## make chaos DURATION=600 BACKEND=sqlite|redis|zookeeper|postgresql|sentinel|cluster SEED=7
+## make chaos DURATION=600 BACKEND=sqlite|redis|zookeeper|postgresql|sentinel|cluster|etcd|redlock SEED=7
 chaos: $(VENV)/.installed servers
 	mkdir -p .baton
 	$(BIN)/python -m tests.chaos.run --backend $(BACKEND) --duration $(DURATION) --seed $(SEED) \

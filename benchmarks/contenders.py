@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,27 @@ class TtlProbe:
         self._expiry = None if left is None else (before + after) / 2 + left
 
     def expiry(self) -> float | None:
+        return self._expiry
+
+
+class ThreadProbe:
+    """Expiry seen from a thread of the probe's own, started before the kill: a subclass
+    sets its fields, calls ``__init__`` (which starts :meth:`_run`), and :meth:`_run` sets
+    ``_expiry`` to the wall time at which the server let go."""
+
+    def __init__(self, thread_name: str) -> None:
+        self._expiry: float | None = None
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def reaped(self) -> None:
+        pass
+
+    def expiry(self) -> float | None:
+        self._thread.join(10.0)
         return self._expiry
 
 
@@ -212,29 +234,34 @@ class RedisSubscribers:
         return False
 
 
-class RedisLockGroup:
-    """Reference processes electing a leader with redis-py's ``Lock`` (``redis_lock_ref``)."""
+class RefGroup:
+    """Reference processes (``benchmarks/*_ref.py``) writing JSON-lines events (``started``,
+    ``acquired``, ``released``; see ``benchmarks/refproc.py``).
 
-    def __init__(
-        self,
-        label: str,
-        url: str,
-        key: str,
-        workdir: Path,
-        names: list[str],
-        ttl: float,
-        job_every: float = 0.0,
-    ) -> None:
+    Subclasses give the process's options (:meth:`args`), how the server names the holder
+    (:meth:`leader`, matched with :meth:`holder`), readiness and the expiry probe.
+
+    Args:
+        label: name in the tables.
+        module: the reference process, run as ``python -m module``.
+        workdir: logs and event files go here.
+        names: process names.
+    """
+
+    #: The field of an ``acquired`` event that names the lease the server reports.
+    ident_field = ""
+
+    def __init__(self, label: str, module: str, workdir: Path, names: list[str]) -> None:
         self.label = label
-        self.names = names
-        self.url = url
-        self.key = key
+        self.module = module
         self.workdir = workdir
-        self.ttl = ttl
-        self.job_every = job_every
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.names = names
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         workdir.mkdir(parents=True, exist_ok=True)
+
+    def args(self, name: str) -> list[str]:
+        """The options of process ``name`` but ``--events``."""
+        raise NotImplementedError
 
     def _events_path(self, name: str) -> Path:
         return self.workdir / f"{name}.events.jsonl"
@@ -242,11 +269,8 @@ class RedisLockGroup:
     def _start(self, name: str) -> None:
         events = self._events_path(name)
         events.unlink(missing_ok=True)
-        args = ["--url", self.url, "--name", self.key, "--ttl", str(self.ttl)]
-        args += ["--events", str(events), "--job-every", str(self.job_every)]
-        self.procs[name] = start_module(
-            "benchmarks.redis_lock_ref", args, self.workdir / f"{name}.log"
-        )
+        args = [*self.args(name), "--events", str(events)]
+        self.procs[name] = start_module(self.module, args, self.workdir / f"{name}.log")
 
     def start(self) -> None:
         for name in self.names:
@@ -255,18 +279,16 @@ class RedisLockGroup:
     def events(self, name: str, event: str) -> list[dict[str, Any]]:
         return [e for e in json_lines(self._events_path(name)) if e.get("event") == event]
 
-    def leader(self) -> tuple[str, str] | None:
-        token = self.client.get(self.key)
-        if token is None:
-            return None
+    def holder(self, value: object) -> tuple[str, str] | None:
+        """(process name, ``value`` as text) of the process that logged acquiring ``value``."""
         for name in self.names:
-            if any(e.get("token") == token for e in self.events(name, "acquired")):
-                return name, str(token)
+            if any(e.get(self.ident_field) == value for e in self.events(name, "acquired")):
+                return name, str(value)
         return None  # acquired, but not logged yet
 
     def acquired_at(self, name: str, ident: str) -> float | None:
         for event in self.events(name, "acquired"):
-            if event.get("token") == ident:
+            if str(event.get(self.ident_field)) == ident:
                 return float(event["t"])
         return None
 
@@ -274,17 +296,11 @@ class RedisLockGroup:
         found = self.events(name, "released")
         return float(found[-1]["t"]) if found else None
 
-    def ready(self, leader: str) -> bool:
+    def started(self, leader: str) -> bool:
+        """Every process is alive and each but ``leader`` logged that it started."""
         if not all(self.procs[name].poll() is None for name in self.names):
             return False
         return all(self.events(name, "started") for name in self.names if name != leader)
-
-    def ttl_left(self) -> float | None:
-        pttl = int(self.client.pttl(self.key))
-        return pttl / 1000 if pttl >= 0 else None
-
-    def expiry_probe(self, name: str) -> ExpiryProbe:
-        return TtlProbe(self.ttl_left)
 
     def pid(self, name: str) -> int:
         return self.procs[name].pid
@@ -296,12 +312,56 @@ class RedisLockGroup:
         self._start(name)
 
     def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            stop(proc)
+
+
+class RedisLockGroup(RefGroup):
+    """Reference processes electing a leader with redis-py's ``Lock`` (``redis_lock_ref``)."""
+
+    ident_field = "token"
+
+    def __init__(
+        self,
+        label: str,
+        url: str,
+        key: str,
+        workdir: Path,
+        names: list[str],
+        ttl: float,
+        job_every: float = 0.0,
+    ) -> None:
+        super().__init__(label, "benchmarks.redis_lock_ref", workdir, names)
+        self.url = url
+        self.key = key
+        self.ttl = ttl
+        self.job_every = job_every
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+
+    def args(self, name: str) -> list[str]:
+        args = ["--url", self.url, "--name", self.key, "--ttl", str(self.ttl)]
+        return [*args, "--job-every", str(self.job_every)]
+
+    def leader(self) -> tuple[str, str] | None:
+        token = self.client.get(self.key)
+        return None if token is None else self.holder(token)
+
+    def ready(self, leader: str) -> bool:
+        return self.started(leader)
+
+    def ttl_left(self) -> float | None:
+        pttl = int(self.client.pttl(self.key))
+        return pttl / 1000 if pttl >= 0 else None
+
+    def expiry_probe(self, name: str) -> ExpiryProbe:
+        return TtlProbe(self.ttl_left)
+
+    def close(self) -> None:
         try:
-            for proc in self.procs.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in self.procs.values():
-                stop(proc)
+            super().close()
         finally:
             self.client.close()
 

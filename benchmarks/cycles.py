@@ -9,6 +9,7 @@ Rounds alternate between the two so drift in machine load hits both alike.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,25 @@ def lock_cycle(client: redis.Redis, key: str) -> Callable[[], None]:
     return cycle
 
 
+def tooz_cycle(url: str, name: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """tooz's ``acquire(blocking=False)`` + ``release()`` on the coordinator at ``url`` (etcd,
+    PostgreSQL), and how to stop that coordinator."""
+    from tooz import coordination
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its PostgreSQL driver's
+        coordinator = coordination.get_coordinator(url, b"bench-cycles")
+    coordinator.start()
+    lock = coordinator.get_lock(name.encode())
+
+    def cycle() -> None:
+        if not lock.acquire(blocking=False):
+            raise RuntimeError(f"tooz lock {name!r} unexpectedly held")
+        lock.release()
+
+    return cycle, coordinator.stop
+
+
 def rate(cycle: Callable[[], None], seconds: float) -> float:
     """Cycles per second of ``cycle`` run back to back for ``seconds``."""
     count = 0
@@ -78,6 +98,22 @@ def rounds(
 
 def cell(values: list[float]) -> tuple[str, str]:
     return f"{percentile(values, 50):,.0f}", f"{min(values):,.0f} to {max(values):,.0f}"
+
+
+def tooz_table(baton: str, rates: dict[str, list[float]]) -> Table:
+    """Cycles/s of Baton (row ``baton``, ``rates["baton"]``; target: at least tooz's median)
+    and of tooz's lock (``rates["tooz"]``, the reference). More rows may be added after."""
+    baton_rate = percentile(rates["baton"], 50)
+    tooz_rate = percentile(rates["tooz"], 50)
+    table = Table(["Contender", "cycles/s (median of rounds)", "range", "Target", "Result"])
+    table.add(baton, *cell(rates["baton"]), "≥ tooz", verdict(baton_rate >= tooz_rate))
+    table.add(
+        "tooz lock acquire(blocking=False) + release (reference)",
+        *cell(rates["tooz"]),
+        NO_TARGET,
+        NO_TARGET,
+    )
+    return table
 
 
 def zookeeper_rates(n: int, seconds: float) -> tuple[list[float] | None, str]:

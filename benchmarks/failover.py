@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,18 +98,34 @@ def measure(
     return results
 
 
-def sigterm_table(rows: list[tuple[str, list[Rep], str]]) -> Table:
-    """Rows: (contender, reps, role) with role ``target`` or ``reference`` or ``extra``."""
+def handover_table(
+    rows: list[tuple[str, list[Rep], Callable[[float], tuple[str, str]] | None]],
+) -> Table:
+    """Graceful handovers. Rows: (contender, reps, judge) where ``judge`` maps the p50 to
+    (target, result) cells, or is ``None`` for a reference (no target)."""
     table = Table(["Contender", "p50", "max", *RELEASE_HEADERS, "n", "Target", "Result"])
-    for label, found, role in rows:
+    for label, found, judge in rows:
         values = [r.failover for r in found]
         p50 = percentile(values, 50)
-        target = NO_TARGET if role == "reference" else f"p50 < {ms(SIGTERM_P50_TARGET, 0)}"
-        result = NO_TARGET if role == "reference" else verdict(p50 < SIGTERM_P50_TARGET)
+        target, result = (NO_TARGET, NO_TARGET) if judge is None else judge(p50)
         table.add(
             label, ms(p50), ms(max(values)), *release_split(found), len(values), target, result
         )
     return table
+
+
+def _sigterm_judge(p50: float) -> tuple[str, str]:
+    return f"p50 < {ms(SIGTERM_P50_TARGET, 0)}", verdict(p50 < SIGTERM_P50_TARGET)
+
+
+def sigterm_table(rows: list[tuple[str, list[Rep], str]]) -> Table:
+    """Rows: (contender, reps, role) with role ``target`` or ``reference`` or ``extra``."""
+    return handover_table(
+        [
+            (label, found, None if role == "reference" else _sigterm_judge)
+            for label, found, role in rows
+        ]
+    )
 
 
 #: Columns splitting a graceful handover at the old leader's "released" log line.
@@ -124,14 +141,22 @@ def release_split(found: list[Rep]) -> tuple[str, str]:
     return ms(percentile(released, 50)), ms(percentile(rest, 50))
 
 
-def kill_table(rows: list[tuple[str, list[Rep], str]]) -> Table:
+def kill_table(
+    rows: list[tuple[str, list[Rep], str]],
+    lets_go: str = "server-side expiry",
+    after: str = "after expiry",
+    target_s: float = AFTER_EXPIRY_TARGET,
+) -> Table:
+    """kill -9 of the leader. Rows: (contender, reps, role) as in :func:`sigterm_table`;
+    ``lets_go`` and ``after`` name the server's side in the headers; ``target_s``: the most
+    a new leader may take after it, seconds."""
     table = Table(
         [
             "Contender",
             "kill → new leader p50",
             "max",
-            "kill → server-side expiry p50",
-            "new leader after expiry p50",
+            f"kill → {lets_go} p50",
+            f"new leader {after} p50",
             "max",
             "n",
             "Target",
@@ -145,8 +170,8 @@ def kill_table(rows: list[tuple[str, list[Rep], str]]) -> Table:
         if role == "reference":
             target, result = NO_TARGET, NO_TARGET
         else:
-            target = f"every rep ≤ {ms(AFTER_EXPIRY_TARGET, 0)} after expiry"
-            result = verdict(bool(after) and max(after) <= AFTER_EXPIRY_TARGET)
+            target = f"every rep ≤ {ms(target_s, 0)} after expiry"
+            result = verdict(bool(after) and max(after) <= target_s)
         table.add(
             label,
             ms(percentile(total, 50)),

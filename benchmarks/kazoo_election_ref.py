@@ -11,31 +11,28 @@ Events go to ``--events`` as JSON lines ``{"event": ..., "t": unix seconds, "nod
 
 from __future__ import annotations
 
-import argparse
-import json
 import signal
 import threading
-import time
 from types import FrameType
-from typing import Any
 
 from kazoo.client import KazooClient
 
+from benchmarks.refproc import EventLog, parse_args
+
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hosts", required=True)
-    parser.add_argument("--path", required=True, help="the election node")
-    parser.add_argument("--timeout", type=float, required=True, help="session timeout, s")
-    parser.add_argument("--name", required=True, help="this contender's identifier")
-    parser.add_argument("--events", required=True, help="JSON-lines event file")
-    args = parser.parse_args(argv)
+    args = parse_args(
+        __doc__,
+        argv,
+        [
+            ("--hosts", {"required": True}),
+            ("--path", {"required": True, "help": "the election node"}),
+            ("--timeout", {"type": float, "required": True, "help": "session timeout, s"}),
+            ("--name", {"required": True, "help": "this contender's identifier"}),
+        ],
+    )
 
-    events = open(args.events, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-
-    def emit(event: str, **fields: Any) -> None:
-        events.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
-        events.flush()
+    events = EventLog(args.events)
 
     client = KazooClient(hosts=args.hosts, timeout=args.timeout)
     client.start(timeout=10)
@@ -50,14 +47,14 @@ def main(argv: list[str] | None = None) -> None:
 
     def lead() -> None:
         leading.set()
-        emit("acquired", node=election.lock.node)
+        events.emit("acquired", node=election.lock.node)
         stop.wait()
 
     signal.signal(signal.SIGTERM, on_term)
-    emit("started")
+    events.emit("started")
     try:
         election.run(lead)  # returns once lead() returned and the node is deleted
-        emit("released")
+        events.emit("released")
     finally:
         client.stop()
         client.close()

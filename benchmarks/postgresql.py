@@ -13,10 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
-import threading
 import time
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -27,11 +24,11 @@ import psycopg
 import psycopg2
 
 from benchmarks import cycles, failover, lateness
-from benchmarks.contenders import BatonGroup, ExpiryProbe, Group
+from benchmarks.contenders import BatonGroup, ExpiryProbe, Group, RefGroup, ThreadProbe
 from benchmarks.failover import Rep
-from benchmarks.procs import json_lines, start_module, stop, wait_for
-from benchmarks.report import NO_TARGET, NOT_MEASURED, Section, Table, verdict
-from benchmarks.stats import ms, percentile
+from benchmarks.procs import wait_for
+from benchmarks.report import NO_TARGET, Section, Table, verdict
+from benchmarks.stats import latency_cells, ms, percentile
 from benchmarks.zookeeper import claim_latencies
 from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
@@ -95,7 +92,7 @@ class Listeners:
         return False
 
 
-class LockGoneProbe:
+class LockGoneProbe(ThreadProbe):
     """kill -9 of a tooz holder: when the server let go of its advisory lock.
 
     A thread polls ``pg_locks`` every :data:`LOCK_POLL` s from its own connection, from
@@ -107,9 +104,7 @@ class LockGoneProbe:
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]], pid: int) -> None:
         self._conn = connect()
         self._pid = pid
-        self._gone: float | None = None
-        self._thread = threading.Thread(target=self._run, name="lock-gone-probe", daemon=True)
-        self._thread.start()
+        super().__init__("lock-gone-probe")
 
     def _run(self) -> None:
         query = (
@@ -123,24 +118,19 @@ class LockGoneProbe:
                 sent = time.time()
                 row = self._conn.execute(query, (self._pid,)).fetchone()
                 if row is not None and not row[0]:
-                    self._gone = (last_held + time.time()) / 2
+                    self._expiry = (last_held + time.time()) / 2
                     return
                 last_held = sent
                 time.sleep(LOCK_POLL)
         finally:
             self._conn.close()
 
-    def reaped(self) -> None:
-        pass
 
-    def expiry(self) -> float | None:
-        self._thread.join(10.0)
-        return self._gone
-
-
-class ToozLockGroup:
+class ToozLockGroup(RefGroup):
     """Contenders holding tooz's PostgreSQL lock (``tooz_lock_ref``); the server's
     ``pg_locks`` says who holds it and who waits."""
+
+    ident_field = "pid"
 
     def __init__(
         self,
@@ -152,35 +142,15 @@ class ToozLockGroup:
         workdir: Path,
         names: list[str],
     ) -> None:
-        self.label = label
-        self.names = names
+        super().__init__(label, "benchmarks.tooz_lock_ref", workdir, names)
         self.url = url
         self.lock = lock
         self.key = tooz_key(lock)
         self.observer = observer
         self.connect = connect
-        self.workdir = workdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        workdir.mkdir(parents=True, exist_ok=True)
 
-    def _events_path(self, name: str) -> Path:
-        return self.workdir / f"{name}.events.jsonl"
-
-    def _start(self, name: str) -> None:
-        events = self._events_path(name)
-        events.unlink(missing_ok=True)
-        args = ["--url", self.url, "--name", self.lock, "--member", name]
-        args += ["--events", str(events)]
-        self.procs[name] = start_module(
-            "benchmarks.tooz_lock_ref", args, self.workdir / f"{name}.log"
-        )
-
-    def start(self) -> None:
-        for name in self.names:
-            self._start(name)
-
-    def events(self, name: str, event: str) -> list[dict[str, Any]]:
-        return [e for e in json_lines(self._events_path(name)) if e.get("event") == event]
+    def args(self, name: str) -> list[str]:
+        return ["--url", self.url, "--name", self.lock, "--member", name]
 
     def _locks(self) -> list[tuple[int, bool]]:
         """(backend pid, granted) of every session holding or waiting for the lock."""
@@ -193,29 +163,12 @@ class ToozLockGroup:
 
     def leader(self) -> tuple[str, str] | None:
         holders = [pid for pid, granted in self._locks() if granted]
-        if not holders:
-            return None
-        for name in self.names:
-            if any(e.get("pid") == holders[0] for e in self.events(name, "acquired")):
-                return name, str(holders[0])
-        return None  # granted, but not logged yet
-
-    def acquired_at(self, name: str, ident: str) -> float | None:
-        for event in self.events(name, "acquired"):
-            if str(event.get("pid")) == ident:
-                return float(event["t"])
-        return None
-
-    def released_at(self, name: str) -> float | None:
-        found = self.events(name, "released")
-        return float(found[-1]["t"]) if found else None
+        return self.holder(holders[0]) if holders else None  # granted, maybe not logged yet
 
     def ready(self, leader: str) -> bool:
-        if not all(proc.poll() is None for proc in self.procs.values()):
+        if not self.started(leader):
             return False
         followers = [name for name in self.names if name != leader]
-        if not all(self.events(name, "started") for name in followers):
-            return False
         waiting = [pid for pid, granted in self._locks() if not granted]
         return len(waiting) == len(followers)
 
@@ -224,22 +177,6 @@ class ToozLockGroup:
         if not holders:
             raise RuntimeError(f"{self.label}: no holder of the lock for leader {name}")
         return LockGoneProbe(self.connect, holders[0])
-
-    def pid(self, name: str) -> int:
-        return self.procs[name].pid
-
-    def reap(self, name: str, timeout: float) -> None:
-        self.procs[name].wait(timeout=timeout)
-
-    def restart(self, name: str) -> None:
-        self._start(name)
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            stop(proc)
 
 
 def one_freeze(group: Group, timeout: float) -> float | None:
@@ -320,24 +257,6 @@ def claim_batches(backend: LeaseBackend, name: str, batches: int) -> list[float]
     return out
 
 
-def tooz_cycle(url: str, name: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """tooz's ``acquire(blocking=False)`` + ``release()``, and how to stop its coordinator."""
-    from tooz import coordination
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # its PostgreSQL driver's
-        coordinator = coordination.get_coordinator(url, b"bench-cycles")
-    coordinator.start()
-    lock = coordinator.get_lock(name.encode())
-
-    def cycle() -> None:
-        if not lock.acquire(blocking=False):
-            raise RuntimeError(f"tooz lock {name!r} unexpectedly held")
-        lock.release()
-
-    return cycle, coordinator.stop
-
-
 def advisory_cycle(conn: Any, key: tuple[int, int]) -> Callable[[], None]:
     """The bare advisory lock on one kept psycopg2 connection: try-lock + unlock."""
     cur = conn.cursor()
@@ -354,67 +273,21 @@ def advisory_cycle(conn: Any, key: tuple[int, int]) -> Callable[[], None]:
 
 
 def handover_table(term: dict[str, list[Rep]], tooz_p50: float) -> Table:
-    table = Table(["Contender", "p50", "max", *failover.RELEASE_HEADERS, "n", "Target", "Result"])
-    for label in (BATON_PG, TOOZ):
-        values = [r.failover for r in term[label]]
-        p50 = percentile(values, 50)
-        if label == TOOZ:
-            target, result = NO_TARGET, NO_TARGET
-        else:
-            target = (
-                f"p50 < {ms(HANDOVER_P50_TARGET, 0)} and ≤ tooz p50 / "
-                f"{HANDOVER_SPEEDUP_TARGET:g} ({ms(tooz_p50 / HANDOVER_SPEEDUP_TARGET)})"
-            )
-            result = verdict(
-                p50 < HANDOVER_P50_TARGET and p50 * HANDOVER_SPEEDUP_TARGET <= tooz_p50
-            )
-        table.add(
-            label,
-            ms(p50),
-            ms(max(values)),
-            *failover.release_split(term[label]),
-            len(values),
-            target,
-            result,
+    def judge(p50: float) -> tuple[str, str]:
+        target = (
+            f"p50 < {ms(HANDOVER_P50_TARGET, 0)} and ≤ tooz p50 / "
+            f"{HANDOVER_SPEEDUP_TARGET:g} ({ms(tooz_p50 / HANDOVER_SPEEDUP_TARGET)})"
         )
-    return table
+        return target, verdict(
+            p50 < HANDOVER_P50_TARGET and p50 * HANDOVER_SPEEDUP_TARGET <= tooz_p50
+        )
+
+    return failover.handover_table([(BATON_PG, term[BATON_PG], judge), (TOOZ, term[TOOZ], None)])
 
 
 def kill_table(kill: dict[str, list[Rep]]) -> Table:
-    table = Table(
-        [
-            "Contender",
-            "kill → new leader p50",
-            "max",
-            "kill → server lets go p50",
-            "new leader after that p50",
-            "max",
-            "n",
-            "Target",
-            "Result",
-        ]
-    )
-    for label in (BATON_PG, TOOZ):
-        total = [r.failover for r in kill[label]]
-        after = [r.after_expiry for r in kill[label] if r.after_expiry is not None]
-        until = [r.failover - r.after_expiry for r in kill[label] if r.after_expiry is not None]
-        if label == TOOZ:
-            target, result = NO_TARGET, NO_TARGET
-        else:
-            target = f"every rep ≤ {ms(AFTER_EXPIRY_TARGET, 0)} after expiry"
-            result = verdict(bool(after) and max(after) <= AFTER_EXPIRY_TARGET)
-        table.add(
-            label,
-            ms(percentile(total, 50)),
-            ms(max(total)),
-            ms(percentile(until, 50)) if until else "—",
-            ms(percentile(after, 50)) if after else "—",
-            ms(max(after)) if after else "—",
-            len(total),
-            target,
-            result,
-        )
-    return table
+    rows = [(BATON_PG, kill[BATON_PG], "target"), (TOOZ, kill[TOOZ], "reference")]
+    return failover.kill_table(rows, "server lets go", "after that", AFTER_EXPIRY_TARGET)
 
 
 def missing() -> str | None:
@@ -432,19 +305,11 @@ def missing() -> str | None:
     return None
 
 
-def not_measured(section: Section, reason: str) -> Section:
-    table = Table(["Measurement", "Result"])
-    table.add(f"{NOT_MEASURED}: {reason}", NOT_MEASURED)
-    section.tables = [table]
-    section.summarize("PostgreSQL rows", "—", "—", "issue 14 targets", f"{NOT_MEASURED}: {reason}")
-    return section
-
-
 def run(quick: bool, base: Path) -> Section:
     section = Section("postgresql", TITLE)
     reason = missing()
     if reason is not None:
-        return not_measured(section, reason)
+        return section.not_measured("PostgreSQL rows", "issue 14 targets", reason)
     from tests.harness.postgresql_server import PostgresServer
     from tests.harness.redis_server import RedisServer
 
@@ -490,7 +355,7 @@ def run(quick: bool, base: Path) -> Section:
         try:
             pg_claims = claim_latencies(backend, "bench-claims", claims)
             pg_batches = claim_batches(backend, "bench-batches", batches)
-            tooz_run, tooz_stop = tooz_cycle(url, "bench-cycles-tooz")
+            tooz_run, tooz_stop = cycles.tooz_cycle(url, "bench-cycles-tooz")
             raw = psycopg2.connect(url)
             raw.autocommit = True
             try:
@@ -545,55 +410,34 @@ def run(quick: bool, base: Path) -> Section:
     pg_p99 = percentile(pg_claims, 99)
     claim_table.add(
         "Baton PostgresBackend.claim (one fire)",
-        ms(percentile(pg_claims, 50), 2),
-        ms(pg_p99, 2),
-        ms(max(pg_claims), 2),
-        len(pg_claims),
+        *latency_cells(pg_claims),
         f"p99 < {ms(CLAIM_P99_TARGET, 0)}",
         verdict(pg_p99 < CLAIM_P99_TARGET),
     )
     claim_table.add(
         f"Baton PostgresBackend.claim_many ({BATCH:,} fires, per batch)",
-        ms(percentile(pg_batches, 50), 1),
-        ms(percentile(pg_batches, 99), 1),
-        ms(max(pg_batches), 1),
-        len(pg_batches),
+        *latency_cells(pg_batches, 1),
         NO_TARGET,
         NO_TARGET,
     )
     claim_table.add(
         "Baton RedisBackend.claim (for comparison)",
-        ms(percentile(redis_claims, 50), 2),
-        ms(percentile(redis_claims, 99), 2),
-        ms(max(redis_claims), 2),
-        len(redis_claims),
+        *latency_cells(redis_claims),
         NO_TARGET,
         NO_TARGET,
     )
     claim_table.add(
         f"Baton RedisBackend.claim_many ({BATCH:,} fires, per batch, for comparison)",
-        ms(percentile(redis_batches, 50), 1),
-        ms(percentile(redis_batches, 99), 1),
-        ms(max(redis_batches), 1),
-        len(redis_batches),
+        *latency_cells(redis_batches, 1),
         NO_TARGET,
         NO_TARGET,
     )
 
     baton_rate = percentile(rates["baton"], 50)
     tooz_rate = percentile(rates["tooz"], 50)
-    rate_table = Table(["Contender", "cycles/s (median of rounds)", "range", "Target", "Result"])
-    rate_table.add(
+    rate_table = cycles.tooz_table(
         "Baton PostgresBackend try_acquire + release (fencing token, NOTIFY)",
-        *cycles.cell(rates["baton"]),
-        "≥ tooz",
-        verdict(baton_rate >= tooz_rate),
-    )
-    rate_table.add(
-        "tooz lock acquire(blocking=False) + release (reference)",
-        *cycles.cell(rates["tooz"]),
-        NO_TARGET,
-        NO_TARGET,
+        rates,
     )
     rate_table.add(
         "bare pg_try_advisory_lock + pg_advisory_unlock, one kept connection (for information)",

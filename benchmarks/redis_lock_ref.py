@@ -12,43 +12,32 @@ figures compare like with like. Events go to ``--events`` as JSON lines
 
 from __future__ import annotations
 
-import argparse
-import json
 import signal
 import threading
 import time
 from datetime import UTC
-from types import FrameType
-from typing import Any
 
 import redis
 from redis.exceptions import LockError
 
-
-class Terminated(Exception):
-    """SIGTERM arrived."""
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+from benchmarks.refproc import EventLog, Terminated, parse_args, raise_terminated
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--name", required=True, help="the lock key")
-    parser.add_argument("--ttl", type=float, required=True, help="lock timeout, seconds")
-    parser.add_argument("--events", required=True, help="JSON-lines event file")
-    parser.add_argument("--job-every", type=float, default=0.0, help="run an APScheduler job")
-    args = parser.parse_args(argv)
+    args = parse_args(
+        __doc__,
+        argv,
+        [
+            ("--url", {"required": True}),
+            ("--name", {"required": True, "help": "the lock key"}),
+            ("--ttl", {"type": float, "required": True, "help": "lock timeout, seconds"}),
+            ("--job-every", {"type": float, "default": 0.0, "help": "run an APScheduler job"}),
+        ],
+    )
 
-    events = open(args.events, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+    events = EventLog(args.events)
 
-    def emit(event: str, **fields: Any) -> None:
-        events.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
-        events.flush()
-
-    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGTERM, raise_terminated)
     client = redis.Redis.from_url(args.url)
     lock = client.lock(args.name, timeout=args.ttl)  # default sleep: 0.1 s between tries
     leading = threading.Event()
@@ -63,20 +52,20 @@ def main(argv: list[str] | None = None) -> None:
         scheduler = BackgroundScheduler(timezone=UTC)
         scheduler.add_job(job, "interval", seconds=args.job_every)
         scheduler.start()
-    emit("started", sleep=lock.sleep)
+    events.emit("started", sleep=lock.sleep)
     try:
         while True:
             lock.acquire(blocking=True)
             token = lock.local.token
             leading.set()
-            emit("acquired", token=token.decode() if token else None)
+            events.emit("acquired", token=token.decode() if token else None)
             try:
                 while True:
                     time.sleep(args.ttl / 3)
                     lock.reacquire()
             except LockError as exc:  # expired or taken over: back to waiting
                 leading.clear()
-                emit("lost", error=str(exc))
+                events.emit("lost", error=str(exc))
     except Terminated:
         pass
     finally:
@@ -84,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         if lock.local.token is not None:
             try:
                 lock.release()
-                emit("released")
+                events.emit("released")
             except LockError:
                 pass
         if scheduler is not None:

@@ -64,6 +64,16 @@ class Section:
         """Add a row to the summary at the top of the page."""
         self.summary.append([measurement, baton, reference, target, result])
 
+    def not_measured(self, rows: str, targets: str, reason: str) -> Section:
+        """Make this section one ``not measured`` row saying ``reason``, and say so in the
+        summary (``rows``: what was not measured; ``targets``: whose targets went unchecked).
+        """
+        table = Table(["Measurement", "Result"])
+        table.add(f"{NOT_MEASURED}: {reason}", NOT_MEASURED)
+        self.tables = [table]
+        self.summarize(rows, "—", "—", targets, f"{NOT_MEASURED}: {reason}")
+        return self
+
     def verdicts(self) -> list[str]:
         """Every PASS/MISS/not-measured cell of the section's tables."""
         found = []

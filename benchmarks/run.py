@@ -15,6 +15,9 @@ Sections (``--only`` takes these names, repeated or comma-separated):
 * ``sentinel``  Redis Sentinel rows: claims and cycles with min_replicas_ack vs redis-py Lock,
   failover of the primary (SENTINEL FAILOVER, kill -9) to the next accepted fire
 * ``celery``    Celery beat under kill -9, SIGSTOP and a cut from Redis: Baton vs RedBeat
+* ``etcd``      etcd rows: handover vs tooz (etcd3gw) and etcdctl elect, kill -9, claims, cycles
+* ``redlock``   Redlock rows: cycles vs pottery's Redlock on 3 and 5 primaries, claims, handover,
+  kill -9
 
 ``--quick`` is a smoke mode: few repetitions, short loops; its numbers are not for the page.
 A section that fails is reported as "not measured" with the error, and the exit code is 1.
@@ -34,12 +37,14 @@ from pathlib import Path
 from benchmarks import (
     celery_beat,
     cycles,
+    etcd,
     failover,
     idle,
     image,
     lateness,
     postgresql,
     redis_sentinel,
+    redlock,
     scale,
     zookeeper,
 )
@@ -57,6 +62,8 @@ SECTIONS: dict[str, tuple[str, Callable[[bool, Path], Section]]] = {
     "postgresql": (postgresql.TITLE, postgresql.run),
     "sentinel": (redis_sentinel.TITLE, redis_sentinel.run),
     "celery": (celery_beat.TITLE, celery_beat.run),
+    "etcd": (etcd.TITLE, etcd.run),
+    "redlock": (redlock.TITLE, redlock.run),
 }
 
 
@@ -104,8 +111,8 @@ def render(
         "",
         f"Written by `{command}`; do not edit by hand. Baton and each reference are measured "
         "in the same run, on the same machine, against servers the benchmark starts on "
-        "127.0.0.1. Targets are those of issues 2 (core), 3 (ZooKeeper), 13 (many jobs) "
-        "and 14 (PostgreSQL); "
+        "127.0.0.1. Targets are those of issues 2 (core), 3 (ZooKeeper), 13 (many jobs), "
+        "14 (PostgreSQL) and 18 (etcd); "
         "a MISS is reported as measured.",
         "",
     ]

@@ -38,3 +38,13 @@ def p50_max(values: Sequence[float], digits: int = 1) -> str:
     if not values:
         return "—"
     return f"{ms(percentile(values, 50), digits)} / {ms(max(values), digits)}"
+
+
+def latency_cells(values: Sequence[float], digits: int = 2) -> tuple[str, str, str, int]:
+    """``p50``, ``p99``, ``max`` (milliseconds) and ``n`` of ``values``, for a table row."""
+    return (
+        ms(percentile(values, 50), digits),
+        ms(percentile(values, 99), digits),
+        ms(max(values), digits),
+        len(values),
+    )

@@ -16,48 +16,45 @@ connection is closed) and exits. Events go to ``--events`` as JSON lines
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import time
 import warnings
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 from tooz import coordination
 
-
-class Terminated(Exception):
-    """SIGTERM arrived."""
-
-
-def _on_term(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+from benchmarks.refproc import EventLog, Terminated, parse_args, raise_terminated
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True, help="postgresql://user:pass@host:port/db")
-    parser.add_argument("--name", required=True, help="the lock name")
-    parser.add_argument("--member", required=True, help="this contender's member id")
-    parser.add_argument("--events", required=True, help="JSON-lines event file")
-    args = parser.parse_args(argv)
+    args = parse_args(
+        __doc__,
+        argv,
+        [
+            ("--url", {"required": True, "help": "postgresql://user:pass@host:port/db"}),
+            ("--name", {"required": True, "help": "the lock name"}),
+            ("--member", {"required": True, "help": "this contender's member id"}),
+        ],
+    )
 
-    events = open(args.events, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-
-    def emit(event: str, **fields: Any) -> None:
-        events.write(json.dumps({"event": event, "t": time.time(), **fields}) + "\n")
-        events.flush()
-
-    signal.signal(signal.SIGTERM, _on_term)
     # tooz 9 warns that its PostgreSQL driver is deprecated; it still is the driver it ships.
     warnings.simplefilter("ignore", DeprecationWarning)
+    hold(args, lambda lock: {"pid": lock._conn.get_backend_pid()})  # instrumentation only
+
+
+def hold(args: argparse.Namespace, holder: Callable[[Any], dict[str, Any]]) -> None:
+    """Take tooz's lock ``args.name`` at ``args.url`` as ``args.member``, lead until SIGTERM,
+    release; ``holder(lock)`` gives the ``acquired`` event's fields naming the holder."""
+    events = EventLog(args.events)
+    signal.signal(signal.SIGTERM, raise_terminated)
     coordinator = coordination.get_coordinator(args.url, args.member.encode())
     coordinator.start(start_heart=True)
-    lock = coordinator.get_lock(args.name.encode())
-    emit("started")
+    lock: Any = coordinator.get_lock(args.name.encode())
+    events.emit("started")
     try:
         lock.acquire(blocking=True)
-        emit("acquired", pid=lock._conn.get_backend_pid())  # instrumentation only
+        events.emit("acquired", **holder(lock))
         while True:
             time.sleep(3600)  # leads until SIGTERM
     except Terminated:
@@ -65,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if lock.acquired:
             lock.release()
-            emit("released")
+            events.emit("released")
         coordinator.stop()
         events.close()
 

@@ -8,7 +8,6 @@ timeout; repetitions alternate between them.
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,10 +19,10 @@ from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
 from benchmarks import failover, lateness
-from benchmarks.contenders import BatonGroup, ExpiryProbe, Group
-from benchmarks.procs import json_lines, start_module, stop, wait_for
-from benchmarks.report import NO_TARGET, NOT_MEASURED, Section, Table, verdict
-from benchmarks.stats import ms, percentile
+from benchmarks.contenders import BatonGroup, ExpiryProbe, Group, RefGroup
+from benchmarks.procs import wait_for
+from benchmarks.report import NO_TARGET, Section, Table, verdict
+from benchmarks.stats import latency_cells, ms, percentile
 from scheduler.backends import from_url
 from scheduler.backends.base import LeaseBackend
 from scheduler.backends.runs import Retention, RunRecord
@@ -109,69 +108,33 @@ class BatonZooKeeperGroup(BatonGroup):
         return DeletionProbe(self.zk, f"{self.latch}/{lowest}")
 
 
-class KazooElectionGroup:
+class KazooElectionGroup(RefGroup):
     """Contenders running kazoo's ``Election`` recipe (``kazoo_election_ref``)."""
 
     MARK = "__lock__"
+    ident_field = "node"
 
     def __init__(
         self, label: str, zk: KazooClient, hosts: str, path: str, workdir: Path, names: list[str]
     ) -> None:
-        self.label = label
-        self.names = names
+        super().__init__(label, "benchmarks.kazoo_election_ref", workdir, names)
         self.zk = zk
         self.hosts = hosts
         self.path = path
-        self.workdir = workdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        workdir.mkdir(parents=True, exist_ok=True)
 
-    def _events_path(self, name: str) -> Path:
-        return self.workdir / f"{name}.events.jsonl"
-
-    def _start(self, name: str) -> None:
-        events = self._events_path(name)
-        events.unlink(missing_ok=True)
+    def args(self, name: str) -> list[str]:
         args = ["--hosts", self.hosts, "--path", self.path, "--timeout", str(SESSION_TIMEOUT)]
-        args += ["--name", name, "--events", str(events)]
-        self.procs[name] = start_module(
-            "benchmarks.kazoo_election_ref", args, self.workdir / f"{name}.log"
-        )
-
-    def start(self) -> None:
-        for name in self.names:
-            self._start(name)
-
-    def events(self, name: str, event: str) -> list[dict[str, Any]]:
-        return [e for e in json_lines(self._events_path(name)) if e.get("event") == event]
+        return [*args, "--name", name]
 
     def leader(self) -> tuple[str, str] | None:
         lowest = _lowest(self.zk, self.path, self.MARK)
-        if lowest is None:
-            return None
-        for name in self.names:
-            if any(e.get("node") == lowest for e in self.events(name, "acquired")):
-                return name, lowest
-        return None
-
-    def acquired_at(self, name: str, ident: str) -> float | None:
-        for event in self.events(name, "acquired"):
-            if event.get("node") == ident:
-                return float(event["t"])
-        return None
-
-    def released_at(self, name: str) -> float | None:
-        found = self.events(name, "released")
-        return float(found[-1]["t"]) if found else None
+        return None if lowest is None else self.holder(lowest)
 
     def ready(self, leader: str) -> bool:
-        live = [n for n in self.names if self.procs[n].poll() is None]
-        if len(live) != len(self.names):
-            return False
-        if not all(self.events(n, "started") for n in self.names if n != leader):
+        if not self.started(leader):
             return False
         try:
-            return len(self.zk.get_children(self.path)) == len(live)
+            return len(self.zk.get_children(self.path)) == len(self.names)
         except NoNodeError:
             return False
 
@@ -180,22 +143,6 @@ class KazooElectionGroup:
         if lowest is None:
             raise RuntimeError(f"{self.label}: no node for leader {name}")
         return DeletionProbe(self.zk, f"{self.path}/{lowest}")
-
-    def pid(self, name: str) -> int:
-        return self.procs[name].pid
-
-    def reap(self, name: str, timeout: float) -> None:
-        self.procs[name].wait(timeout=timeout)
-
-    def restart(self, name: str) -> None:
-        self._start(name)
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            stop(proc)
 
 
 def claim_latencies(backend: LeaseBackend, name: str, count: int) -> list[float]:
@@ -244,19 +191,11 @@ def missing() -> str | None:
     return None
 
 
-def not_measured(section: Section, reason: str) -> Section:
-    table = Table(["Measurement", "Result"])
-    table.add(f"{NOT_MEASURED}: {reason}", NOT_MEASURED)
-    section.tables = [table]
-    section.summarize("ZooKeeper rows", "—", "—", "issue 3 targets", f"{NOT_MEASURED}: {reason}")
-    return section
-
-
 def run(quick: bool, base: Path) -> Section:
     section = Section("zookeeper", "5. ZooKeeper backend vs kazoo")
     reason = missing()
     if reason is not None:
-        return not_measured(section, reason)
+        return section.not_measured("ZooKeeper rows", "issue 3 targets", reason)
     from tests.harness.redis_server import RedisServer
     from tests.harness.zookeeper_server import ZooKeeperServer
 
@@ -385,19 +324,13 @@ def run(quick: bool, base: Path) -> Section:
     zk_p99 = percentile(zk_claims, 99)
     claim_table.add(
         "Baton ZooKeeperBackend.claim",
-        ms(percentile(zk_claims, 50), 2),
-        ms(zk_p99, 2),
-        ms(max(zk_claims), 2),
-        len(zk_claims),
+        *latency_cells(zk_claims),
         f"p99 < {ms(CLAIM_P99_TARGET, 0)}",
         verdict(zk_p99 < CLAIM_P99_TARGET),
     )
     claim_table.add(
         "Baton RedisBackend.claim (for comparison)",
-        ms(percentile(redis_claims, 50), 2),
-        ms(percentile(redis_claims, 99), 2),
-        ms(max(redis_claims), 2),
-        len(redis_claims),
+        *latency_cells(redis_claims),
         NO_TARGET,
         NO_TARGET,
     )

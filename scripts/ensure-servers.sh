@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools the tests use (redis-server, ZooKeeper, PostgreSQL,
-# PgBouncer, podman, debootstrap) when they are missing.
+# PgBouncer, etcd, podman, debootstrap) when they are missing.
 # Tests never skip for a missing server: they fail loudly, so install them here first.
 set -euo pipefail
 need=()
@@ -11,6 +11,8 @@ command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 # throw-away clusters from /usr/lib/postgresql/*/bin and pgbouncer on free loopback ports.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
+# etcd (tests/harness/etcd_server.py runs /usr/bin/etcd members on free loopback ports).
+[ -x /usr/bin/etcd ] && [ -x /usr/bin/etcdctl ] || need+=(etcd-server etcd-client)
 # The chaos suite's clock faults: libfaketime, and gcc for its small sem_clockwait shim.
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(faketime)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
@@ -18,6 +20,10 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # makes the local Debian base it builds on (no registry of base images is reachable).
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+# The status page's browser test (tests/integrations/test_status_page.py): headless
+# Chromium driven by selenium through Debian's chromedriver.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing test servers: ${need[*]}"
 sudo=""
@@ -26,7 +32,7 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # The Debian packages start system services; tests run their own servers on free ports.
-for svc in redis-server zookeeper postgresql pgbouncer; do
+for svc in redis-server zookeeper postgresql pgbouncer etcd; do
   $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
 done
 # Without systemd, the postgresql package's "main" cluster is started by pg_ctlcluster: stop

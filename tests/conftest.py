@@ -15,14 +15,25 @@ from pathlib import Path
 import pytest
 
 from scheduler.backends import LeaseBackend, from_url
+from tests.harness.etcd_server import BATON_PREFIX, EtcdCluster
 from tests.harness.postgresql_server import PostgresServer
 from tests.harness.redis_cluster import RedisClusterGroup
 from tests.harness.redis_sentinel import SentinelGroup
 from tests.harness.redis_server import RedisServer
+from tests.harness.redlock_group import RedlockGroup
 from tests.harness.zookeeper_server import ZooKeeperServer
 
 #: Every backend the contract suite runs against, in one place.
-BACKEND_KINDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster")
+BACKEND_KINDS = (
+    "sqlite",
+    "redis",
+    "zookeeper",
+    "postgresql",
+    "sentinel",
+    "cluster",
+    "etcd",
+    "redlock",
+)
 
 #: Seconds a backend call may take in tests: long enough for a loaded CI box, short enough
 #: that a hung call fails the test quickly.
@@ -69,6 +80,19 @@ def redis_cluster() -> Iterator[RedisClusterGroup]:
 
 
 @pytest.fixture(scope="session")
+def redlock_group() -> Iterator[RedlockGroup]:
+    """Three independent redis-servers (a Redlock group of N = 3) for the session.
+
+    A test that kills a primary restarts it when done (``heal()``).
+    """
+    group = RedlockGroup(3).start()
+    try:
+        yield group
+    finally:
+        group.cleanup()
+
+
+@pytest.fixture(scope="session")
 def zookeeper_server() -> Iterator[ZooKeeperServer]:
     """One ZooKeeper server for the whole session; tests keep apart by election name."""
     server = ZooKeeperServer().start()
@@ -86,6 +110,16 @@ def postgresql_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdCluster]:
+    """One single-member etcd for the whole session; tests keep apart by election name."""
+    cluster = EtcdCluster(size=1).start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -107,6 +141,11 @@ def _postgresql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.url()
 
 
+def _etcd_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    cluster: EtcdCluster = request.getfixturevalue("etcd_server")
+    return cluster.url()
+
+
 def _sentinel_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     group: SentinelGroup = request.getfixturevalue("redis_sentinel")
     return group.url()
@@ -117,6 +156,11 @@ def _cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return group.url()
 
 
+def _redlock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    group: RedlockGroup = request.getfixturevalue("redlock_group")
+    return group.url()
+
+
 _URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sentinel": _sentinel_url,
     "cluster": _cluster_url,
@@ -124,6 +168,8 @@ _URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite": _sqlite_url,
     "redis": _redis_url,
     "zookeeper": _zookeeper_url,
+    "etcd": _etcd_url,
+    "redlock": _redlock_url,
 }
 
 
@@ -148,6 +194,14 @@ def _expire_zookeeper_session(
     assert _wait_until(lambda: backend.read(name) is None), "lease never expired"
 
 
+def _expire_etcd_lease(request: pytest.FixtureRequest, backend: LeaseBackend, name: str) -> None:
+    # etcd counts lease TTLs in whole seconds, at least its minimum: revoke the holder's
+    # etcd lease, which is what etcd itself does when the TTL runs out.
+    cluster: EtcdCluster = request.getfixturevalue("etcd_server")
+    cluster.expire(f"{BATON_PREFIX}/{name}/lease/holder")
+    assert _wait_until(lambda: backend.read(name) is None), "lease never expired"
+
+
 _EXPIRERS: dict[str, Callable[[pytest.FixtureRequest, LeaseBackend, str], None]] = {
     "sentinel": _wait_expired,
     "cluster": _wait_expired,
@@ -155,6 +209,8 @@ _EXPIRERS: dict[str, Callable[[pytest.FixtureRequest, LeaseBackend, str], None]]
     "sqlite": _wait_expired,
     "redis": _wait_expired,
     "zookeeper": _expire_zookeeper_session,
+    "etcd": _expire_etcd_lease,
+    "redlock": _wait_expired,
 }
 
 
@@ -218,6 +274,24 @@ def election(request: pytest.FixtureRequest) -> str:
 
 #: Lines of each replica's log shown under a failed test that ran a Cluster.
 LOG_TAIL = 40
+#: The chaos runs' lines (their seeds), gathered from the reports for the final summary: in
+#: this conftest, which the xdist controller loads too (it collects no test module).
+_CHAOS_LINES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gather the lines a chaos run attached to its report (tests/chaos/conftest.py)."""
+    for key, value in report.user_properties:
+        if key == "chaos-run" and value not in _CHAOS_LINES:
+            _CHAOS_LINES.append(str(value))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Repeat the chaos runs' lines at the end, where a reader of a CI log looks first."""
+    if _CHAOS_LINES:
+        terminalreporter.write_sep("-", "chaos runs")
+        for line in _CHAOS_LINES:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,5 +1,5 @@
 """Backends by URL scheme: ``sqlite://``, ``redis://``/``rediss://``, ``zookeeper://``,
-``postgresql://``/``postgres://``.
+``postgresql://``/``postgres://``, ``etcd://``/``etcds://``.
 
 The contract every backend keeps is :mod:`scheduler.backends.base` (one protocol per role:
 lease store, run ledger, presence, controls, preflight); the rules they share are
@@ -34,6 +34,10 @@ SCHEMES = (
     "zookeeper",
     "postgresql",
     "postgres",
+    "etcd",
+    "etcds",
+    "redlock",
+    "rediss+redlock",
 )
 _REDIS_SCHEMES = SCHEMES[1:7]
 
@@ -44,6 +48,17 @@ def _unsupported(url: str) -> ConfigError:
     return ConfigError(
         "backend",
         f"{named} in {shown_excerpt(url)}; expected one of {', '.join(s + '://' for s in SCHEMES)}",
+    )
+
+
+def _missing_extra(
+    shown: str, backend: str, library: str, extra: str, exc: ImportError
+) -> ConfigError:
+    """The error for a backend whose optional dependency is not installed."""
+    return ConfigError(
+        "backend",
+        f"{shown}: the {backend} backend needs {library} "
+        f"(pip install 'baton[{extra}]'): {excerpt(str(exc), 80)}",
     )
 
 
@@ -73,6 +88,14 @@ def check_url(url: str | BackendURL) -> str:
         from scheduler.backends import postgresql
 
         return postgresql.parse_url(text).shown
+    if scheme in ("etcd", "etcds"):
+        from scheduler.backends import etcd
+
+        return etcd.parse_url(text).shown
+    if scheme in ("redlock", "rediss+redlock"):
+        from scheduler.backends import redlock
+
+        return redlock.parse_url(text).shown
     raise _unsupported(text)
 
 
@@ -89,7 +112,8 @@ def from_url(
     Args:
         url: ``sqlite:///path``, ``redis://[[user]:password@]host[:port][/db]``,
             ``rediss://...``, ``zookeeper://[user:password@]host:port[,host:port...]/chroot``
-            or ``postgresql://[user[:password]@]host[:port][,...]/dbname[?options]``
+            ``postgresql://[user[:password]@]host[:port][,...]/dbname[?options]`` or
+            ``etcd://[user:password@]host[:port][,...][/prefix][?options]``
             (README, "Backends", for every form and option).
         op_timeout: seconds any single backend call may take before it fails with
             :class:`~scheduler.errors.BackendUnavailable`.
@@ -127,12 +151,23 @@ def from_url(
         try:
             from scheduler.backends.postgresql.backend import PostgresBackend
         except ImportError as exc:
-            raise ConfigError(
-                "backend",
-                f"{target.shown}: the PostgreSQL backend needs psycopg 3 "
-                f"(pip install 'baton[postgresql]'): {excerpt(str(exc), 80)}",
+            raise _missing_extra(
+                target.shown, "PostgreSQL", "psycopg 3", "postgresql", exc
             ) from None
         return PostgresBackend(target, op_timeout=op_timeout, clock=clock, create=create)
+    if scheme in ("redlock", "rediss+redlock"):
+        from scheduler.backends.redlock import RedlockBackend
+
+        return RedlockBackend.from_url(text, op_timeout=op_timeout, clock=clock)
+    if scheme in ("etcd", "etcds"):
+        from scheduler.backends.etcd import parse_url as parse_etcd_url
+
+        etcd_target = parse_etcd_url(text)
+        try:
+            from scheduler.backends.etcd.backend import EtcdBackend
+        except ImportError as exc:
+            raise _missing_extra(etcd_target.shown, "etcd", "httpx", "etcd", exc) from None
+        return EtcdBackend(etcd_target, op_timeout=op_timeout, clock=clock)
     raise _unsupported(text)
 
 

@@ -475,6 +475,53 @@ class BatchDefaults:
         return {job: self.history(name, job, limit) for job in dict.fromkeys(jobs)}
 
 
+class _BatchLedger(Protocol):
+    """The batch ledger methods :class:`SingleDefaults` answers single calls with."""
+
+    def claim_many(
+        self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
+    ) -> list[RunRecord | None]: ...
+
+    def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]: ...
+
+    def history_many(
+        self, name: str, jobs: Iterable[str], limit: int
+    ) -> dict[str, list[RunRecord]]: ...
+
+
+class SingleDefaults:
+    """The ledger's ``claim``, ``start`` and ``history`` as batches of one: the mixin for a
+    backend whose batches are its native form (the reverse of :class:`BatchDefaults`)."""
+
+    def claim(
+        self: _BatchLedger, lease: Lease, run: RunRecord, retention: Retention
+    ) -> RunRecord | None:
+        """Claim ``run`` as a batch of one (see :meth:`RunLedger.claim`).
+
+        Raises:
+            LeaseLost: the lease is not held (checked first); or what the backend's
+                ``claim_many`` raises for the batch (e.g. ``FireNotDue`` on PostgreSQL).
+        """
+        return self.claim_many(lease, [run], retention)[0]
+
+    def start(self: _BatchLedger, lease: Lease, run: RunRecord) -> RunRecord:
+        """Start ``run`` as a batch of one (see :meth:`RunLedger.start`).
+
+        Raises:
+            LeaseLost: the lease is not held (checked first).
+            ClaimLost: ``gone``, ``other-attempt`` or ``not-claimed``.
+        """
+        [answer] = self.start_many(lease, [run])
+        if isinstance(answer, ClaimLost):
+            raise answer
+        return answer
+
+    def history(self: _BatchLedger, name: str, job: str, limit: int) -> list[RunRecord]:
+        """The newest ``limit`` run records of ``job``, newest fire first (see
+        :meth:`RunLedger.history`)."""
+        return self.history_many(name, [job], limit)[job]
+
+
 def watch_lease(backend: object, lease: Lease, on_lost: Callable[[str], None]) -> bool:
     """Have ``backend`` call ``on_lost(reason)`` when it learns ``lease`` is lost, if it can.
 
@@ -498,6 +545,7 @@ __all__ = [
     "Preflight",
     "Presence",
     "RunLedger",
+    "SingleDefaults",
     "StartAnswer",
     "watch_lease",
 ]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from scheduler.backends.runs import OUTCOMES, UNFINISHED, Outcome, Retention
+from scheduler.errors import ConfigError
 from scheduler.leadership.lease import Holder, Lease, local_deadline
 
 #: The outcomes trimming may delete: those of a fire that has ended.
@@ -163,6 +164,17 @@ def check_ttl(ttl: float) -> float:
     if not (math.isfinite(ttl) and ttl >= MIN_TTL):
         raise ValueError(f"lease ttl must be at least {MIN_TTL:g} s, got {ttl!r}")
     return ttl
+
+
+def check_op_timeout(op_timeout: float) -> float:
+    """``op_timeout`` (seconds one backend call may take) if it is positive.
+
+    Raises:
+        ConfigError: it is not (key ``backend``).
+    """
+    if op_timeout <= 0:
+        raise ConfigError("backend", f"op_timeout must be positive, got {op_timeout!r}")
+    return op_timeout
 
 
 def ttl_ms(ttl: float) -> int:

@@ -78,6 +78,10 @@ PLAIN_OPTIONS = frozenset(
         "sslkey",
         "application_name",
         "target_session_attrs",
+        # etcd://, etcds://
+        "cacert",
+        "cert",
+        "key",
     }
 )
 

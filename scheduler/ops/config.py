@@ -420,4 +420,8 @@ def load_settings(
         raise ConfigError("backend", f"{detail} (from {sources['backend']})") from None
     settings.timings()  # refuse inconsistent timings now, naming both fields
     settings.zookeeper_options()  # and a ZooKeeper session shorter than the lease
+    if settings.backend.scheme in ("etcd", "etcds"):
+        from scheduler.backends.etcd.ttl import check_lease_ttl
+
+        check_lease_ttl(settings.lease_ttl)  # and a lease shorter than etcd keeps one
     return settings

@@ -64,6 +64,11 @@ class Case:
     timeout: float = 30.0
 
 
+def url_case(id: str, url: str, says: str = "", exit: int = 2, command: str = "leader") -> Case:
+    """A backend URL case: ``baton <command> --backend <url>``, one line naming ``says``."""
+    return Case(id, (command, "--backend", url), exit=exit, says=says)
+
+
 def _placeholders(case: Case, tmp: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     text = " ".join([*case.args, case.config or "", case.jobs or "", *case.env.values()])
     values = {"tmp": str(tmp), "secret": SENTINEL}

@@ -38,6 +38,11 @@ CASES = [
     key("lease-ttl-negative", "lease_ttl: -5\n", "lease_ttl"),
     key("lease-ttl-zero", "lease_ttl: 0\n", "from 1 to 3600"),
     key("lease-ttl-tiny", "lease_ttl: 0.001\n", "from 1 to 3600"),
+    key(
+        "lease-ttl-below-etcd-minimum",
+        "backend: etcd://127.0.0.1:2379\nlease_ttl: 1.5\n",
+        "etcd's minimum lease TTL",
+    ),
     key("lease-ttl-huge", "lease_ttl: 1.0e+300\n", "from 1 to 3600"),
     key("lease-ttl-over-an-hour", "lease_ttl: 3601\n", "from 1 to 3600"),
     key("lease-ttl-bool", "lease_ttl: true\n", "lease_ttl"),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.badinput.harness import Case, check, run_case
+from tests.badinput.harness import Case, check, run_case, url_case
 from tests.harness.replicas import ROOT, wait_for
 
 #: The sentinel, percent-encoded as the README asks (the harness checks its decoded form).
@@ -33,70 +33,64 @@ REDIS_SAYS = "options: db, username, password, client_name"
 LONG = "a" * 5000
 
 
-def redis_case(id: str, url: str, says: str = "", exit: int = 2, command: str = "leader") -> Case:
-    return Case(id, (command, "--backend", url), exit=exit, says=says)
-
-
 CASES = [
     # -- schemes ----------------------------------------------------------------------------
-    redis_case("scheme-unknown", "mysql://db/1", "unsupported URL scheme 'mysql'"),
-    redis_case("scheme-missing", "just-a-file.db", "no URL scheme"),
-    redis_case("scheme-missing-secret", ":{secret}@127.0.0.1:6379/0", "no URL scheme"),
-    redis_case("scheme-typo-secret", "rediz://:{secret}@127.0.0.1/0", "unsupported URL scheme"),
-    redis_case("scheme-one-slash-secret", "redis:/:{secret}@127.0.0.1/0", "no URL scheme"),
-    redis_case("url-too-long", "redis://" + LONG, "characters long"),
-    redis_case("url-non-ascii", "redis://h\u00e9st:6379/0", "non-ASCII"),
-    redis_case("url-space-in-host", "redis://my host:6379/0", "space"),
-    redis_case("url-fragment-secret", "redis://:{secret}@127.0.0.1:6379/0#x", "#fragment"),
+    url_case("scheme-unknown", "mysql://db/1", "unsupported URL scheme 'mysql'"),
+    url_case("scheme-missing", "just-a-file.db", "no URL scheme"),
+    url_case("scheme-missing-secret", ":{secret}@127.0.0.1:6379/0", "no URL scheme"),
+    url_case("scheme-typo-secret", "rediz://:{secret}@127.0.0.1/0", "unsupported URL scheme"),
+    url_case("scheme-one-slash-secret", "redis:/:{secret}@127.0.0.1/0", "no URL scheme"),
+    url_case("url-too-long", "redis://" + LONG, "characters long"),
+    url_case("url-non-ascii", "redis://h\u00e9st:6379/0", "non-ASCII"),
+    url_case("url-space-in-host", "redis://my host:6379/0", "space"),
+    url_case("url-fragment-secret", "redis://:{secret}@127.0.0.1:6379/0#x", "#fragment"),
     # -- Redis options --------------------------------------------------------------------
-    redis_case("redis-unknown-option", "redis://127.0.0.1:{dead_port}/0?frob=1", REDIS_SAYS),
-    redis_case("redis-unknown-option-secret", "redis://:{secret}@127.0.0.1/0?frob=1", "frob"),
-    redis_case("redis-option-twice", "redis://127.0.0.1/0?client_name=a&client_name=b", "twice"),
-    redis_case("redis-option-no-value", "redis://127.0.0.1/0?client_name", "no value"),
-    redis_case("redis-socket-timeout", "redis://127.0.0.1/0?socket_timeout=60", "op_timeout"),
-    redis_case("redis-retry-on-timeout", "redis://127.0.0.1/0?retry_on_timeout=1", "op_timeout"),
-    redis_case("redis-ssl-option-on-plain", "redis://127.0.0.1/0?ssl_ca_certs=/x", "unknown"),
-    redis_case("redis-client-name-space", "redis://127.0.0.1/0?client_name=a%20b", "client_name"),
-    redis_case("redis-password-query-raw-at", "redis://127.0.0.1/0?password={secret}", "%40"),
-    redis_case(
-        "redis-password-twice", "redis://:{secret}@127.0.0.1/0?password=" + ENCODED, "twice"
-    ),
-    redis_case("redis-user-twice", "redis://me:{secret}@127.0.0.1/0?username=you", "twice"),
-    redis_case("redis-user-without-password", "redis://{secret}@127.0.0.1/0", "needs a password"),
-    redis_case("redis-empty-password", "redis://me:@127.0.0.1/0", "password is empty"),
-    redis_case("redis-query-user-only", "redis://127.0.0.1/0?username=me", "needs a password"),
+    url_case("redis-unknown-option", "redis://127.0.0.1:{dead_port}/0?frob=1", REDIS_SAYS),
+    url_case("redis-unknown-option-secret", "redis://:{secret}@127.0.0.1/0?frob=1", "frob"),
+    url_case("redis-option-twice", "redis://127.0.0.1/0?client_name=a&client_name=b", "twice"),
+    url_case("redis-option-no-value", "redis://127.0.0.1/0?client_name", "no value"),
+    url_case("redis-socket-timeout", "redis://127.0.0.1/0?socket_timeout=60", "op_timeout"),
+    url_case("redis-retry-on-timeout", "redis://127.0.0.1/0?retry_on_timeout=1", "op_timeout"),
+    url_case("redis-ssl-option-on-plain", "redis://127.0.0.1/0?ssl_ca_certs=/x", "unknown"),
+    url_case("redis-client-name-space", "redis://127.0.0.1/0?client_name=a%20b", "client_name"),
+    url_case("redis-password-query-raw-at", "redis://127.0.0.1/0?password={secret}", "%40"),
+    url_case("redis-password-twice", "redis://:{secret}@127.0.0.1/0?password=" + ENCODED, "twice"),
+    url_case("redis-user-twice", "redis://me:{secret}@127.0.0.1/0?username=you", "twice"),
+    url_case("redis-user-without-password", "redis://{secret}@127.0.0.1/0", "needs a password"),
+    url_case("redis-empty-password", "redis://me:@127.0.0.1/0", "password is empty"),
+    url_case("redis-query-user-only", "redis://127.0.0.1/0?username=me", "needs a password"),
     # -- Redis database numbers -------------------------------------------------------------
-    redis_case("redis-db-abc", "redis://:{secret}@127.0.0.1:6379/abc", "database"),
-    redis_case("redis-db-negative", "redis://127.0.0.1:6379/-1", "from 0 to 9999"),
-    redis_case("redis-db-huge", "redis://127.0.0.1:6379/99999", "from 0 to 9999"),
-    redis_case("redis-db-query-abc", "redis://127.0.0.1:6379?db=abc", "database"),
-    redis_case("redis-db-twice", "redis://127.0.0.1:6379/1?db=2", "twice"),
-    redis_case("redis-db-path-extra", "redis://127.0.0.1:6379/0/1", "database"),
-    redis_case("redis-db-float", "redis://127.0.0.1:6379/1.5", "database"),
+    url_case("redis-db-abc", "redis://:{secret}@127.0.0.1:6379/abc", "database"),
+    url_case("redis-db-negative", "redis://127.0.0.1:6379/-1", "from 0 to 9999"),
+    url_case("redis-db-huge", "redis://127.0.0.1:6379/99999", "from 0 to 9999"),
+    url_case("redis-db-query-abc", "redis://127.0.0.1:6379?db=abc", "database"),
+    url_case("redis-db-twice", "redis://127.0.0.1:6379/1?db=2", "twice"),
+    url_case("redis-db-path-extra", "redis://127.0.0.1:6379/0/1", "database"),
+    url_case("redis-db-float", "redis://127.0.0.1:6379/1.5", "database"),
     # -- hosts and ports --------------------------------------------------------------------
-    redis_case("port-zero", "redis://127.0.0.1:0/0", "port"),
-    redis_case("port-70000", "redis://:{secret}@127.0.0.1:70000/0", "port"),
-    redis_case("port-abc", "redis://127.0.0.1:abc/0", "port"),
-    redis_case("port-empty", "redis://127.0.0.1:/0", "port"),
-    redis_case("port-negative", "redis://127.0.0.1:-1/0", "port"),
-    redis_case("host-empty", "redis:///0", "host is empty"),
-    redis_case("host-empty-secret", "redis://:{secret}@/0", "host is empty"),
-    redis_case("host-only-port", "redis://:6379/0", "host is empty"),
-    redis_case("host-empty-label", "redis://a..b:6379/0", "malformed"),
-    redis_case("ipv6-without-brackets", "redis://::1:6379/0", "brackets"),
-    redis_case("ipv6-unclosed", "redis://[::1:6379/0", "closing"),
-    redis_case("ipv6-not-an-address", "redis://[zz::1]:6379/0", "not an IPv6"),
-    redis_case("ipv6-junk-after", "redis://[::1]x:6379/0", "after the IPv6"),
-    redis_case(
+    url_case("port-zero", "redis://127.0.0.1:0/0", "port"),
+    url_case("port-70000", "redis://:{secret}@127.0.0.1:70000/0", "port"),
+    url_case("port-abc", "redis://127.0.0.1:abc/0", "port"),
+    url_case("port-empty", "redis://127.0.0.1:/0", "port"),
+    url_case("port-negative", "redis://127.0.0.1:-1/0", "port"),
+    url_case("host-empty", "redis:///0", "host is empty"),
+    url_case("host-empty-secret", "redis://:{secret}@/0", "host is empty"),
+    url_case("host-only-port", "redis://:6379/0", "host is empty"),
+    url_case("host-empty-label", "redis://a..b:6379/0", "malformed"),
+    url_case("ipv6-without-brackets", "redis://::1:6379/0", "brackets"),
+    url_case("ipv6-unclosed", "redis://[::1:6379/0", "closing"),
+    url_case("ipv6-not-an-address", "redis://[zz::1]:6379/0", "not an IPv6"),
+    url_case("ipv6-junk-after", "redis://[::1]x:6379/0", "after the IPv6"),
+    url_case(
         "ipv6-unreachable-secret",
         "redis://:{secret}@[::1]:{dead_port}/0",
         "unreachable",
         exit=1,
     ),
     # -- rediss (TLS) -----------------------------------------------------------------------
-    redis_case("rediss-cert-none", "rediss://:{secret}@localhost/0?ssl_cert_reqs=none", "required"),
-    redis_case("rediss-hostname-off", "rediss://localhost/0?ssl_check_hostname=false", "stay on"),
-    redis_case("rediss-ca-missing", "rediss://localhost/0?ssl_ca_certs={tmp}/nope.pem", "no file"),
+    url_case("rediss-cert-none", "rediss://:{secret}@localhost/0?ssl_cert_reqs=none", "required"),
+    url_case("rediss-hostname-off", "rediss://localhost/0?ssl_check_hostname=false", "stay on"),
+    url_case("rediss-ca-missing", "rediss://localhost/0?ssl_ca_certs={tmp}/nope.pem", "no file"),
     Case(
         "rediss-cert-without-key",
         ("leader", "--backend", "rediss://localhost/0?ssl_certfile={tmp}/baton.yaml"),
@@ -104,26 +98,26 @@ CASES = [
         config="cluster: c\n",
         says="together",
     ),
-    redis_case("rediss-unknown-option", "rediss://localhost/0?ssl_ciphers=NULL", "ssl_ca_certs"),
+    url_case("rediss-unknown-option", "rediss://localhost/0?ssl_ciphers=NULL", "ssl_ca_certs"),
     # -- credentials against a real server (it has no password, so a user it lacks is refused)
-    redis_case(
+    url_case(
         "redis-user-refused", "redis://nobody:{secret}@127.0.0.1:{redis_port}/0", "authentication"
     ),
-    redis_case(
+    url_case(
         "redis-encoded-password-refused",
         f"redis://127.0.0.1:{{redis_port}}/0?username=nobody&password={ENCODED}",
         "authentication",
     ),
-    redis_case(
+    url_case(
         "redis-unreachable-secret", "redis://:{secret}@127.0.0.1:{dead_port}/0", "unreachable", 1
     ),
-    redis_case(
+    url_case(
         "redis-unreachable-query-secret",
         f"redis://127.0.0.1:{{dead_port}}/0?password={ENCODED}",
         "unreachable",
         1,
     ),
-    redis_case(
+    url_case(
         "status-json-unreachable-secret",
         "redis://:{secret}@127.0.0.1:{dead_port}/0",
         "unreachable",
@@ -200,18 +194,18 @@ CASES = [
         says="backend",
     ),
     # -- SQLite -----------------------------------------------------------------------------
-    redis_case("sqlite-host", "sqlite://host/x.db", "three slashes"),
-    redis_case("sqlite-credentials-secret", "sqlite://u:{secret}@/x.db", "three slashes"),
-    redis_case("sqlite-query", "sqlite:///{tmp}/b.db?mode=ro", "query"),
-    redis_case("sqlite-memory", "sqlite:///:memory:", "in-memory"),
-    redis_case("sqlite-no-file", "sqlite:///", "no database file"),
-    redis_case("sqlite-trailing-slash", "sqlite:///{tmp}/dir/", "no database file"),
-    redis_case("sqlite-missing-dir-leader", "sqlite:///{tmp}/nodir/sub/b.db", "no database at"),
-    redis_case(
+    url_case("sqlite-host", "sqlite://host/x.db", "three slashes"),
+    url_case("sqlite-credentials-secret", "sqlite://u:{secret}@/x.db", "three slashes"),
+    url_case("sqlite-query", "sqlite:///{tmp}/b.db?mode=ro", "query"),
+    url_case("sqlite-memory", "sqlite:///:memory:", "in-memory"),
+    url_case("sqlite-no-file", "sqlite:///", "no database file"),
+    url_case("sqlite-trailing-slash", "sqlite:///{tmp}/dir/", "no database file"),
+    url_case("sqlite-missing-dir-leader", "sqlite:///{tmp}/nodir/sub/b.db", "no database at"),
+    url_case(
         "sqlite-missing-file-status", "sqlite:///{tmp}/missing.db", "no database at", 2, "status"
     ),
-    redis_case("sqlite-relative-missing", "sqlite:///missing.db", "no database at", 2, "status"),
-    redis_case("sqlite-directory", "sqlite:///{tmp}", "directory", 2, "status"),
+    url_case("sqlite-relative-missing", "sqlite:///missing.db", "no database at", 2, "status"),
+    url_case("sqlite-directory", "sqlite:///{tmp}", "directory", 2, "status"),
     Case(
         "sqlite-missing-history",
         ("history", "cases.tick", "--backend", "sqlite:///{tmp}/nodir/b.db"),
@@ -233,15 +227,15 @@ CASES = [
         says="no Baton database",
     ),
     # -- ZooKeeper --------------------------------------------------------------------------
-    redis_case("zookeeper-option", "zookeeper://127.0.0.1:{dead_port}/b?x=1", "zookeeper: config"),
-    redis_case("zookeeper-empty-host-secret", "zookeeper://u:{secret}@,127.0.0.1/b", "empty"),
-    redis_case("zookeeper-user-only", "zookeeper://baton@127.0.0.1/b", "user:password"),
-    redis_case("zookeeper-empty-password", "zookeeper://baton:@127.0.0.1/b", "user:password"),
-    redis_case("zookeeper-empty-user-secret", "zookeeper://:{secret}@127.0.0.1/b", "user:password"),
-    redis_case("zookeeper-bad-port", "zookeeper://127.0.0.1:99999/b", "port"),
-    redis_case("zookeeper-bad-chroot", "zookeeper://127.0.0.1/a/../b", "node name"),
-    redis_case("zookeeper-ipv6-unbracketed", "zookeeper://::1:2181/b", "brackets"),
-    redis_case("zookeeper-fragment-secret", "zookeeper://u:{secret}@127.0.0.1/b#x", "#fragment"),
+    url_case("zookeeper-option", "zookeeper://127.0.0.1:{dead_port}/b?x=1", "zookeeper: config"),
+    url_case("zookeeper-empty-host-secret", "zookeeper://u:{secret}@,127.0.0.1/b", "empty"),
+    url_case("zookeeper-user-only", "zookeeper://baton@127.0.0.1/b", "user:password"),
+    url_case("zookeeper-empty-password", "zookeeper://baton:@127.0.0.1/b", "user:password"),
+    url_case("zookeeper-empty-user-secret", "zookeeper://:{secret}@127.0.0.1/b", "user:password"),
+    url_case("zookeeper-bad-port", "zookeeper://127.0.0.1:99999/b", "port"),
+    url_case("zookeeper-bad-chroot", "zookeeper://127.0.0.1/a/../b", "node name"),
+    url_case("zookeeper-ipv6-unbracketed", "zookeeper://::1:2181/b", "brackets"),
+    url_case("zookeeper-fragment-secret", "zookeeper://u:{secret}@127.0.0.1/b#x", "#fragment"),
     Case(
         "zookeeper-unreachable-secret",
         ("leader", "--backend", "zookeeper://baton:{secret}@127.0.0.1:{dead_port}/b"),
@@ -249,73 +243,93 @@ CASES = [
         timeout=60,
     ),
     # -- Redis Sentinel and Cluster -----------------------------------------------------------
-    redis_case("sentinel-no-service", "redis+sentinel://127.0.0.1:26379", "service name"),
-    redis_case("sentinel-bad-service", "redis+sentinel://h:1/a%20b/0", "service name"),
-    redis_case("sentinel-db-twice", "redis+sentinel://h:1/svc/1?db=2", "twice"),
-    redis_case(
+    url_case("sentinel-no-service", "redis+sentinel://127.0.0.1:26379", "service name"),
+    url_case("sentinel-bad-service", "redis+sentinel://h:1/a%20b/0", "service name"),
+    url_case("sentinel-db-twice", "redis+sentinel://h:1/svc/1?db=2", "twice"),
+    url_case(
         "sentinel-empty-pw-secret", "redis+sentinel://:{secret}@h/s?sentinel_password=", "empty"
     ),
-    redis_case(
+    url_case(
         "sentinel-ack-word", "redis+sentinel://h/svc?min_replicas_ack=all", "min_replicas_ack"
     ),
-    redis_case("redis-ack-huge", "redis://127.0.0.1/0?min_replicas_ack=101", "at most 100"),
-    redis_case("redis-two-hosts", "redis://a:1,b:2/0", "one host only"),
-    redis_case("cluster-path", "redis+cluster://a:1,b:2/0", "no path"),
-    redis_case("cluster-db-option", "redis+cluster://a:1?db=1", "unknown option"),
-    redis_case(
+    url_case("redis-ack-huge", "redis://127.0.0.1/0?min_replicas_ack=101", "at most 100"),
+    url_case("redis-two-hosts", "redis://a:1,b:2/0", "one host only"),
+    url_case("cluster-path", "redis+cluster://a:1,b:2/0", "no path"),
+    url_case("cluster-db-option", "redis+cluster://a:1?db=1", "unknown option"),
+    url_case(
         "cluster-tls-off-secret", "rediss+cluster://:{secret}@a:1?ssl_cert_reqs=none", "required"
     ),
-    Case(
+    url_case(
         "sentinel-unreachable-secret",
-        ("leader", "--backend", "redis+sentinel://:{secret}@127.0.0.1:{dead_port}/svc/0"),
-        exit=1,
-        says="redis+sentinel://:***@",
+        "redis+sentinel://:{secret}@127.0.0.1:{dead_port}/svc/0",
+        "redis+sentinel://:***@",
+        1,
     ),
-    Case(
+    url_case(
         "cluster-unreachable-secret",
-        ("leader", "--backend", "redis+cluster://:{secret}@127.0.0.1:{dead_port}"),
-        exit=1,
-        says="redis+cluster://:***@",
+        "redis+cluster://:{secret}@127.0.0.1:{dead_port}",
+        "redis+cluster://:***@",
+        1,
     ),
     # -- PostgreSQL ---------------------------------------------------------------------------
-    redis_case("pg-no-database-secret", "postgresql://u:{secret}@127.0.0.1", "database is missing"),
-    redis_case("pg-unknown-option", "postgresql://127.0.0.1/db?frob=1", "options: user"),
-    redis_case("pg-connect-timeout", "postgresql://127.0.0.1/db?connect_timeout=60", "op_timeout"),
-    redis_case("pg-options-option", "postgresql://127.0.0.1/db?options=-c%20x%3D1", "op_timeout"),
-    redis_case("pg-sslmode-require", "postgresql://127.0.0.1/db?sslmode=require", "verify-full"),
-    redis_case("pg-sslmode-prefer-secret", "postgres://u:{secret}@h/db?sslmode=prefer", "verify"),
-    redis_case("pg-tls-file-no-tls", "postgresql://h/db?sslrootcert=/etc/hosts", "verify-full"),
-    redis_case(
+    url_case("pg-no-database-secret", "postgresql://u:{secret}@127.0.0.1", "database is missing"),
+    url_case("pg-unknown-option", "postgresql://127.0.0.1/db?frob=1", "options: user"),
+    url_case("pg-connect-timeout", "postgresql://127.0.0.1/db?connect_timeout=60", "op_timeout"),
+    url_case("pg-options-option", "postgresql://127.0.0.1/db?options=-c%20x%3D1", "op_timeout"),
+    url_case("pg-sslmode-require", "postgresql://127.0.0.1/db?sslmode=require", "verify-full"),
+    url_case("pg-sslmode-prefer-secret", "postgres://u:{secret}@h/db?sslmode=prefer", "verify"),
+    url_case("pg-tls-file-no-tls", "postgresql://h/db?sslrootcert=/etc/hosts", "verify-full"),
+    url_case(
         "pg-tls-file-missing", "postgresql://h/db?sslmode=verify-full&sslrootcert=/nx", "no file"
     ),
-    redis_case(
+    url_case(
         "pg-cert-without-key",
         "postgresql://h/db?sslmode=verify-full&sslcert=/etc/hosts",
         "together",
     ),
-    redis_case("pg-schema-upper", "postgresql://127.0.0.1/db?schema=Cron", "schema must be"),
-    redis_case("pg-schema-pg", "postgresql://127.0.0.1/db?schema=pg_cron", "schema must be"),
-    redis_case(
+    url_case("pg-schema-upper", "postgresql://127.0.0.1/db?schema=Cron", "schema must be"),
+    url_case("pg-schema-pg", "postgresql://127.0.0.1/db?schema=pg_cron", "schema must be"),
+    url_case(
         "pg-schema-injection", "postgresql://h/db?schema=x%3Bdrop%20table%20y", "schema must be"
     ),
-    redis_case("pg-create-schema-maybe", "postgresql://h/db?create_schema=maybe", "true or false"),
-    redis_case("pg-password-twice-secret", "postgresql://u:{secret}@h/db?password=x", "twice"),
-    redis_case("pg-password-no-user-secret", "postgresql://:{secret}@h/db", "needs a user"),
-    redis_case("pg-empty-password", "postgresql://u:@h/db", "empty"),
-    redis_case("pg-standby-only", "postgresql://h/db?target_session_attrs=standby", "read-write"),
-    redis_case("pg-bad-port", "postgresql://127.0.0.1:0/db", "port"),
-    redis_case("pg-ipv6-unbracketed", "postgresql://::1:5432/db", "brackets"),
-    Case(
+    url_case("pg-create-schema-maybe", "postgresql://h/db?create_schema=maybe", "true or false"),
+    url_case("pg-password-twice-secret", "postgresql://u:{secret}@h/db?password=x", "twice"),
+    url_case("pg-password-no-user-secret", "postgresql://:{secret}@h/db", "needs a user"),
+    url_case("pg-empty-password", "postgresql://u:@h/db", "empty"),
+    url_case("pg-standby-only", "postgresql://h/db?target_session_attrs=standby", "read-write"),
+    url_case("pg-bad-port", "postgresql://127.0.0.1:0/db", "port"),
+    url_case("pg-ipv6-unbracketed", "postgresql://::1:5432/db", "brackets"),
+    url_case(
         "pg-unreachable-secret",
-        ("leader", "--backend", "postgresql://baton:{secret}@127.0.0.1:{dead_port}/b"),
-        exit=1,
-        says="postgresql://baton:***@",
+        "postgresql://baton:{secret}@127.0.0.1:{dead_port}/b",
+        "postgresql://baton:***@",
+        1,
     ),
     Case(
         "pg-schema-command-not-pg",
         ("schema", "--backend", "redis://127.0.0.1:{dead_port}/0", "--print-sql"),
         exit=2,
         says="postgresql://",
+    ),
+    # -- etcd:// and etcds:// -----------------------------------------------------------------
+    url_case("etcd-unknown-option-secret", "etcd://u:{secret}@h:2379?frob=1", "options: user"),
+    url_case("etcd-timeout-option", "etcd://h:2379?timeout=60", "op_timeout"),
+    url_case("etcd-bad-prefix", "etcd://h:2379/a//b", "key prefix"),
+    url_case("etcd-prefix-space", "etcd://h:2379/a%20b", "key prefix"),
+    url_case("etcd-user-no-password", "etcd://baton@h:2379", "needs a password"),
+    url_case("etcd-password-no-user-secret", "etcd://:{secret}@h:2379", "needs a user"),
+    url_case("etcd-password-twice-secret", "etcd://u:{secret}@h?password=x", "twice"),
+    url_case("etcd-tls-file-no-tls", "etcd://h:2379?cacert=/etc/hosts", "etcds://"),
+    url_case("etcds-cacert-missing-secret", "etcds://u:{secret}@h?cacert=/nx", "no file"),
+    url_case("etcds-cert-without-key", "etcds://h?cert=/etc/hosts", "go together"),
+    url_case("etcd-endpoint-twice", "etcd://h:2379,h:2379", "twice"),
+    url_case("etcd-bad-port", "etcd://127.0.0.1:99999", "port"),
+    url_case("etcd-no-host", "etcd:///baton", "host"),
+    url_case(
+        "etcd-unreachable-secret",
+        "etcd://baton:{secret}@127.0.0.1:{dead_port}/baton",
+        "etcd://baton:***@",
+        1,
     ),
 ]
 

@@ -2,8 +2,10 @@
 
 pytest shows a test's own output only when it fails. A chaos run's seed must be seen when
 it passes as well (the next run draws another, and a flaky failure is only reproducible
-from a seed someone wrote down), so :func:`announce` writes past the output capture, once
-when the run starts and once more in the summary at the end.
+from a seed someone wrote down), so :func:`announce` writes past the output capture when
+the run starts (in a plain run: an xdist worker has no terminal), and attaches the line to
+the test's report, which ``tests/conftest.py`` repeats in the summary at the end (also
+under xdist: reports travel from the workers to the controller).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from contextlib import nullcontext
 import pytest
 
 _LINES = pytest.StashKey[list[str]]()
+#: The key of the lines in a report's ``user_properties`` (read by tests/conftest.py).
+PROPERTY = "chaos-run"
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +39,13 @@ def announce(pytestconfig: pytest.Config) -> Callable[[str], None]:
     return write
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Repeat the announced lines at the end, where a reader of a CI log looks first."""
-    lines = terminalreporter.config.stash.get(_LINES, [])
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Attach the lines announced since the last report to this one."""
+    outcome = yield
+    lines = item.config.stash.get(_LINES, [])
     if lines:
-        terminalreporter.write_sep("-", "chaos runs")
-        for line in lines:
-            terminalreporter.write_line(line)
+        report = outcome.get_result()  # type: ignore[attr-defined]
+        report.user_properties.extend((PROPERTY, line) for line in lines)
+        lines.clear()
+    return None

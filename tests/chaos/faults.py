@@ -21,7 +21,7 @@ from typing import Any
 
 from tests.chaos.cluster import Replicas
 from tests.chaos.faketime import FakeClocks
-from tests.chaos.targets import Holder, Target
+from tests.chaos.targets import SERVED_FAULTS, Holder, Target
 
 #: Every fault type, in report order.
 FAULT_TYPES = (
@@ -37,12 +37,10 @@ FAULT_TYPES = (
     "lagging_promotion",
     "shard_failover",
     "node_kill",
-    "partition_blackhole",
-    "partition_delay",
-    "foreign_delete",
-    "clock_jump",
-    "clock_skew",
-    "skewed_partition",
+    "member_partition",
+    "primary_stop",
+    "primary_wipe",
+    *SERVED_FAULTS,
 )
 #: The faults that only a backend's own deployment has, and which backends those are.
 _ONLY: dict[str, tuple[tuple[str, ...], str]] = {
@@ -55,8 +53,11 @@ _ONLY: dict[str, tuple[tuple[str, ...], str]] = {
     "lagging_promotion": (("sentinel",), "Redis Sentinel only"),
     "shard_failover": (("cluster",), "Redis Cluster only"),
     "node_kill": (("cluster",), "Redis Cluster only"),
+    "member_partition": (("etcd",), "etcd only"),
+    "primary_stop": (("redlock",), "Redlock only"),
+    "primary_wipe": (("redlock",), "Redlock only"),
 }
-_BACKENDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster")
+_BACKENDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster", "etcd", "redlock")
 #: Why a fault type does not apply to a backend.
 NOT_APPLICABLE = {
     ("sqlite", "backend_restart"): "embedded: there is no server to kill",
@@ -333,6 +334,61 @@ def node_kill(chaos: Chaos, fault_id: int) -> FaultRecord | None:
     return record
 
 
+def member_partition(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Stop one etcd member (SIGSTOP; the Raft leader 50%) for 1-5 s: to its peers and to
+    the replicas it serves, a member cut off by a blackholing partition. A stopped leader
+    is replaced by the others after the election timeout; on SIGCONT it rejoins as a
+    follower."""
+    target: Any = chaos.target
+    holder = target.holder()
+    member = target.etcd.leader() if chaos.rng.random() < 0.5 else target.pick_member(chaos.rng)
+    record = _record("member_partition", fault_id, holder, "server")
+    seconds = chaos.rng.uniform(1.0, 5.0)
+    record.params.update(pid=member.pid, member=member.member, seconds=round(seconds, 3))
+    member.pause()
+    record.inject = record.ref = time.time()
+    try:
+        chaos.sleep(seconds)
+    finally:
+        member.resume()
+    record.heal = time.time()
+    return record
+
+
+def primary_stop(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Redlock: stop one primary (SIGSTOP) for 1-5 s, as if cut off from every replica;
+    a majority of the other two must carry on."""
+    target: Any = chaos.target
+    holder = target.holder()
+    record = _record("primary_stop", fault_id, holder, "server")
+    seconds = chaos.rng.uniform(1.0, 5.0)
+    server = target.stop_primary(chaos.rng)
+    record.params.update(pid=server.pid, port=server.port, seconds=round(seconds, 3))
+    record.inject = record.ref = time.time()
+    try:
+        chaos.sleep(seconds)
+    finally:
+        target.resume_primary(server)
+    record.heal = time.time()
+    return record
+
+
+def primary_wipe(chaos: Chaos, fault_id: int) -> FaultRecord | None:
+    """Redlock: kill -9 one primary, delete its data, restart it empty a TTL plus 0.5-2 s
+    later (the delayed restart Redlock asks of a primary without persistence)."""
+    target: Any = chaos.target
+    holder = target.holder()
+    record = _record("primary_wipe", fault_id, holder, "server")
+    server = target.wipe_primary(chaos.rng)
+    record.inject = time.time()
+    down = chaos.ttl + chaos.rng.uniform(0.5, 2.0)
+    record.params.update(port=server.port, down=round(down, 3))
+    chaos.sleep(down)
+    server.start()
+    record.heal = record.ref = time.time()
+    return record
+
+
 def _victim(chaos: Chaos, leader_bias: float) -> tuple[str, Holder | None]:
     holder = _leader(chaos)
     names = [n for n in chaos.replicas.names if chaos.replicas.alive(n)]
@@ -491,6 +547,9 @@ INJECTORS: dict[str, Callable[[Chaos, int], FaultRecord | None]] = {
     "lagging_promotion": lagging_promotion,
     "shard_failover": shard_failover,
     "node_kill": node_kill,
+    "member_partition": member_partition,
+    "primary_stop": primary_stop,
+    "primary_wipe": primary_wipe,
     "partition_blackhole": partition_blackhole,
     "partition_delay": partition_delay,
     "foreign_delete": foreign_delete,

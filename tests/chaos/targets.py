@@ -5,7 +5,8 @@ network; PostgreSQL: one proxy per server), and gives the fault injectors what t
 behind Baton's back: the current lease holder read raw from the store, a foreign delete of
 the lease, a server kill and restart, a ZooKeeper session expiry, PostgreSQL's
 ``pg_terminate_backend`` and a standby promotion, a Sentinel failover, a kill -9 of a
-Redis primary, a replication link held, a Redis Cluster shard failover.
+Redis primary, a replication link held, a Redis Cluster shard failover, an etcd member
+killed (the Raft leader) or stopped.
 
 Sentinel and Cluster clients are told where the servers are (by a Sentinel, by ``CLUSTER
 SLOTS``), so a proxy in front of the URL's address would partition nothing: each replica
@@ -30,7 +31,17 @@ from urllib.parse import quote
 
 from tests.chaos.proxy import Proxy, ProxyLoop
 
-KINDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster")
+KINDS = ("sqlite", "redis", "zookeeper", "postgresql", "sentinel", "cluster", "etcd", "redlock")
+#: The fault types every backend reached over the network takes, in report order (the tail
+#: of each served target's ``faults``).
+SERVED_FAULTS = (
+    "partition_blackhole",
+    "partition_delay",
+    "foreign_delete",
+    "clock_jump",
+    "clock_skew",
+    "skewed_partition",
+)
 #: The directory whose ``sitecustomize`` remaps a replica's ports to its own proxies.
 NETMAP_DIR = Path(__file__).resolve().parent / "netmap"
 
@@ -167,12 +178,7 @@ class RedisTarget(Target):
         "kill_leader",
         "pause_leader",
         "backend_restart",
-        "partition_blackhole",
-        "partition_delay",
-        "foreign_delete",
-        "clock_jump",
-        "clock_skew",
-        "skewed_partition",
+        *SERVED_FAULTS,
     )
 
     def __init__(self, workdir: Path, cluster: str, loop: ProxyLoop) -> None:
@@ -241,12 +247,7 @@ class ZooKeeperTarget(Target):
         "pause_leader",
         "backend_restart",
         "session_expiry",
-        "partition_blackhole",
-        "partition_delay",
-        "foreign_delete",
-        "clock_jump",
-        "clock_skew",
-        "skewed_partition",
+        *SERVED_FAULTS,
     )
     CHROOT = "/baton"
 
@@ -353,12 +354,7 @@ class PostgreSQLTarget(Target):
         "backend_restart",
         "promotion",
         "terminate_backend",
-        "partition_blackhole",
-        "partition_delay",
-        "foreign_delete",
-        "clock_jump",
-        "clock_skew",
-        "skewed_partition",
+        *SERVED_FAULTS,
     )
     SCHEMA = "baton"
 
@@ -483,6 +479,113 @@ class PostgreSQLTarget(Target):
                 server.cleanup()
 
 
+class EtcdTarget(Target):
+    """A 3-member etcd cluster (data survives a kill -9: each member's WAL is on disk).
+
+    Each replica reaches each member through a proxy of its own, and its URL lists the three
+    (the client fails over between them), so a partition cuts all three of a replica's
+    proxies. ``backend_restart`` kills the Raft leader member (kill -9) and restarts it on
+    its directory; ``member_partition`` stops one member (SIGSTOP) for a few seconds: its
+    peers and its clients then meet a member that accepts connections and never answers,
+    as behind a blackholing partition (its peer links cannot be cut one by one: every
+    member dials the others' single advertised peer address).
+    """
+
+    kind = "etcd"
+    faults = (
+        "kill_leader",
+        "pause_leader",
+        "backend_restart",
+        "member_partition",
+        *SERVED_FAULTS,
+    )
+    PREFIX = "/baton"
+
+    def __init__(self, workdir: Path, cluster: str, loop: ProxyLoop) -> None:
+        super().__init__(workdir, cluster)
+        from tests.harness.etcd_server import EtcdCluster
+
+        self.etcd = EtcdCluster(size=3)
+        self._loop = loop
+        self._links: dict[str, list[Proxy]] = {}
+        self._killed: Any = None
+
+    def start(self) -> None:
+        self.etcd.start()
+
+    def url_for(self, replica: str) -> str:
+        if replica not in self._links:
+            self._links[replica] = [Proxy(self._loop, m.port) for m in self.etcd.members]
+            self.proxies[replica] = self._links[replica][0]
+        hosts = ",".join(f"127.0.0.1:{proxy.port}" for proxy in self._links[replica])
+        return f"etcd://{hosts}{self.PREFIX}"
+
+    def links(self, replica: str) -> list[Proxy]:
+        return self._links[replica]
+
+    def _key(self, leaf: str) -> str:
+        return f"{self.PREFIX}/{self.cluster}/lease/{leaf}"
+
+    def holder(self) -> Holder | None:
+        from scheduler.backends.etcd.gateway import b64, prefix_end, unb64
+
+        prefix = self._key("")
+        try:
+            answer = self.etcd.call(
+                "kv/range", {"key": b64(prefix), "range_end": prefix_end(prefix)}
+            )
+        except Exception:
+            return None
+        by_key = {kv["key"]: kv for kv in answer.get("kvs", [])}
+        holder = by_key.get(b64(self._key("holder")))
+        if holder is None:
+            return None
+        info = by_key.get(b64(self._key("info")))
+        replica = ""
+        if info is not None:
+            with contextlib.suppress(ValueError):
+                replica = str(json.loads(unb64(info.get("value", ""))).get("replica", ""))
+        return Holder(replica, int(holder["create_revision"]))
+
+    def delete_lease(self) -> bool:
+        from scheduler.backends.etcd.gateway import b64
+
+        answer = self.etcd.call("kv/deleterange", {"key": b64(self._key("holder"))})
+        return int(answer.get("deleted", 0)) > 0
+
+    @property
+    def server_pid(self) -> int | None:
+        with contextlib.suppress(Exception):
+            return self.etcd.leader().pid
+        return None
+
+    def kill_server(self) -> None:
+        self._killed = self.etcd.leader()
+        self._killed.kill()
+
+    def restart_server(self) -> None:
+        if self._killed is not None:
+            self._killed.start()
+            self._killed = None
+
+    def pick_member(self, rng: random.Random) -> Any:
+        """A running member, at random."""
+        return rng.choice(self.etcd.running())
+
+    def heal_all(self) -> None:
+        super().heal_all()
+        for member in self.etcd.members:
+            if member.running:
+                member.resume()
+        self.restart_server()
+
+    def close(self) -> None:
+        for links in self._links.values():
+            for proxy in links:
+                proxy.close()
+        self.etcd.cleanup()
+
+
 class _RemappedRedis(Target):
     """Base of the Redis deployments whose clients are told where the servers are: each
     replica reaches every server and Sentinel through proxies of its own (a partition cuts
@@ -595,12 +698,7 @@ class SentinelTarget(_RemappedRedis):
         "primary_kill",
         "replication_partition",
         "lagging_promotion",
-        "partition_blackhole",
-        "partition_delay",
-        "foreign_delete",
-        "clock_jump",
-        "clock_skew",
-        "skewed_partition",
+        *SERVED_FAULTS,
     )
 
     #: Seconds between two samples of every server's role and lease (``roles.jsonl``).
@@ -724,12 +822,7 @@ class ClusterTarget(_RemappedRedis):
         "pause_leader",
         "shard_failover",
         "node_kill",
-        "partition_blackhole",
-        "partition_delay",
-        "foreign_delete",
-        "clock_jump",
-        "clock_skew",
-        "skewed_partition",
+        *SERVED_FAULTS,
     )
 
     def __init__(
@@ -801,4 +894,10 @@ def make_target(
         return SentinelTarget(workdir, cluster, loop, url_options)
     if kind == "cluster":
         return ClusterTarget(workdir, cluster, loop, url_options)
+    if kind == "etcd":
+        return EtcdTarget(workdir, cluster, loop)
+    if kind == "redlock":
+        from tests.chaos.redlock_target import RedlockTarget
+
+        return RedlockTarget(workdir, cluster, loop)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")

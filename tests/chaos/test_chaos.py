@@ -1,7 +1,9 @@
 """A short chaos run per backend (CI): the checker's invariants must hold.
 
 Backends: SQLite, Redis, ZooKeeper, PostgreSQL and Redis Cluster always; Redis Sentinel when
-``BATON_CHAOS_OPT_IN=sentinel`` (its ~100 s; it found F13, fixed: see CHAOS.md).
+``BATON_CHAOS_OPT_IN=sentinel`` (its ~100 s; it found F13, fixed: see CHAOS.md), etcd when
+``BATON_CHAOS_OPT_IN=etcd`` (a 3-member cluster, ~2 min; a comma-separated list takes both),
+Redlock when ``BATON_CHAOS_OPT_IN=redlock`` (3 primaries with AOF, ~2 min).
 
 Each run is about two minutes: ~90 s of faults on 5 replicas, then a quiet cool-down and
 the checker. One run per backend feeds two tests: the safety invariants (no duplicate,
@@ -12,7 +14,8 @@ The long runs behind CHAOS.md use the same code: ``make chaos``.
 Seeds: every session draws a new seed per backend from the OS's randomness, so CI tries a
 new fault schedule each time instead of the same three for ever. ``BATON_CHAOS_SEED=n``
 fixes it (every backend then takes ``n``). The seed is written to the terminal when a run
-starts, under ``pytest -q`` and on a pass too::
+starts (not from an xdist worker, which has no terminal) and in the final summary, under
+``pytest -q`` and on a pass too::
 
     chaos redis: seed 482913 (drawn); reproduce: make chaos BACKEND=redis SEED=482913 DURATION=90
 
@@ -44,7 +47,7 @@ SHORT = 90.0
 BACKENDS = ("sqlite", "redis", "zookeeper", "postgresql", "cluster")
 #: Backends run only when named in :data:`OPT_IN_ENV` (comma-separated): Sentinel, until
 #: F13 (CHAOS.md) is fixed: its run finds a duplicated tick about once in ten primary kills.
-OPT_IN = ("sentinel",)
+OPT_IN = ("sentinel", "etcd", "redlock")  # etcd, redlock: ~2 min each, out of make test
 OPT_IN_ENV = "BATON_CHAOS_OPT_IN"
 
 

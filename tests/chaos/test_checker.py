@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import pytest
 
+from scheduler.firing.execution import NOT_CALLED_LOST
 from tests.chaos.checker import analyse, markdown
 from tests.chaos.cluster import Replicas
 from tests.chaos.faketime import FakeClocks
@@ -36,6 +37,7 @@ from tests.chaos.run import _claim_epoch
 from tests.chaos.targets import (
     NETMAP_DIR,
     ClusterTarget,
+    EtcdTarget,
     Holder,
     PostgreSQLTarget,
     RedisTarget,
@@ -335,6 +337,32 @@ def test_a_recorded_claim_of_a_killed_leader_excuses_only_its_own_tick() -> None
     assert not report({"replica_id": "r3", "token": 41, "outcome": "claimed"})["ok"]
 
 
+def test_a_recorded_start_whose_term_ended_before_the_call_excuses_its_tick() -> None:
+    """A missed tick whose own record says it was started and then lost before its job was
+    called (its claimant paused right after the start) is at most once; a record still
+    claimed, or lost for another reason, does not explain it."""
+    rows = Rows()
+    rows.clean(30)
+    rows.rows = [r for r in rows.rows if not (r.job == "chaos.tick" and r.run == "t8")]
+    rows.add("events", T0 + 15, "term", 6, "acquired", T0 + 15.5, op="event", replica="r2")
+    pause = {**_fault(1, "pause_leader", T0 + 7.5, T0 + 10.5), "victim": "r1"}
+
+    def report(record: dict[str, Any] | None) -> Any:
+        final = sum(1 for r in rows.rows if r.op == "store" and r.accepted)
+        recorded = {} if record is None else {("chaos.tick", T0 + 8): record}
+        meta = _meta(30, "etcd")
+        return analyse(meta, [pause], rows.rows, {"chaos.counter": final}, None, None, recorded)
+
+    lost = {"replica_id": "r1", "token": 41, "outcome": "lost", "message": NOT_CALLED_LOST}
+    assert not report(None)["ok"]
+    ok = report(lost)
+    assert ok["ok"], ok["violations"]
+    verdicts = ok["ticks"]["chaos.tick"]["missed_by_verdict"]
+    assert verdicts == {"started, then its term ended before the job was called (at most once)": 1}
+    assert not report({**lost, "outcome": "claimed"})["ok"]
+    assert not report({**lost, "message": "replica shut down before the job was called"})["ok"]
+
+
 class _EpochTarget(Target):
     def __init__(self, epochs: list[str | None]) -> None:
         self.epochs = epochs
@@ -479,6 +507,7 @@ def test_every_fault_type_has_an_injector_and_each_backend_lists_its_own() -> No
         PostgreSQLTarget,
         SentinelTarget,
         ClusterTarget,
+        EtcdTarget,
     )
     for target in targets:
         kind = target.kind
@@ -487,6 +516,7 @@ def test_every_fault_type_has_an_injector_and_each_backend_lists_its_own() -> No
     assert applicable("skewed_partition", "redis") and applicable("skewed_partition", "zookeeper")
     assert not applicable("backend_restart", "sentinel") and applicable("primary_kill", "sentinel")
     assert not applicable("sentinel_failover", "cluster") and applicable("node_kill", "cluster")
+    assert applicable("member_partition", "etcd") and not applicable("member_partition", "redis")
 
 
 class _Log:

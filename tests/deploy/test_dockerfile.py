@@ -83,8 +83,8 @@ def test_multi_stage_build_with_a_slim_official_python() -> None:
     assert re.search(
         r"^ARG PYTHON_IMAGE=python:3\.(1[1-9])-slim-\w+$", DOCKERFILE.read_text(), re.M
     )
-    # Baton with the postgresql extra (the driver), so one image serves every backend.
-    wheel = 'pip wheel --wheel-dir /wheels ".[postgresql]"'
+    # Baton with the postgresql and etcd extras (the clients): one image for every backend.
+    wheel = 'pip wheel --wheel-dir /wheels ".[postgresql,etcd]"'
     assert any(i.keyword == "RUN" and wheel in i.args for i in builder)
     installs = [i.args for i in final if i.keyword == "RUN" and "pip install" in i.args]
     assert len(installs) == 1

@@ -355,6 +355,20 @@ def _baton_files(built: Built) -> list[str]:
     return sorted(set(doc.get("added", []) + doc.get("changed", [])))
 
 
+def _console_scripts(site_packages: Path) -> list[str]:
+    """The console scripts the installed distributions declare (their entry_points.txt)."""
+    names: list[str] = []
+    for entry_points in site_packages.glob("*.dist-info/entry_points.txt"):
+        section = ""
+        for line in entry_points.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[console_scripts]" and "=" in line:
+                names.append(line.split("=", 1)[0].strip())
+    return names
+
+
 @pytest.mark.timeout(900)
 def test_image_holds_no_build_tools_wheels_caches_secrets_or_tests(built: Built) -> None:
     """Nothing from the builder, the context's tests or any cache reaches the image."""
@@ -392,7 +406,10 @@ def test_image_holds_no_build_tools_wheels_caches_secrets_or_tests(built: Built)
     # Baton's own layers: the installed packages, the example jobs, the defaults, the user.
     added = _baton_files(built)
     assert {"/opt/venv/bin/baton", "/app/jobs/examples.py", "/etc/baton/baton.yaml"} <= set(added)
-    allowed = ("/app", "/etc/baton", "/opt/venv/bin/baton", site)
+    # The command-line tools the installed dependencies declare (httpx's, idna's): pip makes
+    # them with the packages; nothing else may appear in the venv's bin.
+    tools = tuple(f"/opt/venv/bin/{name}" for name in _console_scripts(root / site.lstrip("/")))
+    allowed = ("/app", "/etc/baton", "/opt/venv/bin/baton", site, *tools)
     ancestors = {str(p) for prefix in allowed for p in (Path(prefix), *Path(prefix).parents)}
     user_db = {f"/etc/{name}{suffix}" for name in USER_DB for suffix in ("", "-")}
     unexpected = [p for p in added if not p.startswith(allowed) and p not in ancestors | user_db]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.backends import from_url
 from scheduler.backends.base import Backend
 from scheduler.backends.postgresql import grants, script
 from scheduler.backends.runs import Retention, RunRecord
@@ -38,21 +37,6 @@ from tests.harness.sink import FencedSink
 
 OP_TIMEOUT = 1.0
 RETENTION = Retention(limit=100)
-
-
-@pytest.fixture
-def opened() -> Iterator[Callable[..., Backend]]:
-    """Open backends by URL; all closed at teardown."""
-    backends: list[Backend] = []
-
-    def open_backend(url: str, op_timeout: float = OP_TIMEOUT) -> Backend:
-        backend = from_url(url, op_timeout=op_timeout)
-        backends.append(backend)
-        return backend
-
-    yield open_backend
-    for backend in reversed(backends):
-        backend.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.backends import from_url
 from scheduler.backends.base import Backend
 from scheduler.backends.runs import Retention, RunRecord
 from scheduler.errors import BackendUnavailable, LeaseLost
@@ -27,21 +26,6 @@ OP_TIMEOUT = 1.0
 RETENTION = Retention(limit=100)
 #: Seconds a failover may take in the harness (Sentinel's down-after is 1 s there).
 FAILOVER_WAIT = 30.0
-
-
-@pytest.fixture
-def opened() -> Iterator[Callable[..., Backend]]:
-    """Open backends by URL; all closed at teardown."""
-    backends: list[Backend] = []
-
-    def open_backend(url: str) -> Backend:
-        backend = from_url(url, op_timeout=OP_TIMEOUT)
-        backends.append(backend)
-        return backend
-
-    yield open_backend
-    for backend in reversed(backends):
-        backend.close()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from redis.retry import Retry
 from tests.harness.process_server import HOST as HOST
 from tests.harness.process_server import ProcessServer
 from tests.harness.process_server import free_port as free_port
+from tests.harness.tls import openssl_certificates
 
 REDIS_SERVER = "redis-server"
 
@@ -57,30 +58,8 @@ class TlsFiles:
 
 def make_tls_files(directory: Path) -> TlsFiles:
     """Create a test CA and a ``localhost`` server certificate with ``openssl``."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise RuntimeError("openssl is not installed; the TLS tests need it to make certificates")
+    openssl_certificates(directory, san="DNS:localhost", usage="serverAuth", client=False)
     d = directory
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    commands = [
-        [openssl, "req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.crt",
-         "-days", "2", "-subj", "/CN=baton-test-ca",
-         "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        [openssl, "req", *ec, "-keyout", d / "server.key", "-out", d / "server.csr",
-         "-subj", "/CN=localhost"],
-        [openssl, "x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.crt",
-         "-CAkey", d / "ca.key", "-CAcreateserial", "-out", d / "server.crt", "-days", "2",
-         "-extfile", d / "server.ext"],
-    ]  # fmt: skip
-    (d / "server.ext").write_text(
-        "subjectAltName=DNS:localhost\n"
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    for command in commands:
-        subprocess.run([str(arg) for arg in command], check=True, capture_output=True)
     return TlsFiles(ca_cert=d / "ca.crt", cert=d / "server.crt", key=d / "server.key")
 
 

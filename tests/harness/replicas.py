@@ -8,14 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scheduler.backends import from_url
+from scheduler.backends.redis.keys import lease_keys
 from scheduler.backends.runs import RunRecord
 from scheduler.leadership.lease import LeaseRecord
+from tests.harness.sink import Write, read_writes
+
+if TYPE_CHECKING:
+    from tests.harness.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -148,5 +154,42 @@ class Cluster:
         self.stop()
         self.observer.close()
 
+    def wait_started(self, job: str, what: str, timeout: float = 20) -> Write:
+        """The first ``start`` write of ``job`` in the sink, waited for (``what`` names the
+        wait in its failure)."""
+        started = wait_for(
+            lambda: [w for w in read_writes(self.sink_path) if w.job == job and w.phase == "start"],
+            timeout,
+            what,
+        )
+        return started[0]
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def dump_logs(self) -> str:
         return "\n".join(f"--- {r.name}\n{r.log_path.read_text()[-4000:]}" for r in self)
+
+
+def sqlite_cluster(tmp: Path, prefix: str, jobs: str) -> Cluster:
+    """A cluster on an embedded database in ``tmp``, its election ``<prefix>-<8 hex>``, its
+    replicas running the jobs module ``jobs``."""
+    return Cluster(
+        f"sqlite:///{tmp / 'baton.db'}",
+        f"{prefix}-{uuid.uuid4().hex[:8]}",
+        tmp / "cluster",
+        env={"BATON_JOBS": jobs},
+    )
+
+
+def steal_lease(redis: RedisServer, cluster: str) -> None:
+    """Delete the lease of election ``cluster`` on ``redis`` behind its holder's back (a
+    foreign client)."""
+    client = redis.client()
+    try:
+        client.delete(lease_keys(cluster)[0])
+    finally:
+        client.close()

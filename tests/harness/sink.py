@@ -126,6 +126,15 @@ class FencedSink:
         self._db.close()
 
 
+def read_writes(path: str | Path) -> list[Write]:
+    """Every write in the sink at ``path`` so far, read on a connection of its own."""
+    sink = FencedSink(path)
+    try:
+        return sink.writes()
+    finally:
+        sink.close()
+
+
 _shared: FencedSink | None = None
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.redis_server import RedisServer
-from tests.harness.replicas import Cluster, wait_for
-from tests.harness.sink import FencedSink, Write
+from tests.harness.replicas import Cluster, steal_lease, wait_for
+from tests.harness.sink import Write, read_writes
 from tests.unit.test_isolation import alive
 
 #: The per-fire lines (job_started, fire_paused, ...) this test reads are at debug level.
@@ -23,19 +23,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def cluster(redis_server: RedisServer, election: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_server.url, election, tmp_path / "cluster", env=PER_FIRE_LINES)
-    try:
+    with Cluster(redis_server.url, election, tmp_path / "cluster", env=PER_FIRE_LINES) as c:
         yield c
-    finally:
-        c.close()
 
 
 def writes(c: Cluster) -> list[Write]:
-    sink = FencedSink(c.sink_path)
-    try:
-        return sink.writes()
-    finally:
-        sink.close()
+    return read_writes(c.sink_path)
 
 
 def test_lost_leader_runs_hooks_kills_its_job_process_and_exits(
@@ -46,16 +39,10 @@ def test_lost_leader_runs_hooks_kills_its_job_process_and_exits(
     cluster.start(1, lease_ttl=2, jobs="tests.jobs.abort", exit_on_lost="true")
     leader = cluster.replicas["r1"]
     first = cluster.wait_leader(timeout=15)
-    start = wait_for(
-        lambda: [w for w in writes(cluster) if w.job == "abort.stubborn" and w.phase == "start"],
-        20,
-        "the job process to start",
-    )[0]
+    start = cluster.wait_started("abort.stubborn", "the job process to start")
     assert alive(start.pid)
 
-    client = redis_server.client()
-    client.delete(f"baton:{{{cluster.name}}}:lease")  # a foreign client steals the lease
-    client.close()
+    steal_lease(redis_server, cluster.name)
 
     assert leader.proc.wait(timeout=15) == 3
     assert not alive(start.pid), "the job process outlived its replica"
@@ -74,11 +61,7 @@ def test_paused_replica_cannot_keep_its_job_process_past_the_lease(cluster: Clus
     """SIGSTOP the replica: its job process ends itself before another replica leads."""
     cluster.start(2, lease_ttl=2, jobs="tests.jobs.abort")
     first = cluster.wait_leader(timeout=15)
-    start = wait_for(
-        lambda: [w for w in writes(cluster) if w.job == "abort.stubborn" and w.phase == "start"],
-        20,
-        "the job process to start",
-    )[0]
+    start = cluster.wait_started("abort.stubborn", "the job process to start")
     paused = cluster.replicas[first.replica_id]
     paused.signal(signal.SIGSTOP)
     try:

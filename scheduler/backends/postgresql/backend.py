@@ -10,9 +10,9 @@ from scheduler.backends.postgresql.ledger import PostgresLedger
 from scheduler.backends.postgresql.preflight import preflight
 from scheduler.backends.postgresql.presence import PostgresControls, PostgresPresence
 from scheduler.backends.postgresql.url import PostgresTarget, parse_url
+from scheduler.backends.rules import check_op_timeout
 from scheduler.backends.urls import BackendURL
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import ConfigError
 
 
 class PostgresBackend(RoleBackend):
@@ -39,8 +39,7 @@ class PostgresBackend(RoleBackend):
         clock: Clock = SYSTEM_CLOCK,
         create: bool = True,
     ) -> None:
-        if op_timeout <= 0:
-            raise ConfigError("backend", f"op_timeout must be positive, got {op_timeout!r}")
+        check_op_timeout(op_timeout)
         self.url = target.shown
         self.target = target
         self._db = Database(target, op_timeout, create=create)

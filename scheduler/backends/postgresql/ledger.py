@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from scheduler.backends.base import StartAnswer
+from scheduler.backends.base import SingleDefaults, StartAnswer
 from scheduler.backends.postgresql.database import Database
 from scheduler.backends.postgresql.lease import TokenFloors
 from scheduler.backends.postgresql.schema import CLAIM_ALLOWANCE_MS
@@ -34,7 +34,7 @@ BATCH_SIZE = 1000
 HISTORY_JOBS = 1000
 
 
-class PostgresLedger:
+class PostgresLedger(SingleDefaults):
     """The :class:`~scheduler.backends.base.RunLedger` role, single calls and batches.
 
     Args:
@@ -47,15 +47,6 @@ class PostgresLedger:
         self._s = db.schema
         self._url = db.url
         self._floors = floors
-
-    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
-        """Store ``run`` if ``lease`` is held and the fire unclaimed; trim per ``retention``.
-
-        Raises:
-            LeaseLost: the lease is not held (checked first).
-            FireNotDue: the fire is more than the claim allowance ahead of the server clock.
-        """
-        return self.claim_many(lease, [run], retention)[0]
 
     def claim_many(
         self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
@@ -106,18 +97,6 @@ class PostgresLedger:
                 else:
                     answers.append(None)
         return answers
-
-    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
-        """Store ``run`` (``running``) over the ``claimed`` record of ``run.attempt``.
-
-        Raises:
-            LeaseLost: the lease is not held (checked first).
-            ClaimLost: ``gone``, ``other-attempt`` or ``not-claimed``.
-        """
-        [answer] = self.start_many(lease, [run])
-        if isinstance(answer, ClaimLost):
-            raise answer
-        return answer
 
     def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
         """Start ``runs``, one function call per :data:`BATCH_SIZE`, the lease checked
@@ -206,10 +185,6 @@ class PostgresLedger:
                 (name, run.job, run.key, run.attempt),
             ).rowcount
         return deleted > 0
-
-    def history(self, name: str, job: str, limit: int) -> list[RunRecord]:
-        """The newest ``limit`` run records of ``job``, newest fire first."""
-        return self.history_many(name, [job], limit)[job]
 
     def history_many(
         self, name: str, jobs: Iterable[str], limit: int

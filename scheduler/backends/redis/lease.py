@@ -13,8 +13,6 @@ Loss shows at the next renewal. Releases are published on the election's channel
 
 from __future__ import annotations
 
-import threading
-import time
 from contextlib import suppress
 from datetime import datetime
 
@@ -25,7 +23,8 @@ from scheduler.backends.floors import TokenFloors
 from scheduler.backends.redis.acks import Acks, NotAcknowledged
 from scheduler.backends.redis.errors import translate_errors
 from scheduler.backends.redis.keys import channel, epoch_key, lease_keys, server_key
-from scheduler.backends.redis.scripts import CLAIM_ALLOWANCE_MS, RELEASED, Scripts
+from scheduler.backends.redis.releases import ReleaseWaiter
+from scheduler.backends.redis.scripts import CLAIM_ALLOWANCE_MS, Scripts
 from scheduler.backends.rules import granted, ttl_ms
 from scheduler.backends.runs import from_fire_key
 from scheduler.backends.states import LossReason
@@ -80,9 +79,7 @@ class RedisLeases:
         self._url = url
         self._clock = clock
         self._floors = floors
-        self._pubsub: PubSub | None = None
-        self._channels: set[str] = set()
-        self._closed = threading.Event()
+        self._releases = ReleaseWaiter(self._connect)
 
     def try_acquire(self, name: str, holder: Holder, ttl: float) -> Lease | None:
         """Take lease ``name`` with ``SET NX PX`` and a new fencing token, in one script."""
@@ -172,52 +169,18 @@ class RedisLeases:
         )
 
     def wait_for_change(self, name: str, timeout: float) -> None:
-        """Block up to ``timeout`` s on the events channel; return early on ``released``.
-
-        Backend errors are not raised: the wait runs out its time instead (a follower
-        calls this in a loop, and returning early on every error would make it spin).
-        Real time is used, not the injected clock: this is a wait on a socket.
-        """
-        events = channel(name)
-        end = time.monotonic() + timeout
-        try:
-            pubsub = self._subscribed(events)
-            while (remaining := end - time.monotonic()) > 0:
-                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
-                if (
-                    message is not None
-                    and message.get("type") == "message"
-                    and message.get("channel") == events
-                    and message.get("data") == RELEASED
-                ):
-                    return
-        except (redis_lib.RedisError, OSError, ValueError, AttributeError):
-            # ValueError/AttributeError: redis-py raises these from a PubSub whose
-            # connection was torn down under it (e.g. by close()). Start afresh next time.
-            self._drop_pubsub()
-            self._closed.wait(max(0.0, end - time.monotonic()))
+        """Block up to ``timeout`` s on the events channel; return early on ``released``
+        (:class:`~scheduler.backends.redis.releases.ReleaseWaiter`)."""
+        self._releases.wait_for_change(name, timeout)
 
     def close(self) -> None:
         """Close the pub/sub connection and wake a waiter."""
-        self._closed.set()
-        self._drop_pubsub()
+        self._releases.close()
 
-    def _subscribed(self, events: str) -> PubSub:
-        """The kept PubSub, subscribed to ``events`` (created and subscribed lazily)."""
-        if self._pubsub is None:
-            # Redis or RedisCluster (a ClusterPubSub, on the node of the channel's slot).
-            self._pubsub = self._observer.pubsub()  # type: ignore[no-untyped-call]
-            self._channels = set()
-        if events not in self._channels:
-            self._pubsub.subscribe(events)
-            self._channels.add(events)
-        return self._pubsub
-
-    def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub, self._channels = self._pubsub, None, set()
-        if pubsub is not None:
-            with suppress(redis_lib.RedisError, OSError):
-                pubsub.close()
+    def _connect(self) -> PubSub:
+        # Redis or RedisCluster (a ClusterPubSub, on the node of the channel's slot). Late:
+        # a cluster client connects on its first use.
+        return self._observer.pubsub()  # type: ignore[no-untyped-call, no-any-return]
 
 
 __all__ = ["RedisLeases", "TokenFloors", "lease_lost"]

@@ -50,6 +50,7 @@ empty Redis needs no special handling.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 import redis as redis_lib
 from redis.commands.core import Script
@@ -454,9 +455,47 @@ CLAIM_ALLOWANCE = 1.0
 CLAIM_ALLOWANCE_MS = round(CLAIM_ALLOWANCE * 1000)
 
 
+class ScriptSet:
+    """The base of a frozen dataclass of scripts registered with one client: one
+    :class:`Script` field per entry of :attr:`SOURCES`."""
+
+    __slots__ = ()
+
+    #: Each field's Lua source, in the order :meth:`all` gives the scripts.
+    SOURCES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def register(cls, client: redis_lib.Redis) -> Self:
+        """Register every script with ``client``; nothing is sent until a script runs."""
+        scripts = {name: client.register_script(lua) for name, lua in cls.SOURCES.items()}
+        return cls(**scripts)
+
+    def all(self) -> tuple[Script, ...]:
+        """Every script, to load them all at once (the preflight)."""
+        return tuple(getattr(self, name) for name in self.SOURCES)
+
+
 @dataclass(frozen=True, slots=True)
-class Scripts:
-    """Every script, registered with one client (see :meth:`register`)."""
+class Scripts(ScriptSet):
+    """Every script of the Redis backend, registered with one client (see
+    :meth:`~ScriptSet.register`)."""
+
+    SOURCES: ClassVar[dict[str, str]] = {
+        "acquire": ACQUIRE_LUA,
+        "renew": RENEW_LUA,
+        "release": RELEASE_LUA,
+        "read": READ_LUA,
+        "claim": CLAIM_LUA,
+        "claim_many": CLAIM_MANY_LUA,
+        "start": START_LUA,
+        "start_many": START_MANY_LUA,
+        "finish": FINISH_LUA,
+        "finish_many": FINISH_MANY_LUA,
+        "unclaim": UNCLAIM_LUA,
+        "history": HISTORY_LUA,
+        "announce": ANNOUNCE_LUA,
+        "members": MEMBERS_LUA,
+    }
 
     acquire: Script
     renew: Script
@@ -472,45 +511,6 @@ class Scripts:
     history: Script
     announce: Script
     members: Script
-
-    @classmethod
-    def register(cls, client: redis_lib.Redis) -> Scripts:
-        """Register every script with ``client``; nothing is sent until a script runs."""
-        return cls(
-            acquire=client.register_script(ACQUIRE_LUA),
-            renew=client.register_script(RENEW_LUA),
-            release=client.register_script(RELEASE_LUA),
-            read=client.register_script(READ_LUA),
-            claim=client.register_script(CLAIM_LUA),
-            claim_many=client.register_script(CLAIM_MANY_LUA),
-            start=client.register_script(START_LUA),
-            start_many=client.register_script(START_MANY_LUA),
-            finish=client.register_script(FINISH_LUA),
-            finish_many=client.register_script(FINISH_MANY_LUA),
-            unclaim=client.register_script(UNCLAIM_LUA),
-            history=client.register_script(HISTORY_LUA),
-            announce=client.register_script(ANNOUNCE_LUA),
-            members=client.register_script(MEMBERS_LUA),
-        )
-
-    def all(self) -> tuple[Script, ...]:
-        """Every script, to load them all at once (the preflight)."""
-        return (
-            self.acquire,
-            self.renew,
-            self.release,
-            self.read,
-            self.claim,
-            self.claim_many,
-            self.start,
-            self.start_many,
-            self.finish,
-            self.finish_many,
-            self.unclaim,
-            self.history,
-            self.announce,
-            self.members,
-        )
 
 
 __all__ = [
@@ -531,5 +531,6 @@ __all__ = [
     "START_LUA",
     "START_MANY_LUA",
     "UNCLAIM_LUA",
+    "ScriptSet",
     "Scripts",
 ]

@@ -37,7 +37,8 @@ MAX_DB = 9999
 
 _OPTIONS = ("db", "username", "password", "client_name", "min_replicas_ack")
 _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
-_TLS_OPTIONS = (
+#: The TLS options of every ``rediss`` form (also Redlock's ``rediss+redlock``).
+TLS_OPTIONS = (
     "ssl_ca_certs",
     "ssl_certfile",
     "ssl_keyfile",
@@ -54,7 +55,7 @@ _FORMS = {
     "rediss": URLForm(
         "rediss",
         "rediss://[[user]:password@]host[:port][/db][?option=value&...]",
-        _OPTIONS + _TLS_OPTIONS,
+        _OPTIONS + TLS_OPTIONS,
     ),
     "redis+sentinel": URLForm(
         "redis+sentinel", f"redis+sentinel://{_SENTINEL_FORM}", _OPTIONS + _SENTINEL_OPTIONS
@@ -62,11 +63,11 @@ _FORMS = {
     "rediss+sentinel": URLForm(
         "rediss+sentinel",
         f"rediss+sentinel://{_SENTINEL_FORM}",
-        _OPTIONS + _SENTINEL_OPTIONS + _TLS_OPTIONS,
+        _OPTIONS + _SENTINEL_OPTIONS + TLS_OPTIONS,
     ),
     "redis+cluster": URLForm("redis+cluster", f"redis+cluster://{_CLUSTER_FORM}", _CLUSTER_OPTIONS),
     "rediss+cluster": URLForm(
-        "rediss+cluster", f"rediss+cluster://{_CLUSTER_FORM}", _CLUSTER_OPTIONS + _TLS_OPTIONS
+        "rediss+cluster", f"rediss+cluster://{_CLUSTER_FORM}", _CLUSTER_OPTIONS + TLS_OPTIONS
     ),
 }
 #: Every Redis scheme: one primary, Sentinel, Cluster; each plain and over TLS.
@@ -136,7 +137,9 @@ class RedisTarget:
     sentinel_password: str | None = field(default=None, repr=False)
 
 
-def parse_url(url: str | BackendURL) -> RedisTarget:
+def parse_url(
+    url: str | BackendURL, *, form: URLForm | None = None, mode: str | None = None
+) -> RedisTarget:
     """Parse ``redis://[[user]:password@]host[:port][/db][?option=value&...]``.
 
     ``rediss://`` is the same over TLS. The password may be given in the URL's credentials
@@ -153,14 +156,18 @@ def parse_url(url: str | BackendURL) -> RedisTarget:
     (``rediss+cluster://``) lists seed nodes of a Redis Cluster and has no database. Every
     form takes ``min_replicas_ack`` (``auto``, the default, or 0 to 100: see :mod:`.acks`).
 
+    ``form`` and ``mode`` let a scheme built on these servers parse with the same rules:
+    the Redlock backend (:mod:`scheduler.backends.redlock`) passes its own form and mode
+    ``redlock`` (several primaries, each with the database of the path).
+
     Raises:
         ConfigError: naming the problem, the redacted URL and the allowed options (key
             ``backend``).
     """
     text = reveal(url)
     scheme = text.partition("://")[0].lower()
-    form = _FORMS.get(scheme, _FORMS["redis"])
-    mode = scheme.partition("+")[2] or "single"
+    form = form or _FORMS.get(scheme, _FORMS["redis"])
+    mode = mode or scheme.partition("+")[2] or "single"
     parts = split_url(text, form, _REFUSED)
     options = parts.options
     default_port = SENTINEL_PORT if mode == "sentinel" else DEFAULT_PORT

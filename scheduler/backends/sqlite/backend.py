@@ -6,6 +6,7 @@ from pathlib import Path
 
 from scheduler.backends.base import DEFAULT_OP_TIMEOUT
 from scheduler.backends.composite import RoleBackend
+from scheduler.backends.rules import check_op_timeout
 from scheduler.backends.sqlite.controls import ControlTable
 from scheduler.backends.sqlite.database import Database
 from scheduler.backends.sqlite.lease import LeaseTable, read_boot_id
@@ -14,7 +15,6 @@ from scheduler.backends.sqlite.presence import MemberTable
 from scheduler.backends.sqlite.url import path_from_url
 from scheduler.backends.urls import BackendURL, redact, reveal
 from scheduler.clock import SYSTEM_CLOCK, Clock
-from scheduler.errors import ConfigError
 
 
 class SqliteBackend(RoleBackend):
@@ -57,8 +57,7 @@ class SqliteBackend(RoleBackend):
         boot_id: str | None = None,
         create: bool = True,
     ) -> None:
-        if op_timeout <= 0:
-            raise ConfigError("backend", f"op_timeout must be positive, got {op_timeout!r}")
+        check_op_timeout(op_timeout)
         self.url = url
         self.path = path
         self.create = create

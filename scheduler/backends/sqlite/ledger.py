@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from scheduler.backends.base import StartAnswer
+from scheduler.backends.base import SingleDefaults, StartAnswer
 from scheduler.backends.rules import FINISHED, chunks, trim_window
 from scheduler.backends.runs import Retention, RunRecord, fire_key
 from scheduler.backends.sqlite.database import Database
@@ -44,7 +44,7 @@ BATCH_SIZE = 1000
 HISTORY_JOBS = 500
 
 
-class RunTable:
+class RunTable(SingleDefaults):
     """The :class:`~scheduler.backends.base.RunLedger` role on one database.
 
     Args:
@@ -57,18 +57,6 @@ class RunTable:
         self._db = db
         self._leases = leases
         self._clock = clock
-
-    def claim(self, lease: Lease, run: RunRecord, retention: Retention) -> RunRecord | None:
-        """Store ``run`` if ``lease`` is held and the fire is unclaimed; trim old history.
-
-        Returns:
-            ``run``; the stored record when ``run.attempt`` wrote it (a resend); ``None`` if
-            another attempt claimed (``run.job``, ``run.scheduled_time``).
-
-        Raises:
-            LeaseLost: ``lease`` is not held (checked before the duplicate check).
-        """
-        return self.claim_many(lease, [run], retention)[0]
 
     def claim_many(
         self, lease: Lease, runs: Sequence[RunRecord], retention: Retention
@@ -88,24 +76,6 @@ class RunTable:
                 self._leases.require_held(conn, lease, self._clock.monotonic())
                 answers += [self._claim_in(conn, lease.name, run, retention) for run in chunk]
         return answers
-
-    def start(self, lease: Lease, run: RunRecord) -> RunRecord:
-        """Store ``run`` (``running``) over the ``claimed`` record of ``run.attempt``.
-
-        The lease check and the update are one write transaction.
-
-        Returns:
-            ``run``.
-
-        Raises:
-            LeaseLost: ``lease`` is not held (checked first), as for :meth:`claim`.
-            ClaimLost: reason ``gone`` (no record), ``other-attempt`` or ``not-claimed``
-                (already started or finished).
-        """
-        [answer] = self.start_many(lease, [run])
-        if isinstance(answer, ClaimLost):
-            raise answer
-        return answer
 
     def start_many(self, lease: Lease, runs: Sequence[RunRecord]) -> list[StartAnswer]:
         """Start ``runs`` in one transaction per :data:`BATCH_SIZE`, the lease checked once
