@@ -40,6 +40,9 @@ BACKEND_KINDS = (
 TEST_OP_TIMEOUT = 1.0
 #: Seconds to wait for a lease to expire on the server before failing the test.
 EXPIRY_WAIT = 5.0
+#: Milliseconds the session's Sentinels and Cluster nodes wait before they judge a server
+#: down: long, so that a loaded machine never fails them over (see ``redis_sentinel``).
+SESSION_DOWN_AFTER_MS = 30_000
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +62,11 @@ def redis_sentinel() -> Iterator[SentinelGroup]:
     A test that injects a fault calls ``heal()`` when done, so the next one finds every
     server up and replicating (the primary may have changed: ask ``primary()``).
     """
-    group = SentinelGroup().start()
+    # Never a failover of its own: a promoted replica makes every new election name refuse
+    # past fires (the claim epoch), and the contract suite claims fixed past instants. With
+    # a 1 s down-after, a primary starved of CPU for a second (two pytest workers) failed
+    # over and the suite's claims were refused.
+    group = SentinelGroup(down_after_ms=SESSION_DOWN_AFTER_MS).start()
     try:
         yield group
     finally:
@@ -68,11 +75,9 @@ def redis_sentinel() -> Iterator[SentinelGroup]:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterGroup]:
-    """A 3-primary / 3-replica Redis Cluster for the session (about 3 s to create).
-
-    A test that kills a node restarts it when done; shard primaries may have moved.
-    """
-    group = RedisClusterGroup().start()
+    """A 3-primary / 3-replica Redis Cluster for the session (about 3 s to create), which
+    never fails over (tests that fail one over make their own, as for ``redis_sentinel``)."""
+    group = RedisClusterGroup(node_timeout_ms=SESSION_DOWN_AFTER_MS).start()
     try:
         yield group
     finally:

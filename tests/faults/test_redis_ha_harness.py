@@ -37,13 +37,35 @@ def _get(server: RedisServer, key: str) -> str | None:
         return value
 
 
-@pytest.fixture
-def sentinel(redis_sentinel: SentinelGroup) -> Iterator[SentinelGroup]:
-    """The session's Sentinel group, healed after the test (links resumed, servers back)."""
+@pytest.fixture(scope="module")
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A Sentinel group of this module's own (these tests fail it over): the session's
+    group must never fail over (tests/conftest.py, ``redis_sentinel``)."""
+    group = SentinelGroup().start()
     try:
-        yield redis_sentinel
+        yield group
     finally:
-        redis_sentinel.heal()
+        group.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterGroup]:
+    """A Redis Cluster of this module's own, in place of the session's (these tests fail
+    its shards over, and the session's cluster must never fail over)."""
+    group = RedisClusterGroup().start()
+    try:
+        yield group
+    finally:
+        group.cleanup()
+
+
+@pytest.fixture
+def sentinel(sentinel_group: SentinelGroup) -> Iterator[SentinelGroup]:
+    """The module's Sentinel group, healed after the test (links resumed, servers back)."""
+    try:
+        yield sentinel_group
+    finally:
+        sentinel_group.heal()
 
 
 def test_sentinel_group_replicates_and_every_sentinel_knows_it(sentinel: SentinelGroup) -> None:

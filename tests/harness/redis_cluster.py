@@ -64,9 +64,16 @@ class RedisClusterGroup:
     Args:
         primaries: how many shards (3 is the least ``redis-cli --cluster create`` accepts).
         replicas_per_primary: replicas of each shard.
+        node_timeout_ms: ``cluster-node-timeout``: long for a cluster that must never fail
+            over by itself (the session's, under a loaded machine).
     """
 
-    def __init__(self, primaries: int = 3, replicas_per_primary: int = 1) -> None:
+    def __init__(
+        self,
+        primaries: int = 3,
+        replicas_per_primary: int = 1,
+        node_timeout_ms: int = NODE_TIMEOUT_MS,
+    ) -> None:
         self._cli = redis_cli_binary()
         self.replicas_per_primary = replicas_per_primary
         self.nodes: list[RedisServer] = []
@@ -76,7 +83,7 @@ class RedisClusterGroup:
             config = {
                 "cluster-enabled": "yes",
                 "cluster-config-file": "nodes.conf",
-                "cluster-node-timeout": str(NODE_TIMEOUT_MS),
+                "cluster-node-timeout": str(node_timeout_ms),
                 # The bus port is port + 10000 unless set: that may be taken or above 65535.
                 "cluster-port": str(bus_port),
                 # A replica may always take over, however long its link was down.

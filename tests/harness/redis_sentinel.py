@@ -270,12 +270,17 @@ class SentinelServer(ProcessServer):
     stop_timeout = STOP_TIMEOUT
 
     def __init__(
-        self, primary: tuple[str, int], service: str = SERVICE, port: int | None = None
+        self,
+        primary: tuple[str, int],
+        service: str = SERVICE,
+        port: int | None = None,
+        down_after_ms: int = DOWN_AFTER_MS,
     ) -> None:
         self._binary = redis_server_binary()
         super().__init__(port, dir_prefix="baton-sentinel-")
         self.primary_address = primary
         self.service = service
+        self.down_after_ms = down_after_ms
 
     @property
     def address(self) -> tuple[str, int]:
@@ -309,7 +314,7 @@ class SentinelServer(ProcessServer):
                 f"dir {self.dir}\n"
                 f"logfile {self.log_path}\n"
                 f"sentinel monitor {s} {host} {port} {QUORUM}\n"
-                f"sentinel down-after-milliseconds {s} {DOWN_AFTER_MS}\n"
+                f"sentinel down-after-milliseconds {s} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {s} {FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {s} 2\n"
             )
@@ -345,6 +350,9 @@ class SentinelGroup:
             :meth:`pause_replication` works. ``False`` addresses the servers directly, for
             benchmarks that must not pay a Python proxy's latency on every call.
         config: extra ``redis.conf`` directives for every data server (persistence, say).
+        down_after_ms: the Sentinels' ``down-after-milliseconds``: short for fault tests
+            (a failover within seconds), long for a group that must never fail over by
+            itself (the session's, under a loaded machine).
     """
 
     def __init__(
@@ -353,6 +361,7 @@ class SentinelGroup:
         sentinels: int = 3,
         partitionable: bool = True,
         config: Mapping[str, str] | None = None,
+        down_after_ms: int = DOWN_AFTER_MS,
     ) -> None:
         self.partitionable = partitionable
         self._loop = _LoopThread() if partitionable else None
@@ -381,7 +390,10 @@ class SentinelGroup:
             )
             if server is not self.servers[0]:
                 server.config["replicaof"] = f"{first[0]} {first[1]}"
-        self.sentinel_servers = [SentinelServer(first, port=p) for p in ports[1 + replicas :]]
+        self.sentinel_servers = [
+            SentinelServer(first, port=p, down_after_ms=down_after_ms)
+            for p in ports[1 + replicas :]
+        ]
 
     # -- life cycle --
 
