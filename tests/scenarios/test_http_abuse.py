@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import select
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +14,8 @@ import pytest
 
 from scheduler.ops import http
 from tests.harness.http_replica import HttpReplica, read_all, status_code
+from tests.harness.idle_flood import IdleFlood
+from tests.harness.process_server import HOST
 from tests.harness.replicas import wait_for
 
 pytestmark = pytest.mark.slow
@@ -38,28 +38,18 @@ def replica(tmp_path: Path) -> Iterator[HttpReplica]:
 
 
 @pytest.fixture
-def many_fds() -> Iterator[None]:
-    """Room in this test process for the idle connections it holds."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # Beyond what is open already: a pytest worker that ran other tests first holds
-    # descriptors of its own (servers' clients), and a probe that cannot open a socket
-    # reads as a replica that did not answer.
-    wanted = len(os.listdir("/proc/self/fd")) + IDLE_CONNECTIONS + 512
-    if soft < wanted:
-        if hard != resource.RLIM_INFINITY and hard < wanted:
-            pytest.skip(f"needs {wanted} file descriptors, the hard limit is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+def flood_fds() -> None:
+    """Room for the flood's connections in its own process (it raises its soft limit)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < IDLE_CONNECTIONS + 64:
+        pytest.skip(f"needs {IDLE_CONNECTIONS + 64} file descriptors, the hard limit is {hard}")
 
 
 def test_healthz_answers_while_3000_idle_connections_are_held(
-    replica: HttpReplica, many_fds: None
+    replica: HttpReplica, flood_fds: None, tmp_path: Path
 ) -> None:
-    """3,000 idle connections against a 256-fd replica: every probe (during and after) is 200
-    within a second; threads, descriptors and memory stay bounded."""
+    """3,000 idle connections (from another process) against a 256-fd replica: every probe
+    (during and after) is 200 within a second; threads, descriptors and memory stay bounded."""
     rss = replica.proc_status("VmRSS")
     probes: list[tuple[int, float]] = []
     peak = {"threads": 0, "fds": 0}
@@ -74,22 +64,22 @@ def test_healthz_answers_while_3000_idle_connections_are_held(
 
     prober = threading.Thread(target=probe)
     prober.start()
-    held: list[socket.socket] = []
+    flood = IdleFlood(HOST, replica.port, IDLE_CONNECTIONS, tmp_path)
     try:
-        for _ in range(IDLE_CONNECTIONS):
-            held.append(replica.connect())
+        flood.wait_held(60)
+        during_flood = len(probes)
         after = [replica.timed_healthz() for _ in range(20)]
         probed = len(probes)
         # Every connection held while the prober probes 20 more times.
         wait_for(lambda: len(probes) >= probed + 20, 30, "20 probes with every connection held")
+        assert flood.held
     finally:
         done.set()
         prober.join()
         grown = replica.proc_status("VmRSS") - rss
-        for sock in held:
-            sock.close()
+        flood.stop()
     during = probes + after
-    assert len(probes) >= 10, "too few probes while connections were being opened"
+    assert during_flood >= 10, "too few probes while connections were being opened"
     assert all(code == 200 for code, _ in during), [c for c, _ in during if c != 200][:5]
     slowest = max(seconds for _, seconds in during)
     assert slowest < 1.0, f"a probe took {slowest:.3f} s"

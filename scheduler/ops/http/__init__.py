@@ -15,7 +15,10 @@ file descriptors:
   and :data:`MAX_HEAD` bytes, however slowly it trickles in; a malformed request line is
   refused as soon as it is seen;
 * at most :data:`MAX_CONNECTIONS` connections are read at a time; a new one evicts the
-  oldest, so a probe (which sends its request at once) always gets through;
+  oldest, so a probe (which sends its request at once) gets through a flood of idle
+  connections; none is evicted in its first :data:`EVICT_AFTER` seconds (while all are
+  that young, newcomers wait in the kernel's queue), so a probe stalled for a moment
+  between its connect and its request is not shut out either;
 * /healthz, /readyz and every error are answered by the selector thread itself (a few bytes
   from memory); /metrics and /status go to a pool of :data:`WORKERS` threads, at most
   :data:`MAX_QUEUED` requests in it (more are answered 503 at once);
@@ -55,6 +58,7 @@ from scheduler.ops.http.routes import (
 )
 from scheduler.ops.http.server import (
     BACKLOG,
+    EVICT_AFTER,
     HEAD_TIMEOUT,
     LINGER,
     LINGER_CHUNK,
@@ -70,6 +74,7 @@ __all__ = [
     "ALLOWED",
     "BACKLOG",
     "ENDPOINTS",
+    "EVICT_AFTER",
     "HEAD_TIMEOUT",
     "LINGER",
     "LINGER_CHUNK",

@@ -34,6 +34,15 @@ from scheduler.ops.logs import get_logger
 HEAD_TIMEOUT = 5.0
 #: Connections whose request head is being read; a new one evicts the oldest.
 MAX_CONNECTIONS = 64
+#: Seconds a connection is safe from eviction after its accept: the time a client has to
+#: send its request while a flood of idle connections arrives. Longer protects a probe
+#: whose machine stalls it between its connect and its request; while every connection
+#: being read is this young, accepting pauses (the kernel queues newcomers, up to
+#: :data:`BACKLOG`), so a flood is accepted at MAX_CONNECTIONS / EVICT_AFTER per second
+#: (3,200) and a probe behind it in the queue waits up to BACKLOG / that rate (0.32 s).
+#: Seen without it: a flood from another process evicted a probe between its connect and
+#: its request once in two runs.
+EVICT_AFTER = 0.02
 #: Threads that serve /metrics and /status.
 WORKERS = 2
 #: /metrics and /status requests queued or being served; more are answered 503.
@@ -57,6 +66,7 @@ class _Connection:
 
     sock: socket.socket
     deadline: float
+    evictable: float = 0.0  # monotonic time from which a new connection may evict it
     data: bytearray = field(default_factory=bytearray)
     line_checked: bool = False
     lingering: bool = False
@@ -187,6 +197,12 @@ class StatusServer:
         # At most the cap per batch, so that the rest of a batch cannot evict a connection
         # accepted early in it before its request is read.
         for _ in range(MAX_CONNECTIONS):
+            oldest = self._reading.oldest()
+            if len(self._reading) >= MAX_CONNECTIONS and oldest is not None:
+                now = time.monotonic()
+                if oldest.evictable > now:  # too young to evict: let the kernel queue
+                    self._pause_accept(oldest.evictable)
+                    return
             try:
                 sock, _ = self._listener.accept()
             except BlockingIOError:
@@ -200,12 +216,16 @@ class StatusServer:
                     self._shed["evicted"] += 1
                     continue
                 # Out of descriptors and nothing of ours to free: pause, do not spin.
-                self._selector.unregister(self._listener)
-                self._accept_paused_until = time.monotonic() + 0.1
+                self._pause_accept(time.monotonic() + 0.1)
                 return
-            conn = _Connection(sock, time.monotonic() + HEAD_TIMEOUT)
+            now = time.monotonic()
+            conn = _Connection(sock, now + HEAD_TIMEOUT, now + EVICT_AFTER)
             self._watch(conn)
             self._read(conn)  # a probe's request is usually there already: answer it now
+
+    def _pause_accept(self, until: float) -> None:
+        self._selector.unregister(self._listener)
+        self._accept_paused_until = until
 
     def _watch(self, conn: _Connection) -> None:
         """Read ``conn`` from now on; at the cap, the oldest connection of its kind goes."""
