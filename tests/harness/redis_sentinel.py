@@ -481,18 +481,7 @@ class SentinelGroup:
         every other running server replicates from it (the ones whose link is paused only
         need to point at it: their link cannot come up).
         """
-        old = self.primary()
-        deadline = time.monotonic() + timeout
-        while True:
-            self._sentinel_failover(timeout)
-            # A failover a Sentinel accepted can still be aborted (its election lost on a
-            # loaded machine): ask again rather than wait out the whole timeout.
-            left = deadline - time.monotonic()
-            try:
-                return self._wait_settled(old, min(FAILOVER_ATTEMPT, max(left, 0.1)))
-            except TimeoutError:
-                if time.monotonic() >= deadline:
-                    raise
+        return self._fail_over_from(self.primary(), timeout)
 
     def kill_primary(self, timeout: float = SETTLE_TIMEOUT) -> RedisServer:
         """kill -9 the primary and wait until the Sentinels promoted another; returns the
@@ -535,8 +524,7 @@ class SentinelGroup:
                 timeout,
                 "every Sentinel sees the new replica priorities",
             )
-            self._sentinel_failover(timeout)
-            new = self._wait_settled(old, timeout)
+            new = self._fail_over_from(old, timeout)
         finally:
             for other in others:
                 with contextlib.suppress(redis.RedisError):
@@ -605,6 +593,45 @@ class SentinelGroup:
             if any(seen.get(port) != priority for port, priority in wanted.items()):
                 return False
         return True
+
+    def _fail_over_from(self, old: RedisServer, timeout: float) -> RedisServer:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._sentinel_failover(timeout)
+            # A failover a Sentinel accepted can still be aborted (its election lost, or the
+            # promoted replica slow to answer within failover-timeout, on a loaded machine):
+            # ask again rather than wait out the whole timeout.
+            left = deadline - time.monotonic()
+            try:
+                return self._wait_settled(old, min(FAILOVER_ATTEMPT, max(left, 0.1)))
+            except TimeoutError as exc:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{exc}\n{self.describe()}") from None
+
+    def describe(self) -> str:
+        """What each Sentinel and data server says, and the Sentinels' last log lines: for
+        the message of a failover that did not settle."""
+        lines = []
+        for sentinel in self.sentinel_servers:
+            try:
+                with sentinel.client(timeout=1.0) as client:
+                    said = client.sentinel_get_master_addr_by_name(SERVICE)
+            except redis.RedisError as exc:
+                said = repr(exc)
+            lines.append(f"sentinel {sentinel.port}: primary {said}")
+        for server in self.servers:
+            try:
+                info = replication_info(server)
+                state = {k: info.get(k) for k in ("role", "master_port", "master_link_status")}
+            except redis.RedisError as exc:
+                state = {"error": repr(exc)}
+            lines.append(f"server {self.address(server)}: {state}")
+        for sentinel in self.sentinel_servers:
+            path = sentinel.log_path
+            log = path.read_text(errors="replace") if path.exists() else ""
+            tail = "\n  ".join(log.splitlines()[-15:])
+            lines.append(f"sentinel {sentinel.port} log:\n  {tail}")
+        return "\n".join(lines)
 
     def _sentinel_failover(self, timeout: float) -> None:
         # NOGOODSLAVE / INPROG while a Sentinel's view is still settling: try again.
