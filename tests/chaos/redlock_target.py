@@ -1,9 +1,9 @@
-"""The Redlock backend as the chaos suite drives it: three independent primaries.
+"""The Redlock backend as the chaos suite drives it: three (or five) independent primaries.
 
 The primaries persist with AOF and ``appendfsync always`` (the deployment the module
 docstring of :mod:`scheduler.backends.redlock` asks for), and each replica reaches each
-primary through a proxy of its own, its URL listing the three, so a partition cuts all
-three of a replica's links. The faults of its own, besides the common ones:
+primary through a proxy of its own, its URL listing them all, so a partition cuts every
+one of a replica's links. The faults of its own, besides the common ones:
 
 * ``backend_restart``: kill -9 one primary (in turn) and restart it 0.5-3 s later with its
   AOF: a restarted server (another ``run_id``) that must not vote for a TTL;
@@ -31,7 +31,8 @@ from tests.chaos.targets import SERVED_FAULTS, Holder, Target
 
 
 class RedlockTarget(Target):
-    """Three primaries with AOF (``appendfsync always``), a proxy per replica and primary."""
+    """``primaries`` primaries with AOF (``appendfsync always``), a proxy per replica and
+    primary."""
 
     kind = "redlock"
     faults = (
@@ -43,11 +44,11 @@ class RedlockTarget(Target):
         *SERVED_FAULTS,
     )
 
-    def __init__(self, workdir: Path, cluster: str, loop: ProxyLoop) -> None:
+    def __init__(self, workdir: Path, cluster: str, loop: ProxyLoop, primaries: int = 3) -> None:
         super().__init__(workdir, cluster)
         from tests.harness.redlock_group import RedlockGroup
 
-        self.group = RedlockGroup(3, persistent=True)
+        self.group = RedlockGroup(primaries, persistent=True)
         self._loop = loop
         self._links: dict[str, list[Proxy]] = {}
         self._clients: dict[int, Any] = {}

@@ -62,6 +62,8 @@ class Options:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Query options of the replicas' URL (Sentinel and Cluster: ``min_replicas_ack``).
     url_options: dict[str, str] = field(default_factory=dict)
+    #: Redlock: how many independent primaries (3 or 5).
+    primaries: int = 3
     #: Pairs of fault types kept at least ``apart`` seconds from each other (empty: none).
     keep_apart: tuple[tuple[str, str], ...] = ()
     apart: float = 0.0
@@ -164,7 +166,9 @@ def run(options: Options) -> dict[str, Any]:
     clocks = FakeClocks(workdir)
     probe(clocks)
     loop = ProxyLoop()
-    target = make_target(options.backend, workdir, cluster, loop, options.url_options)
+    target = make_target(
+        options.backend, workdir, cluster, loop, options.url_options, options.primaries
+    )
     ledger = LedgerProcess(workdir)
     replicas: Replicas | None = None
     recorder: ClaimRecorder | None = None
@@ -180,6 +184,7 @@ def run(options: Options) -> dict[str, Any]:
         "command": options.command,
         "many_jobs": options.extra.get("chaos_many_jobs", 0),
         "url_options": options.url_options,
+        **({"primaries": options.primaries} if options.backend == "redlock" else {}),
         "cluster": cluster,
     }
     try:
@@ -303,9 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="sentinel and cluster: the replicas' min_replicas_ack (default: Baton's, auto)",
     )
+    parser.add_argument(
+        "--primaries",
+        type=int,
+        choices=(3, 5),
+        default=3,
+        help="redlock: independent primaries (default 3)",
+    )
     args = parser.parse_args(argv)
     if args.many_jobs < 0:
         parser.error("--many-jobs must be 0 or more")
+    if args.primaries != 3 and args.backend != "redlock":
+        parser.error("--primaries is for --backend redlock")
     url_options: dict[str, str] = {}
     if args.min_replicas_ack is not None:
         if args.backend not in ("sentinel", "cluster"):
@@ -329,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         replay += ["--many-jobs", str(args.many_jobs)]
     if url_options:
         replay += ["--min-replicas-ack", url_options["min_replicas_ack"]]
+    if args.primaries != 3:
+        replay += ["--primaries", str(args.primaries)]
     command = "python -m tests.chaos.run " + shlex.join(replay)
     options = Options(
         backend=args.backend,
@@ -339,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=tuple(f for f in args.faults.split(",") if f),
         command=command,
         url_options=url_options,
+        primaries=args.primaries,
         # Read by tests.chaos.workload in every replica (BATON_CHAOS_MANY_JOBS).
         extra={"chaos_many_jobs": args.many_jobs} if args.many_jobs else {},
     )

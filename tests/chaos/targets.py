@@ -877,9 +877,10 @@ def make_target(
     cluster: str,
     loop: ProxyLoop,
     url_options: dict[str, str] | None = None,
+    primaries: int = 3,
 ) -> Target:
     """The target for ``kind`` (one of :data:`KINDS`); ``url_options`` (Sentinel and Cluster
-    only) are added to the replicas' URL."""
+    only) are added to the replicas' URL; ``primaries`` is Redlock's number of primaries."""
     if url_options and kind not in ("sentinel", "cluster"):
         raise ValueError(f"URL options are for the sentinel and cluster backends, not {kind!r}")
     if kind == "sqlite":
@@ -899,5 +900,5 @@ def make_target(
     if kind == "redlock":
         from tests.chaos.redlock_target import RedlockTarget
 
-        return RedlockTarget(workdir, cluster, loop)
+        return RedlockTarget(workdir, cluster, loop, primaries)
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")
