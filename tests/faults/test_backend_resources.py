@@ -1,6 +1,6 @@
 """Backend resources that cannot starve each other, on real servers: a burst of batched
 claims, starts, outcomes and history reads through the same backend never makes a lease
-renewal fail or wait its ``op_timeout`` (Redis: the lease's own pool; ZooKeeper: waves and
+renewal fail or take a second (Redis: the lease's own pool; ZooKeeper: waves and
 chunked multis on the one session; SQLite: the lease's calls go first), and a Redis burst
 larger than the connection pool waits for a connection instead of failing."""
 
@@ -19,7 +19,13 @@ from scheduler.leadership.lease import Lease
 from tests.contract.support import BASE, MakeBackend, acquire, finished, holder, run_for
 from tests.harness.redis_server import RedisServer
 
-OP_TIMEOUT = 1.0
+#: Seconds: the bound a renewal must stay under however busy the backend is.
+RENEW_BOUND = 1.0
+#: The backend's op_timeout: longer than RENEW_BOUND, so that a batch's call queued behind
+#: the others on a machine loaded by other tests does not fail the burst (seen: a
+#: ZooKeeper multi unanswered within 1 s beside a chaos run), while a renewal that is
+#: starved still fails the RENEW_BOUND assertion.
+OP_TIMEOUT = 5.0
 #: Fires per batch, and batches each burst thread sends.
 BATCH, ROUNDS = 500, 3
 
@@ -103,7 +109,7 @@ def test_renewals_never_fail_during_a_burst_of_batches(
     assert not errors, errors
     assert not renewer.errors, renewer.errors
     assert len(renewer.latencies) >= 5, "the burst was over before renewals ran: proves nothing"
-    assert max(renewer.latencies) < OP_TIMEOUT, (
+    assert max(renewer.latencies) < RENEW_BOUND, (
         f"a renewal took {max(renewer.latencies):.3f} s during the burst"
     )
 
