@@ -596,17 +596,30 @@ class SentinelGroup:
 
     def _fail_over_from(self, old: RedisServer, timeout: float) -> RedisServer:
         deadline = time.monotonic() + timeout
+        ask = True
         while True:
-            self._sentinel_failover(timeout)
-            # A failover a Sentinel accepted can still be aborted (its election lost, or the
-            # promoted replica slow to answer within failover-timeout, on a loaded machine):
-            # ask again rather than wait out the whole timeout.
+            if ask:
+                self._sentinel_failover(timeout)
             left = deadline - time.monotonic()
             try:
                 return self._wait_settled(old, min(FAILOVER_ATTEMPT, max(left, 0.1)))
             except TimeoutError as exc:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{exc}\n{self.describe()}") from None
+            # A failover a Sentinel accepted can still be aborted (its election lost, or the
+            # promoted replica slow to answer within failover-timeout, on a loaded machine):
+            # ask again rather than wait out the whole timeout. One that named a new primary
+            # is only slow to settle: asking again would start a second one.
+            ask = self._named_primaries() <= {self.address(old)}
+
+    def _named_primaries(self) -> set[tuple[str, int]]:
+        named = set()
+        for sentinel in self.sentinel_servers:
+            if sentinel.running:
+                with contextlib.suppress(redis.RedisError), sentinel.client(timeout=1.0) as c:
+                    host, port = c.sentinel_get_master_addr_by_name(SERVICE)
+                    named.add((host, int(port)))
+        return named
 
     def describe(self) -> str:
         """What each Sentinel and data server says, and the Sentinels' last log lines: for
