@@ -1,10 +1,11 @@
 """Idle connections held against a server by a process of their own, as an attacker's would be.
 
-The flood runs at the lowest CPU priority (nice 19) and outside the test's process: a probe
-in the test then shares neither a GIL nor its share of the CPU with the flood. The server
-evicts its oldest idle connection for each new one (scheduler/ops/http/server.py), so a probe
-that a loaded machine stalls between its connect and its request while 64 flood connections
-arrive is evicted, as a real probe would be under a flood arriving that much faster than it.
+The flood runs outside the test's process, so a probe in the test shares no GIL with it and
+the two race as a kubelet and an attacker do. The server evicts its oldest idle connection
+for each new one, but none in its first ``EVICT_AFTER`` seconds
+(scheduler/ops/http/server.py): with the flood in the test's own process, the GIL hid how
+often a probe stalled for a moment between its connect and its request was evicted; from a
+process of its own, half the runs showed it before that rule.
 
 Run as ``python -m tests.harness.idle_flood HOST PORT COUNT DONE_FILE``: it opens ``COUNT``
 connections in bursts of :data:`BURST` (each far more than the server reads at once, so that
