@@ -617,8 +617,8 @@ class SentinelGroup:
         for sentinel in self.sentinel_servers:
             if sentinel.running:
                 with contextlib.suppress(redis.RedisError), sentinel.client(timeout=1.0) as c:
-                    host, port = c.sentinel_get_master_addr_by_name(SERVICE)
-                    named.add((host, int(port)))
+                    if address := c.sentinel_get_master_addr_by_name(SERVICE):
+                        named.add((address[0], int(address[1])))
         return named
 
     def describe(self) -> str:
